@@ -1,0 +1,162 @@
+"""Twilio Media Streams (bidirectional ``<Connect><Stream>``) as a pure codec.
+
+Wire facts this follows (reference: telephony-protocols §1): text frames only, never binary; the first
+message is ``connected`` (no streamSid); ``sequenceNumber``, ``media.chunk`` and ``media.timestamp`` are
+*strings*; ``dtmf.track`` is ``inbound_track``; outbound ``media`` carries only ``payload`` (μ-law 8 kHz,
+any size, never empty), ``mark`` must carry a ``mark`` object, and ``clear`` empties Twilio's buffer and
+makes it echo every pending mark — indistinguishable from a played echo, so the session keeps track.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from voice_runtime.errors import LocalProtocolError, RemoteProtocolError
+from voice_runtime.protocols.base import (
+    Dialect,
+    decode_base64,
+    encode_base64,
+    loads_object,
+    optional_int,
+    require_dict,
+    require_str,
+)
+from voice_runtime.protocols.events import (
+    CarrierEvent,
+    Connected,
+    DtmfReceived,
+    MarkEchoed,
+    MediaFormat,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+    UnknownEvent,
+)
+
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+class TwilioDialect(Dialect):
+    name = "twilio"
+    echoes_marks_on_clear = True
+    supports_dtmf_out = False  # Twilio: "Sending DTMF outbound ... is not supported"
+    max_outbound_message = None
+
+    @classmethod
+    def matches(cls, message: dict[str, Any]) -> bool:
+        event = message.get("event")
+        if event == "connected":
+            return True
+        start = message.get("start")
+        return event == "start" and isinstance(start, dict) and "streamSid" in start
+
+    def parse(self, text: str | bytes) -> CarrierEvent:
+        msg = loads_object(text)
+        event = msg.get("event")
+        if not isinstance(event, str):
+            raise RemoteProtocolError("missing_event", "no string 'event' field")
+        if event == "media":
+            return self._parse_media(msg)
+        if event == "mark":
+            self._check_stream(msg)
+            self.track_sequence(optional_int(msg.get("sequenceNumber")))
+            return MarkEchoed(require_str(require_dict(msg, "mark"), "name"))
+        if event == "start":
+            return self._parse_start(msg)
+        if event == "connected":
+            return Connected(str(msg.get("protocol", "")), str(msg.get("version", "")))
+        if event == "dtmf":
+            self._check_stream(msg)
+            self.track_sequence(optional_int(msg.get("sequenceNumber")))
+            digit = require_str(require_dict(msg, "dtmf"), "digit")
+            if digit not in DTMF_DIGITS:
+                raise RemoteProtocolError("bad_dtmf_digit", digit[:8])
+            return DtmfReceived(digit)
+        if event == "stop":
+            self.track_sequence(optional_int(msg.get("sequenceNumber")))
+            return StreamStopped("stop")
+        return UnknownEvent(event[:40])
+
+    def _check_stream(self, msg: dict[str, Any]) -> None:
+        sid = msg.get("streamSid")
+        if self.stream_id is None:
+            raise RemoteProtocolError("before_start", "message before 'start'")
+        if sid is not None and sid != self.stream_id:
+            raise RemoteProtocolError("wrong_stream_id", str(sid)[:40])
+
+    def _parse_media(self, msg: dict[str, Any]) -> MediaReceived:
+        self._check_stream(msg)
+        media = require_dict(msg, "media")
+        track = media.get("track", "inbound")
+        if track != "inbound":
+            raise RemoteProtocolError("unexpected_track", str(track)[:20])
+        payload = decode_base64(media.get("payload"))
+        sequence = optional_int(msg.get("sequenceNumber"))
+        self.track_sequence(sequence)
+        return MediaReceived(
+            payload,
+            sequence=sequence,
+            chunk=optional_int(media.get("chunk")),
+            timestamp_ms=optional_int(media.get("timestamp")),
+        )
+
+    def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
+        if self.stream_id is not None:
+            raise RemoteProtocolError("duplicate_start", "stream already started")
+        start = require_dict(msg, "start")
+        stream_id = require_str(start, "streamSid")
+        call_id = require_str(start, "callSid")
+        fmt = start.get("mediaFormat") if isinstance(start.get("mediaFormat"), dict) else {}
+        media_format = MediaFormat(
+            encoding=str(fmt.get("encoding", "audio/x-mulaw")),
+            sample_rate=_int_or(fmt.get("sampleRate"), 8000),
+            channels=_int_or(fmt.get("channels"), 1),
+        )
+        if not media_format.is_mulaw_8k:
+            raise RemoteProtocolError("unsupported_format", f"{media_format.encoding}@{media_format.sample_rate}")
+        params_raw = start.get("customParameters")
+        params = (
+            {str(k): str(v) for k, v in params_raw.items() if isinstance(v, (str, int, float))}
+            if isinstance(params_raw, dict)
+            else {}
+        )
+        tracks_raw = start.get("tracks")
+        tracks = tuple(str(t) for t in tracks_raw) if isinstance(tracks_raw, list) else ("inbound",)
+        self.stream_id, self.call_id, self.media_format = stream_id, call_id, media_format
+        self.track_sequence(optional_int(msg.get("sequenceNumber")))
+        return StreamStarted(
+            stream_id=stream_id,
+            call_id=call_id,
+            account_id=str(start.get("accountSid", "")),
+            media_format=media_format,
+            custom_parameters=params,
+            tracks=tracks,
+        )
+
+    # -- outbound -------------------------------------------------------------------------------------
+    def _sid(self) -> str:
+        if self.stream_id is None:
+            raise LocalProtocolError("cannot send before the stream started")
+        return self.stream_id
+
+    def encode_media(self, payload: bytes) -> str:
+        if not payload:
+            raise LocalProtocolError("empty media payload")
+        return orjson.dumps(
+            {"event": "media", "streamSid": self._sid(), "media": {"payload": encode_base64(payload)}}
+        ).decode()
+
+    def encode_mark(self, name: str) -> str:
+        return orjson.dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}).decode()
+
+    def encode_clear(self) -> str:
+        return orjson.dumps({"event": "clear", "streamSid": self._sid()}).decode()
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,401 @@
+"""The one WebSocket loop: drives a :class:`VoiceSession` from any carrier dialect.
+
+One :class:`CallConnection` per carrier socket. It owns three things and nothing else:
+
+* the **receive loop** (this coroutine): text message → dialect → typed event → session;
+* the **outbound pump** (one task, the socket's only writer): session's ordered queue of audio and marks,
+  plus urgent clears and DTMF, paced a little ahead of real time;
+* the **STT** lifecycle: built from the session's factories on ``start``, stopped on the way out.
+
+It is written against :class:`WireSocket` (receive/send/close), so the same loop runs on Starlette/uvicorn
+or on a bare ``websockets`` server. Every task it creates is cancelled and awaited before ``run`` returns.
+
+Why pace at all, when carriers buffer "any size": a barge-in must silence the agent within a frame. Audio
+already at the carrier can only be dropped by a ``clear``; audio still in our queue is dropped for free and
+never reaches the recording. Keeping a small lead (default 240 ms) at the carrier gives glitch-free playback
+under load while keeping the stale audio per barge-in small, and lets us batch many 20 ms frames per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from voice_runtime.audio.frames import ulaw_duration
+from voice_runtime.errors import RemoteProtocolError
+from voice_runtime.protocols import (
+    AudioCleared,
+    Connected,
+    Dialect,
+    DtmfReceived,
+    MarkEchoed,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+    UnknownEvent,
+    detect_dialect,
+)
+from voice_runtime.session import VoiceSession
+
+log = logging.getLogger(__name__)
+
+
+class WireClosed(Exception):
+    """The carrier socket is closed (cleanly or not)."""
+
+
+class WireSocket(Protocol):
+    async def receive(self) -> str | bytes:
+        """Next message; raises :class:`WireClosed` when the socket is gone."""
+
+    async def send(self, text: str) -> None:
+        """Send one text message; raises :class:`WireClosed` when the socket is gone."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass
+class ConnectionConfig:
+    """Tunables for one call's socket loop."""
+
+    start_timeout: float = 10.0  # carrier must send ``start`` this soon after connecting
+    playout_lead: float = 0.24  # seconds of agent audio kept ahead at the carrier
+    max_batch_seconds: float = 0.10  # audio per outbound media message (5 frames)
+    max_inbound_message: int = 64 * 1024
+    max_protocol_errors: int = 1000  # then the peer is broken or hostile: close 1008
+    stt_stop_timeout: float = 5.0
+    close_timeout: float = 1.0
+
+
+SessionFor = Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]]
+"""Resolves the session for a stream once ``start`` is known (None: refuse the stream)."""
+
+
+class CallConnection:
+    """Runs one call. Implements the session's :class:`~voice_runtime.session.SessionLink`."""
+
+    def __init__(
+        self,
+        wire: WireSocket,
+        session_for: SessionFor,
+        *,
+        config: ConnectionConfig | None = None,
+        recorder_factory: Callable[[VoiceSession], Any] | None = None,
+        hangup: Callable[[VoiceSession], Awaitable[None]] | None = None,
+        dialect: Dialect | None = None,
+        on_started: Callable[[VoiceSession], None] | None = None,
+    ) -> None:
+        self.wire = wire
+        self.session_for = session_for
+        self.config = config or ConnectionConfig()
+        self.recorder_factory = recorder_factory
+        self.hangup_hook = hangup
+        self.dialect: Dialect | None = dialect
+        self.on_started = on_started
+        self.session: VoiceSession | None = None
+        self.stats: Counter[str] = Counter()
+        self.closed = asyncio.Event()
+        self.recorder: Any = None
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._clear_pending = False
+        self._dtmf_pending: list[str] = []
+        self._disconnect_task: asyncio.Task[None] | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._stt_task: asyncio.Task[None] | None = None
+        self._stream_t0 = 0.0
+        self._playhead = 0.0
+        self._decode: Callable[[bytes], bytes] | None = None
+        self._encode: Callable[[bytes], bytes] | None = None
+        self._warned: set[str] = set()
+
+    # ----------------------------------------------------------------------------- SessionLink
+    @property
+    def supports_dtmf_out(self) -> bool:
+        return bool(self.dialect and self.dialect.supports_dtmf_out)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._clear_pending = True
+        self._wake.set()
+        self._urgent.set()
+
+    def send_dtmf(self, digits: str) -> None:
+        self._dtmf_pending.append(digits)
+        self._wake.set()
+        self._urgent.set()
+
+    def disconnect(self) -> None:
+        if self._disconnect_task is None:
+            self._disconnect_task = asyncio.ensure_future(self._hang_up())
+
+    # ----------------------------------------------------------------------------- main loop
+    async def run(self) -> None:
+        """Serve the socket until the call ends. Never raises for carrier misbehaviour."""
+        reason = "closed"
+        try:
+            started = await asyncio.wait_for(self._await_start(), self.config.start_timeout)
+            if started is None:
+                reason = "no_start"
+                return
+            session = await self.session_for(started, self.dialect)  # type: ignore[arg-type]
+            if session is None:
+                reason = "refused"
+                self.stats["refused"] += 1
+                await self._close(1008, "unknown stream")
+                return
+            self._begin(session, started)
+            if self.on_started is not None:
+                self.on_started(session)
+            reason = await self._receive_loop()
+        except asyncio.TimeoutError:
+            reason = "start_timeout"
+            log.warning("carrier sent no 'start' within %.1fs; closing", self.config.start_timeout)
+            await self._close(1008, "no start")
+        except WireClosed:
+            reason = "closed_before_start"
+        finally:
+            await self._finish(reason)
+
+    async def _await_start(self) -> StreamStarted | None:
+        for _ in range(16):  # connected (+ a few stray messages) before start, never more
+            message = await self.wire.receive()
+            if isinstance(message, bytes):
+                self._count_drop("binary_frame")
+                continue
+            try:
+                if self.dialect is None:
+                    self.dialect = detect_dialect(message)
+                event = self.dialect.parse(message)
+            except RemoteProtocolError as exc:
+                self._count_drop(exc.reason)
+                continue
+            if isinstance(event, StreamStarted):
+                return event
+        await self._close(1008, "no start")
+        return None
+
+    def _begin(self, session: VoiceSession, started: StreamStarted) -> None:
+        assert self.dialect is not None
+        self.session = session
+        self._stream_t0 = time.monotonic()
+        self._playhead = self._stream_t0
+        fmt = started.media_format
+        if not fmt.is_mulaw_8k:
+            from voice_runtime.audio import L16Decoder, L16Encoder
+
+            decoder, encoder = L16Decoder(fmt.sample_rate), L16Encoder(fmt.sample_rate)
+            self._decode, self._encode = decoder.convert, encoder.convert
+        if self.recorder_factory is not None:
+            try:
+                self.recorder = self.recorder_factory(session)
+                session.set_mixer(self.recorder)
+            except Exception:
+                log.exception("recorder could not be created; call continues unrecorded")
+        session._attach(
+            self._loop,
+            self,
+            stream_id=started.stream_id,
+            call_id=started.call_id,
+            carrier=self.dialect.name,
+            custom_parameters=started.custom_parameters,
+        )
+        self._pump_task = asyncio.ensure_future(self._pump())
+        if session.stt is not None or session.stt_factory is not None:
+            self._stt_task = asyncio.ensure_future(self._start_stt(session))
+
+    async def _receive_loop(self) -> str:
+        session, dialect = self.session, self.dialect
+        assert session is not None and dialect is not None
+        max_size = self.config.max_inbound_message
+        while True:
+            try:
+                message = await self.wire.receive()
+            except WireClosed:
+                return "carrier_closed"
+            if len(message) > max_size:
+                self._count_drop("oversized_message")
+                continue
+            if isinstance(message, bytes):
+                self._count_drop("binary_frame")
+                continue
+            try:
+                event = dialect.parse(message)
+            except RemoteProtocolError as exc:
+                self._count_drop(exc.reason)
+                if self.stats["protocol_errors"] > self.config.max_protocol_errors:
+                    await self._close(1008, "too many protocol errors")
+                    return "protocol_errors"
+                continue
+            kind = type(event)
+            if kind is MediaReceived:
+                payload = event.payload  # type: ignore[union-attr]
+                if self._decode is not None:
+                    payload = self._decode(payload)
+                if payload:
+                    session._feed_inbound(payload)
+                    if self.recorder is not None:
+                        ts = event.timestamp_ms  # type: ignore[union-attr]
+                        self.recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
+            elif kind is MarkEchoed:
+                session.signal_mark_received(event.name)  # type: ignore[union-attr]
+            elif kind is DtmfReceived:
+                session._on_dtmf(event.digit)  # type: ignore[union-attr]
+            elif kind is StreamStopped:
+                return "carrier_stop"
+            elif kind is AudioCleared:
+                self.stats["clear_acked"] += 1
+            elif kind is UnknownEvent:
+                self._count_drop("unknown_event")
+            elif kind is Connected:
+                self._count_drop("late_connected")
+
+    # ----------------------------------------------------------------------------- outbound
+    async def _pump(self) -> None:
+        """The socket's only writer: clears and DTMF first, then audio and marks in order, paced."""
+        session, dialect = self.session, self.dialect
+        assert session is not None and dialect is not None
+        batch = int(self.config.max_batch_seconds * 8000)
+        batch = max(160, min(batch, dialect.max_media_payload()))
+        lead = self.config.playout_lead
+        try:
+            while True:
+                if self._clear_pending:
+                    self._clear_pending = False
+                    await self.wire.send(dialect.encode_clear())
+                    now = time.monotonic()
+                    self._playhead = now
+                    session._on_clear_sent()
+                    if self.recorder is not None:
+                        self.recorder.truncate_agent(now)
+                    continue
+                if self._dtmf_pending:
+                    digits = self._dtmf_pending.pop(0)
+                    await self.wire.send(dialect.encode_dtmf(digits))
+                    continue
+                audio, mark = session._take_outbound(batch)
+                if mark is not None:
+                    await self.wire.send(dialect.encode_mark(mark.wire_name))
+                    session._on_mark_sent(mark)
+                    continue
+                if not audio:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                now = time.monotonic()
+                if self._playhead < now:
+                    self._playhead = now
+                payload = self._encode(audio) if self._encode is not None else audio
+                await self.wire.send(dialect.encode_media(payload))
+                if self.recorder is not None:
+                    self.recorder.write_agent(audio, self._playhead)
+                self._playhead += ulaw_duration(len(audio))
+                session._set_playout_until(self._playhead)
+                ahead = self._playhead - time.monotonic() - lead
+                if ahead > 0:
+                    self._urgent.clear()
+                    try:
+                        await asyncio.wait_for(self._urgent.wait(), ahead)
+                    except asyncio.TimeoutError:
+                        pass
+        except WireClosed:
+            session.signal_disconnected("send_failed")
+            self._urgent.set()
+        except Exception:
+            log.exception("outbound pump failed; ending call")
+            session.signal_disconnected("pump_failed")
+            await self._close(1011, "internal error")
+
+    # ----------------------------------------------------------------------------- STT
+    async def _start_stt(self, session: VoiceSession) -> None:
+        stt = session.stt
+        try:
+            if stt is None and session.stt_factory is not None:
+                stt = session.stt_factory()
+                if session.stt_secondary_factory is not None:
+                    from voice_runtime.stt_tee import SttTee
+
+                    stt = SttTee(stt, session.stt_secondary_factory())
+            if stt is None:
+                return
+            if session.on_stt_ready is not None:
+                session.on_stt_ready(stt)
+            session._bind_stt(stt)
+            await stt.start(session.inbound)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("STT failed to start; the call continues without speech recognition")
+            session.stats["stt_start_failed"] += 1
+            on_error = getattr(stt, "on_error", None)
+            if on_error is not None:
+                try:
+                    on_error(f"stt_start_failed: {exc}")
+                except Exception:
+                    log.exception("stt on_error failed")
+
+    # ----------------------------------------------------------------------------- ending
+    async def _hang_up(self) -> None:
+        session = self.session
+        if session is not None and self.hangup_hook is not None:
+            try:
+                await self.hangup_hook(session)
+            except Exception:
+                log.exception("hangup hook failed; closing the stream instead")
+        await self._close(1000, "hangup")
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.wire.close(code, reason), self.config.close_timeout)
+        except (asyncio.TimeoutError, WireClosed, RuntimeError, OSError):
+            pass
+
+    async def _finish(self, reason: str) -> None:
+        session = self.session
+        if session is not None:
+            session.signal_disconnected(reason)
+        tasks = [t for t in (self._pump_task, self._stt_task) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if session is not None and session.stt is not None:
+            try:
+                await asyncio.wait_for(session.stt.stop(), self.config.stt_stop_timeout)
+            except Exception:
+                log.exception("STT stop failed")
+        if self._disconnect_task is not None and not self._disconnect_task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._disconnect_task), self.config.close_timeout + 5)
+            except Exception:
+                self._disconnect_task.cancel()
+        await self._close(1000, "call ended")
+        if self.recorder is not None:
+            try:
+                self.recorder.shutdown() if hasattr(self.recorder, "shutdown") else self.recorder.close()
+            except Exception:
+                log.exception("recorder close failed")
+        if session is not None and self.dialect is not None:
+            session.stats["sequence_gaps"] += self.dialect.sequence_gaps
+            session.stats["sequence_repeats"] += self.dialect.sequence_repeats
+        self.closed.set()
+
+    def _count_drop(self, reason: str) -> None:
+        self.stats["protocol_errors"] += 1
+        self.stats[f"dropped_{reason}"] += 1
+        if self.dialect is not None:
+            self.dialect.dropped[reason] += 1
+        if self.session is not None:
+            self.session.stats[f"dropped_{reason}"] += 1
+            self.session.log.emit("protocol_error", reason=reason)
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("dropped carrier message (%s); further drops of this kind are counted silently", reason)

@@ -1,0 +1,80 @@
+"""Which session a stream belongs to, and which calls are live.
+
+Outbound calls are dialled before their media stream exists, so the session is created first and bound to a
+single-use, unguessable token carried in the stream URL path (``/stream/{token}``). The token is checked
+*before* the WebSocket is accepted: an unknown, expired or reused token never creates session state.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from voice_runtime.session import VoiceSession
+
+
+@dataclass
+class _Pending:
+    session: VoiceSession
+    expires_at: float
+
+
+@dataclass
+class CallRegistry:
+    """Thread-safe: tokens are issued from flow threads and claimed on the event loop."""
+
+    token_ttl: float = 600.0
+    _pending: dict[str, _Pending] = field(default_factory=dict)
+    _active: dict[int, VoiceSession] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def issue_token(self, session: VoiceSession) -> str:
+        """Bind a fresh single-use token to ``session``."""
+        token = secrets.token_urlsafe(18)
+        now = time.monotonic()
+        with self._lock:
+            self._prune(now)
+            self._pending[token] = _Pending(session, now + self.token_ttl)
+        return token
+
+    def peek(self, token: str) -> bool:
+        """Is ``token`` valid right now? (Checked before accepting the socket.)"""
+        with self._lock:
+            pending = self._pending.get(token)
+            return pending is not None and pending.expires_at > time.monotonic()
+
+    def claim(self, token: str) -> VoiceSession | None:
+        """Consume ``token``; returns its session, or None if unknown, expired or already used."""
+        with self._lock:
+            pending = self._pending.pop(token, None)
+        if pending is None or pending.expires_at <= time.monotonic():
+            return None
+        return pending.session
+
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._pending.pop(token, None)
+
+    def add_active(self, session: VoiceSession) -> None:
+        with self._lock:
+            self._active[id(session)] = session
+
+    def remove_active(self, session: VoiceSession) -> None:
+        with self._lock:
+            self._active.pop(id(session), None)
+
+    def active_sessions(self) -> list[VoiceSession]:
+        with self._lock:
+            return list(self._active.values())
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _prune(self, now: float) -> None:
+        expired = [t for t, p in self._pending.items() if p.expires_at <= now]
+        for token in expired:
+            del self._pending[token]

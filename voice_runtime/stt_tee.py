@@ -1,0 +1,103 @@
+"""``SttTee``: one caller audio stream, two STT providers (e.g. a primary and a shadow for comparison).
+
+Why bounded per-provider queues: the two providers consume at their own pace. If the secondary stalls, its
+queue drops its *oldest* frames (counted in ``secondary_dropped``) and the primary is never slowed. The
+primary gets the same policy; a stalled primary is a real problem, so its drops are logged loudly.
+
+The callbacks (``on_committed``, ``on_recognizing``, ``on_error``, ``on_speech_started``) read and write the
+*primary*; the secondary keeps its own callbacks (set them on ``tee.secondary``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _proxy(name: str) -> property:
+    def get(self: SttTee) -> Any:
+        return getattr(self.primary, name, None)
+
+    def set_(self: SttTee, value: Any) -> None:
+        setattr(self.primary, name, value)
+
+    return property(get, set_, doc=f"The primary provider's ``{name}``.")
+
+
+class SttTee:
+    on_committed = _proxy("on_committed")
+    on_recognizing = _proxy("on_recognizing")
+    on_error = _proxy("on_error")
+    on_speech_started = _proxy("on_speech_started")
+
+    def __init__(self, primary: Any, secondary: Any, *, max_frames: int = 500) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.max_frames = max_frames
+        self.primary_dropped = 0
+        self.secondary_dropped = 0
+        self.secondary_failed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def set_speaking(self, speaking: bool) -> None:
+        self.primary.set_speaking(speaking)
+        try:
+            self.secondary.set_speaking(speaking)
+        except Exception:
+            log.exception("secondary STT set_speaking failed")
+
+    async def start(self, inbound_queue: asyncio.Queue[bytes | None]) -> None:
+        pq: asyncio.Queue[bytes | None] = asyncio.Queue(self.max_frames)
+        sq: asyncio.Queue[bytes | None] = asyncio.Queue(self.max_frames)
+        await self.primary.start(pq)
+        try:
+            await self.secondary.start(sq)
+        except Exception:
+            self.secondary_failed = True
+            log.exception("secondary STT failed to start; continuing with the primary only")
+        self._task = asyncio.create_task(self._fan_out(inbound_queue, pq, sq), name="stt_tee_fanout")
+
+    async def _fan_out(
+        self, source: asyncio.Queue[bytes | None], pq: asyncio.Queue[bytes | None], sq: asyncio.Queue[bytes | None]
+    ) -> None:
+        while True:
+            frame = await source.get()
+            if _put_drop_oldest(pq, frame):
+                self.primary_dropped += 1
+                if self.primary_dropped in (1, 501) or self.primary_dropped % 5000 == 0:
+                    log.warning("primary STT is not keeping up: %d frames dropped", self.primary_dropped)
+            if not self.secondary_failed and _put_drop_oldest(sq, frame):
+                self.secondary_dropped += 1
+                if self.secondary_dropped in (1, 501) or self.secondary_dropped % 5000 == 0:
+                    log.warning("Secondary STT queue overflow: %d frames dropped", self.secondary_dropped)
+            if frame is None:
+                return
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for provider in (self.primary, self.secondary):
+            try:
+                await provider.stop()
+            except Exception:
+                log.exception("STT stop failed in tee")
+
+
+def _put_drop_oldest(queue: asyncio.Queue[bytes | None], item: bytes | None) -> bool:
+    """Put without blocking; if full, drop the oldest item. Returns True if something was dropped."""
+    dropped = False
+    while True:
+        try:
+            queue.put_nowait(item)
+            return dropped
+        except asyncio.QueueFull:
+            queue.get_nowait()
+            dropped = True
+
+

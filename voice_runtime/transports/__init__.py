@@ -1,0 +1,1 @@
+"""Carrier transports: media WebSocket routes, call control (REST) and SMS per carrier."""
