@@ -45,8 +45,12 @@ from voice_runtime.session import VoiceSession
 log = logging.getLogger(__name__)
 
 Flow = Callable[[VoiceSession], Any]
-UpgradeGuard = Callable[[WebSocket], Awaitable[bool]]
-"""Decides, before ``accept()``, whether a WebSocket upgrade may proceed (signatures, tokens...)."""
+UpgradeValidator = Callable[[WebSocket], Awaitable[bool | None]]
+"""Checks one carrier's signature on a WebSocket upgrade, before ``accept()``.
+
+Returns True (valid signature for this carrier), False (this carrier's signature header is present but
+wrong) or None (no signature of this carrier on the request — someone else's business).
+"""
 
 
 def run_flow_thread(session: VoiceSession, flow: Flow, *, name: str | None = None) -> threading.Thread:
@@ -129,7 +133,10 @@ class VoiceServer:
         self.registry = CallRegistry()
         self.connections: set[CallConnection] = set()
         self.flow_threads: set[threading.Thread] = set()
-        self._guards: list[UpgradeGuard] = []
+        self._validators: dict[str, UpgradeValidator] = {}
+        self.call_controls: dict[str, Any] = {}
+        self.allow_unsigned_streams: bool | None = None  # None: allowed only while no validator is registered
+        self._warned_unsigned = False
         self.accepting = True
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
@@ -173,9 +180,26 @@ class VoiceServer:
         self.flow_threads.add(thread)
         return thread
 
-    def add_upgrade_guard(self, guard: UpgradeGuard) -> None:
-        """Add a check that runs before every stream WebSocket is accepted (all must pass)."""
-        self._guards.append(guard)
+    def add_upgrade_validator(self, carrier: str, validator: UpgradeValidator) -> None:
+        """Register ``carrier``'s signature check for stream upgrades (see :data:`UpgradeValidator`).
+
+        Once any validator is registered, an upgrade is admitted only if some validator returns True; an
+        upgrade with no carrier signature at all is refused unless ``allow_unsigned_streams`` is True
+        (a logged, development-only opt-out).
+        """
+        self._validators[carrier] = validator
+
+    def register_call_control(self, control: Any) -> None:
+        """Attach a carrier's call control (REST hangup etc.); ``control.carrier`` names the carrier."""
+        self.call_controls[control.carrier] = control
+
+    async def _hangup_via_call_control(self, session: VoiceSession) -> None:
+        """The loop's hangup hook: REST hangup through the session's carrier, when we have one."""
+        control = self.call_controls.get(session.carrier or "")
+        if control is not None:
+            await control.hangup(session)
+        elif self.hangup is not None:
+            await self.hangup(session)
 
     # ---------------------------------------------------------------------------------- routes
     def _install_routes(self, app: FastAPI) -> None:
@@ -218,15 +242,33 @@ class VoiceServer:
         if not self.accepting:
             await websocket.close(code=1013)  # try again later: we are draining
             return False
-        for guard in self._guards:
+        verdicts: list[bool | None] = []
+        for carrier, validator in self._validators.items():
             try:
-                ok = await guard(websocket)
+                verdict = await validator(websocket)
             except Exception:
-                log.exception("upgrade guard failed")
-                ok = False
-            if not ok:
-                await websocket.close(code=1008)
-                return False
+                log.exception("%s upgrade validator failed", carrier)
+                verdict = False
+            if verdict is True:
+                return True
+            verdicts.append(verdict)
+        if False in verdicts:
+            log.warning("refused stream upgrade: invalid carrier signature")
+            await websocket.close(code=1008)
+            return False
+        allow = self.allow_unsigned_streams
+        if allow is None:
+            allow = not self._validators
+        if not allow:
+            log.warning("refused stream upgrade: no carrier signature")
+            await websocket.close(code=1008)
+            return False
+        if not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning(
+                "accepting unsigned media streams (%s): development only",
+                "allow_unsigned_streams=True" if self.allow_unsigned_streams else "no carrier credentials configured",
+            )
         return True
 
     async def _serve(
@@ -241,7 +283,7 @@ class VoiceServer:
             session_for,
             config=self.connection_config,
             recorder_factory=self._recorder_for if self.recordings_dir else None,
-            hangup=self.hangup,
+            hangup=self._hangup_via_call_control,
             on_started=on_started,
         )
         self.connections.add(connection)
