@@ -113,6 +113,7 @@ class CallConnection:
         self._playhead = 0.0
         self._decode: Callable[[bytes], bytes] | None = None
         self._encode: Callable[[bytes], bytes] | None = None
+        self._encoder: Any = None  # stream-format encoder (L16): flushed before marks, reset on clear
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------------------------- SessionLink
@@ -194,6 +195,7 @@ class CallConnection:
 
             decoder, encoder = L16Decoder(fmt.sample_rate), L16Encoder(fmt.sample_rate)
             self._decode, self._encode = decoder.convert, encoder.convert
+            self._encoder = encoder
         if self.recorder_factory is not None:
             try:
                 self.recorder = self.recorder_factory(session)
@@ -274,6 +276,8 @@ class CallConnection:
                     now = time.monotonic()
                     self._playhead = now
                     session._on_clear_sent()
+                    if self._encoder is not None:
+                        self._encoder.reset()  # the resampler's tail is cleared audio too
                     if self.recorder is not None:
                         self.recorder.truncate_agent(now)
                     continue
@@ -283,6 +287,11 @@ class CallConnection:
                     continue
                 audio, mark = session._take_outbound(batch)
                 if mark is not None:
+                    if self._encoder is not None:
+                        # A resampling encoder holds back up to ~100 ms; the mark must follow all of it.
+                        tail = self._encoder.flush()
+                        if tail:
+                            await self.wire.send(dialect.encode_media(tail))
                     await self.wire.send(dialect.encode_mark(mark.wire_name))
                     session._on_mark_sent(mark)
                     continue
@@ -294,7 +303,8 @@ class CallConnection:
                 if self._playhead < now:
                     self._playhead = now
                 payload = self._encode(audio) if self._encode is not None else audio
-                await self.wire.send(dialect.encode_media(payload))
+                if payload:  # a resampling encoder (L16 16 kHz) may hold a chunk back: nothing to send yet
+                    await self.wire.send(dialect.encode_media(payload))
                 if self.recorder is not None:
                     self.recorder.write_agent(audio, self._playhead)
                 self._playhead += ulaw_duration(len(audio))
