@@ -42,6 +42,7 @@ CALL_ENDED = "call_ended"
 PROTOCOL_ERROR = "protocol_error"
 ANSWERED_BY = "answered_by"
 CALL_STATUS = "call_status"
+RECORDING_SAVED = "recording_saved"
 
 
 @dataclass(frozen=True, slots=True)

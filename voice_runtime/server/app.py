@@ -310,7 +310,7 @@ class VoiceServer:
             port=port,
             log_level=log_level,
             lifespan="off",
-            ws_max_size=self.connection_config.max_inbound_message,
+            ws_max_size=self.connection_config.hard_max_inbound_message,
             ws_ping_interval=None,
         )
         server = uvicorn.Server(config)
@@ -332,7 +332,7 @@ class VoiceServer:
         """Run in the foreground until interrupted (production entry point)."""
         import uvicorn
 
-        uvicorn_kwargs.setdefault("ws_max_size", self.connection_config.max_inbound_message)
+        uvicorn_kwargs.setdefault("ws_max_size", self.connection_config.hard_max_inbound_message)
         uvicorn.run(self.app, host=host, port=port, **uvicorn_kwargs)
 
     async def close_all(self, code: int = 1012) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import ulaw_duration
 from voice_runtime.errors import RemoteProtocolError
 from voice_runtime.protocols import (
@@ -66,7 +67,8 @@ class ConnectionConfig:
     start_timeout: float = 10.0  # carrier must send ``start`` this soon after connecting
     playout_lead: float = 0.24  # seconds of agent audio kept ahead at the carrier
     max_batch_seconds: float = 0.10  # audio per outbound media message (5 frames)
-    max_inbound_message: int = 64 * 1024
+    max_inbound_message: int = 64 * 1024  # larger messages are dropped and counted; the call goes on
+    hard_max_inbound_message: int = 1024 * 1024  # the socket layer refuses larger ones outright (close 1009)
     max_protocol_errors: int = 1000  # then the peer is broken or hostile: close 1008
     stt_stop_timeout: float = 5.0
     close_timeout: float = 1.0
@@ -196,12 +198,6 @@ class CallConnection:
             decoder, encoder = L16Decoder(fmt.sample_rate), L16Encoder(fmt.sample_rate)
             self._decode, self._encode = decoder.convert, encoder.convert
             self._encoder = encoder
-        if self.recorder_factory is not None:
-            try:
-                self.recorder = self.recorder_factory(session)
-                session.set_mixer(self.recorder)
-            except Exception:
-                log.exception("recorder could not be created; call continues unrecorded")
         session._attach(
             self._loop,
             self,
@@ -210,6 +206,12 @@ class CallConnection:
             carrier=self.dialect.name,
             custom_parameters=started.custom_parameters,
         )
+        if self.recorder_factory is not None:
+            try:
+                self.recorder = self.recorder_factory(session)
+                session.set_mixer(self.recorder)
+            except Exception:
+                log.exception("recorder could not be created; call continues unrecorded")
         self._pump_task = asyncio.ensure_future(self._pump())
         if session.stt is not None or session.stt_factory is not None:
             self._stt_task = asyncio.ensure_future(self._start_stt(session))
@@ -391,6 +393,8 @@ class CallConnection:
         if self.recorder is not None:
             try:
                 self.recorder.shutdown() if hasattr(self.recorder, "shutdown") else self.recorder.close()
+                if session is not None:
+                    session.log.emit(ev.RECORDING_SAVED, path=str(getattr(self.recorder, "path", "")))
             except Exception:
                 log.exception("recorder close failed")
         if session is not None and self.dialect is not None:

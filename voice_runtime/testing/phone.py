@@ -176,6 +176,20 @@ class SimulatedPhone:
         for digit in digits:
             self._call(self._send_soon, self.codec.dtmf(digit))
 
+    def send_raw(self, message: str | bytes) -> None:
+        """Send an arbitrary message (malformed-input tests)."""
+        self._call(self._send_soon_raw, message)
+
+    def _send_soon_raw(self, message: str | bytes) -> None:
+        async def send() -> None:
+            if self._ws is not None and not self._closed.is_set():
+                try:
+                    await self._ws.send(message)
+                except websockets.exceptions.ConnectionClosed:
+                    self._mark_closed()
+
+        asyncio.ensure_future(send())
+
     def hangup(self, timeout: float = 5.0) -> None:
         """End the call like the carrier does: ``stop`` then a clean close."""
         if self._loop is None or self._closed.is_set():

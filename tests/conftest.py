@@ -1,0 +1,80 @@
+"""Shared fixtures: a real server on a loopback port and simulated phones that call it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from voice_runtime import VoiceServer, create_stt, create_tts
+from voice_runtime.server import RunningServer
+from voice_runtime.testing import SimulatedPhone
+
+
+class CallHarness:
+    """Starts a VoiceServer with mock providers, runs flows, dials simulated phones at it."""
+
+    def __init__(self) -> None:
+        self.servers: list[RunningServer] = []
+        self.phones: list[SimulatedPhone] = []
+
+    def serve(self, flow: Callable[[Any], Any] | None = None, *, script: list[str] | None = None, **kwargs: Any) -> tuple[VoiceServer, RunningServer]:
+        kwargs.setdefault("stt_factory", lambda: create_stt("mock", script=list(script or [])))
+        kwargs.setdefault("tts_factory", lambda: create_tts("mock"))
+        server = VoiceServer(inbound_flow=flow, **kwargs)
+        running = server.start()
+        self.servers.append(running)
+        return server, running
+
+    def phone(self, running: RunningServer, path: str = "/stream", **kwargs: Any) -> SimulatedPhone:
+        phone = SimulatedPhone(running.ws_url + path, **kwargs)
+        self.phones.append(phone)
+        return phone.connect()
+
+    def close(self) -> None:
+        for phone in self.phones:
+            phone.close()
+        for running in self.servers:
+            running.stop()
+
+
+@pytest.fixture
+def harness() -> Iterator[CallHarness]:
+    h = CallHarness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+class FlowResult:
+    """Collects what a flow thread saw, so the test thread can wait for it."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, body: Callable[[Any], Any]) -> Callable[[Any], None]:
+        def flow(session: Any) -> None:
+            try:
+                body(session)
+            except BaseException as exc:  # surfaced to the test thread
+                self.error = exc
+            finally:
+                self.done.set()
+
+        return flow
+
+    def wait(self, timeout: float = 20.0) -> dict[str, Any]:
+        assert self.done.wait(timeout), "flow did not finish in time"
+        if self.error is not None:
+            raise self.error
+        return self.values
+
+
+@pytest.fixture
+def flow_result() -> FlowResult:
+    return FlowResult()

@@ -1,0 +1,303 @@
+"""End to end over real loopback sockets: the simulated phone calls the real server; flows run in threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from voice_runtime import CallHangupError, MarkOutcome, create_tts
+from voice_runtime.providers.mock import tone_speech
+
+from ..conftest import CallHarness, FlowResult
+
+
+def test_mark_after_one_second_of_audio_is_echoed_after_about_a_second(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        session.put_outbound_sync(b"\x7f" * 8000)  # 1.0 s of audio
+        sent = time.monotonic()
+        flow_result.values["outcome"] = session.send_mark_and_wait("one_second", timeout=5)
+        flow_result.values["elapsed"] = time.monotonic() - sent
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    values = flow_result.wait()
+    assert values["outcome"] is MarkOutcome.PLAYED
+    # The phone plays in real time: the echo cannot come before the audio has played.
+    assert values["elapsed"] >= 0.9
+    assert len(phone.heard_ulaw().replace(b"\xff", b"")) >= 7800  # the audio really was played
+    assert phone.violations == []
+
+
+def test_mark_with_nothing_buffered_is_echoed_at_once(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        flow_result.values["outcome"] = session.send_mark_and_wait("empty", timeout=5)
+
+    _, running = harness.serve(flow_result.run(body))
+    harness.phone(running)
+    assert flow_result.wait()["outcome"] is MarkOutcome.PLAYED
+
+
+def test_clear_drops_playback_and_reports_cleared_not_played(harness: CallHarness, flow_result: FlowResult) -> None:
+    heard = threading.Event()
+
+    def body(session) -> None:
+        result = session.speak("This sentence is long enough to be interrupted halfway through, surely.")
+        heard.wait(5)
+        session.request_clear_buffer()
+        flow_result.values["outcome"] = result.wait(5)
+        flow_result.values["interrupted"] = result.interrupted
+        flow_result.values["after"] = session.send_mark_and_wait("after_clear", timeout=5)
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    phone.wait_for("playback_start", timeout=5)
+    heard.set()
+    values = flow_result.wait()
+    clear = phone.wait_for("clear", timeout=5)
+    assert values["outcome"] is MarkOutcome.CLEARED and values["interrupted"] is True
+    assert values["after"] is MarkOutcome.PLAYED  # the session keeps working after a clear
+    # Twilio echoes pending marks on clear; the session must still have called that mark "cleared".
+    assert clear.data["pending_marks"] >= 1 or len(phone.marks_echoed) >= 1
+    assert phone.violations == []
+
+
+def test_speak_wait_returns_after_playback_and_first_audio_is_prompt(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        started = time.monotonic()
+        result = session.speak("Hello there, caller.", wait=True)
+        flow_result.values.update(heard=result.heard, elapsed=time.monotonic() - started, audio=result.audio_seconds)
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    values = flow_result.wait()
+    assert values["heard"] and values["elapsed"] >= values["audio"] * 0.9
+    kinds = [e.kind for e in phone.events]
+    assert kinds.index("playback_start") < kinds.index("mark_echoed")
+
+
+@pytest.mark.parametrize("blocking_call", ["listen", "mark", "dtmf", "speak_wait", "backpressure", "answered_by"])
+def test_caller_hangup_releases_every_blocking_call(harness: CallHarness, flow_result: FlowResult, blocking_call: str) -> None:
+    entered = threading.Event()
+
+    def body(session) -> None:
+        calls = {
+            "listen": lambda: session.listen(timeout=30),
+            "mark": lambda: (session.put_outbound_sync(b"\x7f" * 80000), session.send_mark_and_wait("long", timeout=30))[1],
+            "dtmf": lambda: session.wait_for_dtmf(timeout=30),
+            "speak_wait": lambda: session.speak("A fairly long sentence that keeps playing for a few seconds at least.", wait=True, timeout=30).call_disconnected,
+            "backpressure": lambda: [session.put_outbound_sync(b"\x7f" * 8000, timeout=30) for _ in range(100)],
+            "answered_by": lambda: session.wait_for_answered_by(timeout=30),
+        }
+        entered.set()
+        started = time.monotonic()
+        try:
+            flow_result.values["result"] = calls[blocking_call]()
+        except CallHangupError:
+            flow_result.values["result"] = "hangup"
+        flow_result.values["elapsed"] = time.monotonic() - started
+
+    server, running = harness.serve(flow_result.run(body), session_defaults={"max_outbound_seconds": 2.0})
+    phone = harness.phone(running)
+    assert entered.wait(5)
+    if blocking_call in ("mark", "speak_wait", "backpressure"):
+        phone.wait_for("media", timeout=5)  # the call is really in the middle of playing audio
+    phone.hangup()
+    values = flow_result.wait(10)
+    assert values["result"] in ("hangup", MarkOutcome.HUNG_UP, True)
+    assert values["elapsed"] < 10  # returned long before its 30 s timeout
+
+
+def test_abrupt_drop_without_close_frame_ends_the_call(harness: CallHarness, flow_result: FlowResult) -> None:
+    ended = threading.Event()
+
+    def body(session) -> None:
+        session.on_disconnected = ended.set
+        try:
+            session.listen(timeout=30)
+        except CallHangupError:
+            flow_result.values["hangup"] = True
+        flow_result.values["reason"] = session.end_reason
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    phone.drop()
+    values = flow_result.wait(10)
+    assert values["hangup"] and ended.is_set()
+    assert values["reason"] in ("carrier_closed", "send_failed")
+
+
+def test_flow_hangup_closes_the_stream(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        session.speak("Goodbye.", wait=True)
+        flow_result.values["ended"] = session.hangup(timeout=5)
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    assert flow_result.wait()["ended"] is True
+    assert phone.wait_closed(5)
+    assert phone.close_code == 1000
+
+
+def test_listen_hears_the_caller_and_dtmf_arrives(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        flow_result.values["said"] = session.say_and_listen("Say something after the tone.", timeout=10)
+        flow_result.values["digits"] = session.collect_dtmf(max_digits=4, timeout=10)
+
+    _, running = harness.serve(flow_result.run(body), script=["I would like to book"])
+    phone = harness.phone(running)
+    phone.wait_for("mark_echoed", timeout=10)
+    phone.say(tone_speech(0.8)).wait_finished(5)
+    phone.press("42#")
+    values = flow_result.wait()
+    assert values["said"] == "I would like to book"
+    assert values["digits"] == "42"
+
+
+def test_barge_in_stops_the_agent_within_a_few_frames(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        result = session.speak("This is a very long announcement that the caller will certainly talk over before it ends, trust me.")
+        flow_result.values["outcome"] = result.wait(15)
+        flow_result.values["answer"] = session.listen(timeout=10)
+        flow_result.values["barge_ins"] = session.stats["barge_ins"]
+
+    _, running = harness.serve(flow_result.run(body), script=["stop talking"])
+    phone = harness.phone(running)
+    phone.wait_for("playback_start", timeout=5)
+    speech = phone.say(tone_speech(1.0))
+    clear = phone.wait_for("clear", timeout=5)
+    values = flow_result.wait()
+    assert values["outcome"] is MarkOutcome.CLEARED
+    assert values["answer"] == "stop talking" and values["barge_ins"] == 1
+    assert speech.start_time is not None
+    # Detection needs ~60 ms of voiced audio; allow network and scheduling jitter on a loaded machine.
+    assert clear.at - speech.start_time < 0.5
+    # After the clear the phone plays nothing more from that announcement.
+    later_media = [e for e in phone.events_of("media") if e.at > clear.at + 0.05]
+    assert later_media == []
+
+
+def test_concurrent_calls_do_not_cross_talk(harness: CallHarness) -> None:
+    results: dict[str, tuple[str, str, str]] = {}
+    lock = threading.Lock()
+    done = threading.Semaphore(0)
+
+    def flow(session) -> None:
+        try:
+            name = session.custom_parameters["who"]
+            session.speak(f"Hello {name}", wait=True)
+            digit = session.wait_for_dtmf(timeout=10)
+            with lock:
+                results[name] = (session.call_sid, digit, session.caller_number or "")
+        finally:
+            done.release()
+
+    _, running = harness.serve(flow)
+    phones = {}
+    for i in range(6):
+        name = f"caller{i}"
+        phones[name] = harness.phone(
+            running, custom_parameters={"who": name, "from_number": f"+1555000{i}"}, call_id=f"CA{i:032d}", stream_id=f"MZ{i:032d}"
+        )
+    for i, (name, phone) in enumerate(phones.items()):
+        phone.wait_for("mark_echoed", timeout=10)
+        phone.press(str(i))
+    for _ in phones:
+        assert done.acquire(timeout=15)
+    for i, name in enumerate(phones):
+        assert results[name] == (f"CA{i:032d}", str(i), f"+1555000{i}")
+        assert phones[name].violations == []
+
+
+def test_malformed_input_is_counted_and_the_call_survives(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        flow_result.values["digit"] = session.wait_for_dtmf(timeout=10)
+        flow_result.values["stats"] = dict(session.stats)
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    for junk in ["{bad json", b"\x00\x01binary", '{"event":"media","streamSid":"MZ00000000000000000000000000000001","media":{"payload":"***"}}', '{"event":"whatever"}', "x" * 70_000]:
+        phone.send_raw(junk)
+    phone.press("7")
+    values = flow_result.wait()
+    assert values["digit"] == "7"
+    stats = values["stats"]
+    for reason in ("invalid_json", "binary_frame", "invalid_base64", "unknown_event"):
+        assert stats.get(f"dropped_{reason}") == 1, (reason, stats)
+
+
+def test_stream_token_is_single_use_and_checked_before_accept(harness: CallHarness) -> None:
+    from voice_runtime.testing import PhoneRejected, SimulatedPhone
+
+    server, running = harness.serve(None)
+    session = server.new_session()
+    token = server.expect_stream(session)
+    with pytest.raises(PhoneRejected) as info:
+        SimulatedPhone(running.ws_url + "/stream/not-a-token").connect()
+    assert info.value.status == 403
+    phone = harness.phone(running, f"/stream/{token}")
+    session.wait_for_ws_connect(5)
+    with pytest.raises(PhoneRejected):
+        SimulatedPhone(running.ws_url + f"/stream/{token}").connect()  # reused
+    assert session.is_connected
+    phone.hangup()
+    assert session.wait_until_disconnected(5)
+
+
+def test_tts_failure_is_reported_not_raised(harness: CallHarness, flow_result: FlowResult) -> None:
+    errors: list[str] = []
+
+    def body(session) -> None:
+        session.tts = create_tts("mock", fail_with="quota exceeded")
+        session.tts.on_error = errors.append
+        result = session.speak("hello", wait=True)
+        flow_result.values["error"] = result.error
+
+    _, running = harness.serve(flow_result.run(body))
+    harness.phone(running)
+    values = flow_result.wait()
+    assert "quota exceeded" in values["error"]
+    assert len(errors) == 1
+
+
+def test_recording_is_stereo_and_aligned(harness: CallHarness, flow_result: FlowResult, tmp_path) -> None:
+    import wave
+
+    saved = threading.Event()
+
+    def body(session) -> None:
+        session.add_event_listener(lambda e: e.kind == "recording_saved" and saved.set())
+        session.speak("Recording check.", wait=True)
+        session.hangup(timeout=5)
+
+    _, running = harness.serve(flow_result.run(body), recordings_dir=tmp_path)
+    phone = harness.phone(running)
+    flow_result.wait()
+    assert saved.wait(5)
+    with wave.open(str(tmp_path / f"{phone.codec.call_id}.wav")) as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000
+        assert wav.getnframes() / 8000 >= 0.9
+
+
+def test_megabyte_message_is_refused_and_other_calls_carry_on(harness: CallHarness) -> None:
+    digits: dict[str, str] = {}
+    done = threading.Semaphore(0)
+
+    def flow(session) -> None:
+        try:
+            digits[session.custom_parameters["who"]] = session.wait_for_dtmf(timeout=10)
+        except CallHangupError:
+            digits[session.custom_parameters["who"]] = "hangup"
+        finally:
+            done.release()
+
+    _, running = harness.serve(flow)
+    hostile = harness.phone(running, custom_parameters={"who": "hostile"}, call_id="CA" + "1" * 32)
+    good = harness.phone(running, custom_parameters={"who": "good"}, call_id="CA" + "2" * 32)
+    hostile.send_raw("x" * (2 * 1024 * 1024))
+    assert hostile.wait_closed(5)
+    assert hostile.close_code == 1009  # "message too big", refused at the socket layer
+    good.press("5")
+    assert done.acquire(timeout=10) and done.acquire(timeout=10)
+    assert digits == {"hostile": "hangup", "good": "5"}

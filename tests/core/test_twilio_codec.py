@@ -1,0 +1,153 @@
+"""The Twilio dialect as a pure codec: golden wire messages in, typed events out, exact JSON back."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from voice_runtime.errors import LocalProtocolError, RemoteProtocolError
+from voice_runtime.protocols import (
+    Connected,
+    DtmfReceived,
+    MarkEchoed,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+    TwilioDialect,
+    UnknownEvent,
+    detect_dialect,
+)
+
+SID = "MZ" + "a" * 32
+CALL = "CA" + "b" * 32
+
+CONNECTED = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+START = {
+    "event": "start",
+    "sequenceNumber": "1",
+    "start": {
+        "accountSid": "AC" + "c" * 32,
+        "streamSid": SID,
+        "callSid": CALL,
+        "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        "customParameters": {"from_number": "+15550001111", "token": "abc"},
+    },
+    "streamSid": SID,
+}
+
+
+def started() -> TwilioDialect:
+    d = TwilioDialect()
+    d.parse(json.dumps(CONNECTED))
+    d.parse(json.dumps(START))
+    return d
+
+
+def media(seq: str, payload: bytes = b"\xff" * 160, chunk: str = "1", sid: str = SID) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": seq,
+            "media": {"track": "inbound", "chunk": chunk, "timestamp": "20", "payload": base64.b64encode(payload).decode()},
+            "streamSid": sid,
+        }
+    )
+
+
+def test_detects_twilio_from_connected_and_from_start() -> None:
+    assert isinstance(detect_dialect(json.dumps(CONNECTED)), TwilioDialect)
+    assert isinstance(detect_dialect(START), TwilioDialect)
+    with pytest.raises(RemoteProtocolError) as info:
+        detect_dialect({"event": "hello"})
+    assert info.value.reason == "unknown_dialect"
+
+
+def test_start_is_parsed_with_custom_parameters_and_format() -> None:
+    d = TwilioDialect()
+    assert isinstance(d.parse(json.dumps(CONNECTED)), Connected)
+    event = d.parse(json.dumps(START))
+    assert isinstance(event, StreamStarted)
+    assert (event.stream_id, event.call_id) == (SID, CALL)
+    assert event.custom_parameters == {"from_number": "+15550001111", "token": "abc"}
+    assert event.media_format.is_mulaw_8k
+    assert d.stream_id == SID
+
+
+def test_media_string_numbers_and_payload() -> None:
+    d = started()
+    event = d.parse(media("2", b"\x01\x02\x03", chunk="7"))
+    assert isinstance(event, MediaReceived)
+    assert event.payload == b"\x01\x02\x03"
+    assert (event.sequence, event.chunk, event.timestamp_ms) == (2, 7, 20)
+
+
+def test_mark_dtmf_stop() -> None:
+    d = started()
+    assert d.parse(json.dumps({"event": "mark", "sequenceNumber": "3", "streamSid": SID, "mark": {"name": "m1"}})) == MarkEchoed("m1")
+    dtmf = {"event": "dtmf", "streamSid": SID, "sequenceNumber": "4", "dtmf": {"track": "inbound_track", "digit": "#"}}
+    assert d.parse(json.dumps(dtmf)) == DtmfReceived("#")
+    stop = {"event": "stop", "sequenceNumber": "5", "stop": {"accountSid": "AC", "callSid": CALL}, "streamSid": SID}
+    assert isinstance(d.parse(json.dumps(stop)), StreamStopped)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "not_an_object"),
+        (json.dumps({"no": "event"}), "missing_event"),
+        (media("2", sid="MZwrong"), "wrong_stream_id"),
+        (json.dumps({"event": "media", "streamSid": SID, "media": {"payload": "!!!notbase64"}}), "invalid_base64"),
+        (json.dumps({"event": "media", "streamSid": SID, "media": {"payload": 12}}), "bad_payload_type"),
+        (json.dumps({"event": "media", "streamSid": SID}), "missing_media"),
+        (json.dumps({"event": "mark", "streamSid": SID, "mark": {}}), "missing_name"),
+        (json.dumps({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "Z"}}), "bad_dtmf_digit"),
+        (json.dumps(START), "duplicate_start"),
+        (json.dumps({"event": "media", "streamSid": SID, "sequenceNumber": "x1", "media": {"payload": ""}}), "bad_number"),
+    ],
+)
+def test_malformed_messages_raise_countable_reasons(message: str, reason: str) -> None:
+    d = started()
+    with pytest.raises(RemoteProtocolError) as info:
+        d.parse(message)
+    assert info.value.reason == reason
+
+
+def test_media_before_start_is_rejected() -> None:
+    d = TwilioDialect()
+    with pytest.raises(RemoteProtocolError) as info:
+        d.parse(media("1"))
+    assert info.value.reason == "before_start"
+
+
+def test_unknown_event_is_typed_not_an_error() -> None:
+    d = started()
+    assert d.parse(json.dumps({"event": "futureThing", "streamSid": SID})) == UnknownEvent("futureThing")
+
+
+def test_sequence_gaps_and_repeats_are_counted() -> None:
+    d = started()  # start had sequence 1
+    d.parse(media("2"))
+    d.parse(media("5"))  # gap
+    d.parse(media("5"))  # repeat
+    assert (d.sequence_gaps, d.sequence_repeats) == (1, 1)
+
+
+def test_outbound_shapes_are_exactly_twilios() -> None:
+    d = started()
+    assert json.loads(d.encode_media(b"\x00\x01")) == {"event": "media", "streamSid": SID, "media": {"payload": "AAE="}}
+    assert json.loads(d.encode_mark("m__1")) == {"event": "mark", "streamSid": SID, "mark": {"name": "m__1"}}
+    assert json.loads(d.encode_clear()) == {"event": "clear", "streamSid": SID}
+
+
+def test_outbound_refuses_illegal_messages() -> None:
+    with pytest.raises(LocalProtocolError):
+        TwilioDialect().encode_mark("x")  # before start: no streamSid to address
+    d = started()
+    with pytest.raises(LocalProtocolError):
+        d.encode_media(b"")  # Twilio never gets an empty payload
+    with pytest.raises(LocalProtocolError):
+        d.encode_dtmf("1")  # not supported outbound on Twilio streams
