@@ -468,6 +468,8 @@ class VoiceSession:
             self._cond.notify_all()
             has_link = self._link is not None
         self.log.emit(ev.CLEAR_REQUESTED, local_marks=len(cleared))
+        for mark in cleared:
+            self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name, sent=False)
         if has_link:
             self._call_on_loop("clear")
 

@@ -224,7 +224,7 @@ class CallConnection:
             try:
                 message = await self.wire.receive()
             except WireClosed:
-                return "carrier_closed"
+                return "hangup" if self._disconnect_task is not None else "carrier_closed"
             if len(message) > max_size:
                 self._count_drop("oversized_message")
                 continue

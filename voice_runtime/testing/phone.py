@@ -123,6 +123,7 @@ class SimulatedPhone:
         self.send_silence = send_silence
         self.max_record_bytes = int(max_record_seconds * 8000)
         self.events: list[PhoneEvent] = []
+        self._listeners: list[Callable[[PhoneEvent], None]] = []
         self._events_cond = threading.Condition()
         self.violations: list[str] = []
         # stats
@@ -296,10 +297,20 @@ class SimulatedPhone:
             raise RuntimeError("phone is not connected")
         loop.call_soon_threadsafe(fn, *args)
 
+    def add_listener(self, listener: Callable[[PhoneEvent], None]) -> None:
+        """Call ``listener(event)`` for every phone event (on the phone's thread: keep it quick)."""
+        self._listeners.append(listener)
+
     def _emit(self, kind: str, **data: Any) -> None:
+        event = PhoneEvent(kind, time.monotonic(), data)
         with self._events_cond:
-            self.events.append(PhoneEvent(kind, time.monotonic(), data))
+            self.events.append(event)
             self._events_cond.notify_all()
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("phone event listener failed")
 
     def _run_loop(self) -> None:
         loop = asyncio.new_event_loop()
