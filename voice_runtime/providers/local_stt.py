@@ -234,7 +234,7 @@ class LocalWhisperStt:
 
     * ``model_dir`` (default env ``WHISPER_MODEL_DIR``, else :func:`default_model_dir`), ``compute_type``
       ("int8"), ``cpu_threads`` (default: all cores).
-    * VAD: ``min_silence_ms`` (endpoint, 500), ``min_speech_ms`` (96), ``speech_pad_ms`` (100),
+    * VAD: ``min_silence_ms`` (endpoint, 500), ``min_speech_ms`` (96), ``speech_pad_ms`` (200),
       ``vad_threshold`` (0.5), ``vad_backend`` ("auto" | "silero" | "energy").
     * ``early_decode_ms`` (200; None disables speculative decoding), ``encoder_window_s`` (10; None = always
       the full 30 s window), ``max_utterance_s`` (30: longer speech is cut and committed in pieces),
@@ -260,7 +260,7 @@ class LocalWhisperStt:
         cpu_threads: int | None = None,
         min_silence_ms: int = 500,
         min_speech_ms: int = 96,
-        speech_pad_ms: int = 100,
+        speech_pad_ms: int = 200,
         vad_threshold: float = 0.5,
         vad_backend: str = "auto",
         early_decode_ms: int | None = 200,
