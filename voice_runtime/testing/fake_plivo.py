@@ -1,0 +1,420 @@
+"""A fake Plivo on loopback: the REST API our SDK calls, and the webhooks + media stream Plivo makes to us.
+
+Real HTTP on 127.0.0.1 (``http.server`` in a thread), so the plivo SDK's requests go over a real socket:
+point the SDK here with ``PlivoCallControl(api_base_url=fake.base_url)`` or ``PLIVO_API_URL`` (the SDK has no
+base-URL option; see ``transports/_plivo_client.py``). Every request is recorded exactly (method, path,
+query, Basic-auth pair, headers, raw body and parsed JSON) for assertions.
+
+It then behaves like Plivo towards the app: for a call it POSTs the ring and answer webhooks (form-encoded,
+signed with ``X-Plivo-Signature-V3`` by the SDK's own signing code), parses the returned XML, and connects a
+:class:`~voice_runtime.testing.phone.SimulatedPhone` speaking the Plivo dialect to the ``<Stream>`` URL with
+the XML's ``contentType`` and a signed upgrade — like the real Plivo does. Hangups over REST end the stream
+and POST the hangup callback; machine detection can be reported on demand.
+
+Responses follow Plivo's documented shapes: ``201 {"api_id", "message": "call fired", "request_uuid"}``,
+``204`` for a hangup, ``404 {"api_id", "error"}`` for a call that is gone, ``202 {"api_id", "message":
+"message(s) queued", "message_uuid": [...]}`` for SMS, ``401`` for wrong credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import httpx
+
+from voice_runtime.testing.phone import SimulatedPhone
+
+log = logging.getLogger(__name__)
+
+_ACCOUNT_PATH = re.compile(r"^/v1/Account/(?P<auth_id>[^/]+)/(?P<rest>.*)$")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    auth: tuple[str, str] | None
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+
+
+@dataclass(frozen=True)
+class WebhookCall:
+    """One webhook the fake made to the app: what it sent and what came back."""
+
+    kind: str
+    url: str
+    params: dict[str, str]
+    status: int
+    body: str
+
+
+def plivo_sign_headers(auth_token: str, method: str, uri: str, params: dict[str, str] | None = None) -> dict[str, str]:
+    """``X-Plivo-Signature-V3`` + nonce headers for a request, computed with the plivo SDK's signing code."""
+    from voice_runtime.transports.plivo_security import NONCE_HEADER, SIGNATURE_HEADER, sign
+
+    nonce = "".join(secrets.choice("0123456789") for _ in range(20))
+    return {SIGNATURE_HEADER: sign(auth_token, method, uri, nonce, params), NONCE_HEADER: nonce}
+
+
+def ws_signature_uri(stream_url: str, style: str) -> str:
+    """The URI a given Plivo implementation signs for a stream upgrade (telephony-protocols §2.6)."""
+    parts = urlsplit(stream_url)
+    if style == "exact":
+        return stream_url
+    if style in ("https", "http"):
+        return urlunsplit((style, parts.netloc, parts.path, parts.query, ""))
+    if style == "python-sdk":
+        return urlunsplit(("http", parts.netloc, parts.path + "/websocket", parts.query, ""))
+    raise ValueError(f"unknown signature style {style!r}")
+
+
+@dataclass
+class FakeCall:
+    """One call the fake placed (outbound) or delivered (inbound)."""
+
+    fake: FakePlivo
+    request_uuid: str
+    call_uuid: str
+    from_: str
+    to: str
+    direction: str
+    request: dict[str, Any] = field(default_factory=dict)  # the JSON body of POST /Call/ (outbound)
+    status: str = "queued"
+    answer_xml: str = ""
+    stream_url: str = ""
+    stream_attributes: dict[str, str] = field(default_factory=dict)
+    phone: SimulatedPhone | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    # ------------------------------------------------------------------ Plivo → app
+    def _base_params(self) -> dict[str, str]:
+        return {
+            "CallUUID": self.call_uuid,
+            "RequestUUID": self.request_uuid,
+            "ALegUUID": self.call_uuid,
+            "ALegRequestUUID": self.request_uuid,
+            "From": self.from_,
+            "To": self.to,
+            "Direction": self.direction,
+        }
+
+    def ring(self) -> WebhookCall | None:
+        url = self.request.get("ring_url")
+        if not url:
+            return None
+        self.status = "ringing"
+        return self.fake.post_webhook("ring", url, {**self._base_params(), "CallStatus": "ringing", "Event": "Ring"})
+
+    def fetch_answer(self, answer_url: str | None = None) -> WebhookCall:
+        """POST the answer webhook and keep the XML (without connecting the stream)."""
+        url = answer_url or self.request["answer_url"]
+        params = {**self._base_params(), "CallStatus": "in-progress", "Event": "StartApp", "CallerName": self.from_}
+        hook = self.fake.post_webhook("answer", url, params)
+        self.answer_xml = hook.body
+        self.status = "in-progress"
+        if hook.status == 200:
+            self._parse_xml(hook.body)
+        return hook
+
+    def _parse_xml(self, text: str) -> None:
+        root = ET.fromstring(text)
+        if root.tag != "Response":
+            raise AssertionError(f"answer XML root must be <Response>, got <{root.tag}>")
+        stream = root.find("Stream")
+        if stream is None:
+            return
+        self.stream_attributes = dict(stream.attrib)
+        self.stream_url = (stream.text or "").strip()
+
+    def connect_stream(self, *, signature: str | None = None, connect_timeout: float = 5.0, **phone_kwargs: Any) -> SimulatedPhone:
+        """Open the ``<Stream>`` WebSocket like Plivo: Plivo-dialect phone, the XML's contentType, signed upgrade.
+
+        ``signature``: ``https`` (Plivo's Node stream SDK, default), ``http``, ``exact`` (the ws(s) URL as in
+        the XML), ``python-sdk`` (``http://…/websocket``), ``none`` (unsigned) or ``bad`` (a wrong signature).
+        """
+        if not self.stream_url:
+            raise AssertionError(f"the answer XML has no <Stream> URL: {self.answer_xml!r}")
+        style = signature or self.fake.ws_signature
+        if style == "none":
+            headers: dict[str, str] = {}
+        elif style == "bad":
+            headers = plivo_sign_headers("not-the-auth-token", "GET", ws_signature_uri(self.stream_url, "https"))
+        else:
+            headers = plivo_sign_headers(self.fake.auth_token, "GET", ws_signature_uri(self.stream_url, style))
+        extra = self.stream_attributes.get("extraHeaders", "")
+        custom = dict(pair.split("=", 1) for pair in extra.split(",") if "=" in pair) if extra else {}
+        phone_kwargs.setdefault("content_type", self.stream_attributes.get("contentType", "audio/x-l16;rate=8000"))
+        phone_kwargs.setdefault("call_id", self.call_uuid)
+        phone_kwargs.setdefault("stream_id", str(uuid.uuid4()))
+        phone_kwargs.setdefault("account_id", self.fake.auth_id)
+        phone_kwargs.setdefault("custom_parameters", custom)
+        phone = SimulatedPhone(self.stream_url, carrier="plivo", headers=headers, **phone_kwargs)
+        self.phone = phone
+        self.fake._phones.append(phone)
+        return phone.connect(connect_timeout)
+
+    def answer(self, *, signature: str | None = None, **phone_kwargs: Any) -> SimulatedPhone:
+        """Ring, fetch the answer XML and connect the stream: what Plivo does when the callee picks up."""
+        self.ring()
+        hook = self.fetch_answer()
+        if hook.status != 200:
+            raise AssertionError(f"answer webhook returned HTTP {hook.status}: {hook.body[:200]!r}")
+        return self.connect_stream(signature=signature, **phone_kwargs)
+
+    def detect_machine(self, machine: bool = True) -> WebhookCall | None:
+        """Report async machine detection to ``machine_detection_url`` (outbound calls only)."""
+        url = self.request.get("machine_detection_url")
+        if not url:
+            return None
+        params = {
+            **self._base_params(),
+            "Machine": "true" if machine else "false",
+            "IfMachine": "continue",
+            "Event": "MachineDetection",
+            "CallStatus": "in-progress",
+        }
+        return self.fake.post_webhook("machine", url, params)
+
+    def end(self, status: str = "completed", cause: str = "NORMAL_CLEARING", *, close_stream: bool = True) -> None:
+        """End the call on Plivo's side: close the stream (``stop`` + close) and POST the hangup callback."""
+        if self.ended.is_set():
+            return
+        self.status = status
+        self.ended.set()
+        if close_stream and self.phone is not None:
+            self.phone.hangup()
+        url = self.request.get("hangup_url")
+        if url:
+            params = {**self._base_params(), "CallStatus": status, "HangupCause": cause, "Event": "Hangup", "Duration": "1", "BillDuration": "60"}
+            self.fake.post_webhook("hangup", url, params)
+
+
+class FakePlivo:
+    """The fake; use as a context manager. ``base_url`` goes to ``api_base_url`` / ``PLIVO_API_URL``."""
+
+    def __init__(
+        self,
+        auth_id: str = "MAXXXXXXXXXXXXXXXXXX",
+        auth_token: str = "fake-plivo-auth-token-0123456789",
+        *,
+        ws_signature: str = "https",
+        sign_webhooks: bool = True,
+    ) -> None:
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        self.ws_signature = ws_signature
+        self.sign_webhooks = sign_webhooks
+        self.requests: list[RecordedRequest] = []
+        self.webhooks: list[WebhookCall] = []
+        self.calls: dict[str, FakeCall] = {}  # request_uuid -> call
+        self.messages: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._cond = threading.Condition()
+        self._phones: list[SimulatedPhone] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=10.0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> FakePlivo:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+            def _handle(self) -> None:
+                fake._dispatch(self)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-plivo", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "FakePlivo not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        for phone in self._phones:
+            phone.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self._http.close()
+
+    def __enter__(self) -> FakePlivo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ waiting
+    def wait_for_call(self, timeout: float = 10.0, *, index: int = 0) -> FakeCall:
+        return self._wait(lambda: list(self.calls.values())[index] if len(self.calls) > index else None, timeout, "call")
+
+    def wait_for_request(self, predicate: Callable[[RecordedRequest], bool], timeout: float = 10.0) -> RecordedRequest:
+        return self._wait(lambda: next((r for r in self.requests if predicate(r)), None), timeout, "request")
+
+    def wait_for_webhook(self, kind: str, timeout: float = 10.0) -> WebhookCall:
+        return self._wait(lambda: next((w for w in self.webhooks if w.kind == kind), None), timeout, f"{kind} webhook")
+
+    def _wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = probe()
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"fake Plivo saw no {what} within {timeout}s")
+                self._cond.wait(remaining)
+
+    # ------------------------------------------------------------------ Plivo → app
+    def post_webhook(self, kind: str, url: str, params: dict[str, str]) -> WebhookCall:
+        """POST form-encoded ``params`` to ``url`` signed like Plivo; records and returns the exchange."""
+        headers = plivo_sign_headers(self.auth_token, "POST", url, params) if self.sign_webhooks else {}
+        response = self._http.post(url, data=params, headers=headers)
+        hook = WebhookCall(kind, url, dict(params), response.status_code, response.text)
+        with self._cond:
+            self.webhooks.append(hook)
+            self._cond.notify_all()
+        return hook
+
+    def inbound_call(self, answer_url: str, from_: str = "+14155550100", to: str = "+14155550199", **phone_kwargs: Any) -> FakeCall:
+        """A caller dials our number: POST the answer URL, then connect the stream it returns."""
+        call = FakeCall(self, str(uuid.uuid4()), str(uuid.uuid4()), from_, to, "inbound")
+        with self._cond:
+            self.calls[call.request_uuid] = call
+            self._cond.notify_all()
+        hook = call.fetch_answer(answer_url)
+        if hook.status == 200 and call.stream_url:
+            call.connect_stream(**phone_kwargs)
+        return call
+
+    # ------------------------------------------------------------------ app → Plivo (REST)
+    def _dispatch(self, handler: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        record = RecordedRequest(
+            handler.command,
+            parts.path,
+            parse_qs(parts.query, keep_blank_values=True),
+            _basic_auth(handler.headers.get("Authorization", "")),
+            {k: v for k, v in handler.headers.items()},
+            body,
+            parsed,
+        )
+        with self._cond:
+            self.requests.append(record)
+            self._cond.notify_all()
+        status, payload = self._route(record)
+        data = b"" if payload is None else json.dumps(payload).encode()
+        handler.send_response(status)
+        if data:
+            handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if data:
+            handler.wfile.write(data)
+
+    def _route(self, req: RecordedRequest) -> tuple[int, Any]:
+        api_id = str(uuid.uuid4())
+        match = _ACCOUNT_PATH.match(req.path)
+        if match is None or not req.path.endswith("/"):
+            return 404, {"api_id": api_id, "error": "not found"}
+        if req.auth != (self.auth_id, self.auth_token) or match["auth_id"] != self.auth_id:
+            return 401, {"api_id": api_id, "error": "authentication failed"}
+        rest = match["rest"].rstrip("/").split("/")
+        if req.method == "POST" and rest == ["Call"]:
+            return self._create_call(req, api_id)
+        if req.method == "DELETE" and len(rest) == 2 and rest[0] == "Call":
+            return self._hangup(rest[1], api_id)
+        if req.method == "DELETE" and len(rest) == 2 and rest[0] == "Request":
+            return self._cancel(rest[1], api_id)
+        if req.method == "POST" and rest == ["Message"]:
+            return self._message(req, api_id)
+        return 404, {"api_id": api_id, "error": "not found"}
+
+    def _create_call(self, req: RecordedRequest, api_id: str) -> tuple[int, Any]:
+        body = req.json if isinstance(req.json, dict) else None
+        if body is None or req.headers.get("Content-Type") != "application/json":
+            return 400, {"api_id": api_id, "error": "expected a JSON body"}
+        missing = [k for k in ("from", "to", "answer_url") if not body.get(k)]
+        if missing:
+            return 400, {"api_id": api_id, "error": f"{', '.join(missing)} parameter(s) missing"}
+        call = FakeCall(self, str(uuid.uuid4()), str(uuid.uuid4()), body["from"], body["to"], "outbound", request=body)
+        with self._cond:
+            self.calls[call.request_uuid] = call
+            self._cond.notify_all()
+        return 201, {"api_id": api_id, "message": "call fired", "request_uuid": call.request_uuid}
+
+    def _find(self, uuid_: str) -> FakeCall | None:
+        for call in self.calls.values():
+            if uuid_ in (call.call_uuid, call.request_uuid):
+                return call
+        return None
+
+    def _hangup(self, call_uuid: str, api_id: str) -> tuple[int, Any]:
+        call = next((c for c in self.calls.values() if c.call_uuid == call_uuid), None)
+        if call is None or call.ended.is_set() or call.status == "queued":
+            return 404, {"api_id": api_id, "error": "not found"}
+        threading.Thread(target=call.end, name="fake-plivo-hangup", daemon=True).start()
+        return 204, None
+
+    def _cancel(self, request_uuid: str, api_id: str) -> tuple[int, Any]:
+        call = self.calls.get(request_uuid)
+        if call is None or call.ended.is_set() or call.status not in ("queued", "ringing"):
+            return 404, {"api_id": api_id, "error": "not found"}
+        threading.Thread(target=call.end, args=("cancel", "ORIGINATOR_CANCEL"), daemon=True).start()
+        return 204, None
+
+    def _message(self, req: RecordedRequest, api_id: str) -> tuple[int, Any]:
+        body = req.json if isinstance(req.json, dict) else None
+        if body is None or not body.get("dst") or not (body.get("src") or body.get("powerpack_uuid")):
+            return 400, {"api_id": api_id, "error": "src and dst are required"}
+        message_uuid = str(uuid.uuid4())
+        with self._cond:
+            self.messages.append({**body, "message_uuid": message_uuid})
+            self._cond.notify_all()
+        return 202, {"api_id": api_id, "message": "message(s) queued", "message_uuid": [message_uuid]}
+
+
+def _basic_auth(header: str) -> tuple[str, str] | None:
+    if not header.startswith("Basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except ValueError:
+        return None
+    return user, password
+
+
+__all__ = ["FakeCall", "FakePlivo", "RecordedRequest", "WebhookCall", "plivo_sign_headers", "ws_signature_uri"]
