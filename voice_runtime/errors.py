@@ -12,6 +12,8 @@ can catch "anything the runtime decided" with one clause and still tell the case
     │   ├── RemoteProtocolError        the carrier sent something we cannot accept (bad JSON, bad base64, ...)
     │   └── LocalProtocolError         we were asked to send something the dialect cannot express
     ├── ProviderError                  an STT/TTS provider failed; ``retryable`` says whether a retry may help
+    │   └── CarrierApiError            a carrier REST request (dial, hangup, transfer, SMS) failed; carries the
+    │                                  carrier's error ``code`` and HTTP ``status``
     ├── SignatureError                 a webhook or WebSocket upgrade failed carrier signature validation
     └── ConfigError                    missing or invalid configuration
         └── MissingStreamUrlError      no public stream URL configured (``VOICE_STREAM_URL``)
@@ -34,6 +36,7 @@ __all__ = [
     "RemoteProtocolError",
     "LocalProtocolError",
     "ProviderError",
+    "CarrierApiError",
     "SignatureError",
     "ConfigError",
     "MissingStreamUrlError",
@@ -111,6 +114,34 @@ class ProviderError(VoiceRuntimeError):
         super().__init__(f"{provider}: {message}" if provider else message)
         self.provider = provider
         self.retryable = retryable
+
+
+class CarrierApiError(ProviderError):
+    """A carrier's REST API refused or failed a request (Twilio/Plivo dial, hangup, transfer, SMS).
+
+    ``code`` is the carrier's own error code (Twilio: e.g. 21211 invalid "To" number, 20003 authentication,
+    20429 too many requests) so callers can branch on it; ``status`` is the HTTP status (None when the request
+    never got an answer, e.g. a timeout). A carrier is a provider of the call itself, hence the base class:
+    ``retryable`` is True only for throttling, server-side and transport failures. The message never
+    contains credentials.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        carrier: str,
+        code: int | None = None,
+        status: int | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        if retryable is None:
+            retryable = status is None or status == 429 or status >= 500 or code == 20429
+        detail = ", ".join(p for p in (f"code {code}" if code is not None else "", f"HTTP {status}" if status else "") if p)
+        super().__init__(f"{message} ({detail})" if detail else message, provider=carrier, retryable=retryable)
+        self.carrier = carrier
+        self.code = code
+        self.status = status
 
 
 class SignatureError(VoiceRuntimeError):

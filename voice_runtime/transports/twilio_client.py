@@ -1,0 +1,164 @@
+"""The one place a Twilio REST client is built: credentials, bounded HTTP timeout, region/edge.
+
+Why one place: every REST call the runtime makes (dial, hangup, transfer, SMS) must have a bounded timeout —
+the SDK's default is *no* timeout, and a black-holed egress then blocks a hangup for minutes — and must
+honour the same region/edge routing and credentials. Building clients ad hoc is how one of them gets missed.
+
+Configuration (arguments win over the environment):
+
+=========================  ==========================================================================
+``TWILIO_ACCOUNT_SID``     the account (``AC…``); always required
+``TWILIO_AUTH_TOKEN``      REST auth (unless an API key is given) and webhook/stream signature checks
+``TWILIO_API_KEY``         optional API key SID (``SK…``) used for REST instead of the auth token
+``TWILIO_API_SECRET``      its secret
+``TWILIO_PHONE_NUMBER``    caller id for outbound calls and the SMS sender
+``TWILIO_REGION``          e.g. ``ie1``; ``TWILIO_EDGE`` e.g. ``dublin`` (SDK host routing)
+``TWILIO_HTTP_TIMEOUT``    seconds per REST request (connect and read); default 15
+=========================  ==========================================================================
+
+The ``twilio`` SDK is imported inside functions so that importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from voice_runtime.errors import ConfigError
+
+DEFAULT_HTTP_TIMEOUT = 15.0
+
+#: Optional process-wide HTTP client factory (tests point the SDK at a loopback fake with it; see
+#: :func:`voice_runtime.testing.fake_twilio.FakeTwilio.installed`). ``None``: the SDK's ``TwilioHttpClient``.
+_http_client_factory: Callable[[float], Any] | None = None
+
+
+def set_http_client_factory(factory: Callable[[float], Any] | None) -> Callable[[float], Any] | None:
+    """Replace the HTTP client every new Twilio client gets (``factory(timeout) -> HttpClient``).
+
+    Returns the previous factory so callers can restore it. Meant for tests and for deployments that need a
+    proxy-aware client; the factory must honour the timeout it is given.
+    """
+    global _http_client_factory
+    previous, _http_client_factory = _http_client_factory, factory
+    return previous
+
+
+@dataclass(frozen=True)
+class TwilioCredentials:
+    """Who we are at Twilio. Secrets are excluded from ``repr`` so they never reach a log line."""
+
+    account_sid: str
+    auth_token: str | None = field(default=None, repr=False)
+    api_key_sid: str | None = None
+    api_key_secret: str | None = field(default=None, repr=False)
+    from_number: str | None = None
+    region: str | None = None
+    edge: str | None = None
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.account_sid:
+            raise ConfigError("TWILIO_ACCOUNT_SID is not set")
+        if not (self.auth_token or (self.api_key_sid and self.api_key_secret)):
+            raise ConfigError("TWILIO_AUTH_TOKEN is not set (or give TWILIO_API_KEY and TWILIO_API_SECRET)")
+        if bool(self.api_key_sid) != bool(self.api_key_secret):
+            raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be given together")
+        if not (isinstance(self.http_timeout, (int, float)) and math.isfinite(self.http_timeout) and self.http_timeout > 0):
+            raise ConfigError(f"TWILIO_HTTP_TIMEOUT must be a positive number of seconds, got {self.http_timeout!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TwilioCredentials:
+        """Credentials from ``environ`` (default ``os.environ``); non-None ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        raw_timeout = env.get("TWILIO_HTTP_TIMEOUT")
+        try:
+            timeout = float(raw_timeout) if raw_timeout else DEFAULT_HTTP_TIMEOUT
+        except ValueError:
+            raise ConfigError(f"TWILIO_HTTP_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from None
+        values: dict[str, Any] = {
+            "account_sid": env.get("TWILIO_ACCOUNT_SID", ""),
+            "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
+            "api_key_sid": env.get("TWILIO_API_KEY") or None,
+            "api_key_secret": env.get("TWILIO_API_SECRET") or None,
+            "from_number": env.get("TWILIO_PHONE_NUMBER") or None,
+            "region": env.get("TWILIO_REGION") or None,
+            "edge": env.get("TWILIO_EDGE") or None,
+            "http_timeout": timeout,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret these credentials hold (for log redaction)."""
+        return tuple(s for s in (self.auth_token, self.api_key_secret) if s)
+
+    def require_from_number(self) -> str:
+        if not self.from_number:
+            raise ConfigError("TWILIO_PHONE_NUMBER is not set: it is the caller id / SMS sender")
+        return self.from_number
+
+
+def build_http_client(timeout: float) -> Any:
+    """An SDK HTTP client with ``timeout`` seconds per request (the factory's, when one is installed)."""
+    if _http_client_factory is not None:
+        client = _http_client_factory(timeout)
+    else:
+        from twilio.http.http_client import TwilioHttpClient
+
+        client = TwilioHttpClient(timeout=timeout)
+    if getattr(client, "timeout", None) is None:
+        client.timeout = timeout  # never let a custom client run unbounded
+    return client
+
+
+def build_twilio_client(credentials: TwilioCredentials, *, http_client: Any = None) -> Any:
+    """A ``twilio.rest.Client`` for ``credentials`` with a bounded HTTP timeout and explicit region/edge.
+
+    With an API key the key authenticates REST requests and ``account_sid`` scopes them. Region and edge are
+    passed explicitly, so the SDK routes to ``api.{edge}.{region}.twilio.com``.
+    """
+    from twilio.rest import Client
+
+    http = http_client if http_client is not None else build_http_client(credentials.http_timeout)
+    if getattr(http, "timeout", None) is None:
+        http.timeout = credentials.http_timeout
+    if credentials.api_key_sid:
+        username, password = credentials.api_key_sid, credentials.api_key_secret
+    else:
+        username, password = credentials.account_sid, credentials.auth_token
+    return Client(
+        username,
+        password,
+        account_sid=credentials.account_sid,
+        region=credentials.region,
+        edge=credentials.edge,
+        http_client=http,
+    )
+
+
+__all__ = [
+    "DEFAULT_HTTP_TIMEOUT",
+    "TwilioCredentials",
+    "build_http_client",
+    "build_twilio_client",
+    "set_http_client_factory",
+]
+
+
+def carrier_error(exc: BaseException, action: str) -> Exception:
+    """Translate an SDK/transport failure of ``action`` into :class:`CarrierApiError` (code and status kept)."""
+    from twilio.base.exceptions import TwilioRestException
+
+    from voice_runtime.errors import CarrierApiError
+
+    if isinstance(exc, TwilioRestException):
+        return CarrierApiError(f"Twilio {action} failed: {exc.msg}", carrier="twilio", code=exc.code, status=exc.status)
+    return CarrierApiError(f"Twilio {action} failed: {type(exc).__name__}: {exc}", carrier="twilio")
+
+
+__all__ += ["carrier_error"]
