@@ -44,6 +44,9 @@ _LAZY = {
     "build_stream_twiml": "voice_runtime.transports.twilio_call",
     "build_stream_xml": "voice_runtime.transports.twilio_call",
     "hangup_call": "voice_runtime.transports.twilio_call",
+    "build_route_stream_xml": "voice_runtime.transports.twilio_call",
+    "TwilioCallControl": "voice_runtime.transports.twilio_control",
+    "CarrierApiError": "voice_runtime.errors",
     "SimulatedPhone": "voice_runtime.testing",
 }
 
