@@ -328,12 +328,30 @@ class VoiceServer:
         bound_host, bound_port = sock.getsockname()[:2]
         return RunningServer(bound_host, bound_port, server, thread)
 
-    def serve(self, host: str = "0.0.0.0", port: int = 8080, **uvicorn_kwargs: Any) -> None:
-        """Run in the foreground until interrupted (production entry point)."""
+    def serve(self, host: str = "0.0.0.0", port: int = 8080, *, drain_deadline: float = 30.0, **uvicorn_kwargs: Any) -> None:
+        """Run in the foreground until SIGTERM/SIGINT (production entry point).
+
+        The signal starts a graceful drain (:mod:`voice_runtime.server.drain`): new calls are refused, live
+        calls may finish for up to ``drain_deadline`` seconds, the rest are hung up over REST and closed
+        with 1012; then the process exits 0. A second Ctrl-C exits at once.
+        """
         import uvicorn
 
+        from voice_runtime.server.drain import GracefulServer
+
         uvicorn_kwargs.setdefault("ws_max_size", self.connection_config.hard_max_inbound_message)
-        uvicorn.run(self.app, host=host, port=port, **uvicorn_kwargs)
+        config = uvicorn.Config(self.app, host=host, port=port, **uvicorn_kwargs)
+        GracefulServer(config, self, drain_deadline).run()
+
+    async def drain(self, deadline: float = 30.0, **kwargs: Any) -> Any:
+        """Stop accepting calls, let live ones finish up to ``deadline``, then hang up and close the rest.
+
+        Run it on the server's event loop (e.g. from your own shutdown hook when ``app`` is mounted
+        elsewhere). Returns a :class:`~voice_runtime.server.drain.DrainReport`.
+        """
+        from voice_runtime.server.drain import drain
+
+        return await drain(self, deadline, **kwargs)
 
     async def close_all(self, code: int = 1012) -> None:
         """Close every live stream (shutdown)."""
