@@ -1,0 +1,613 @@
+"""ElevenLabs realtime Scribe speech-to-text over one persistent WebSocket per call, with lossless reconnect.
+
+Why our own ``websockets`` client and not the SDK's ``speech_to_text.realtime``: the SDK has no reconnect,
+dispatches every error twice (the specific event *and* ``error`` — the prior art's double ``on_error`` and
+double reconnect), silently ignores coroutine callbacks, swallows handler exceptions with ``print`` and
+sends ``previous_text: null`` on every chunk. What this module needs — owning the socket's lifetime, knowing
+exactly which audio the server has and has not committed, replaying it after a reconnect — is easiest to get
+right with a client we write on ``websockets`` (the same library the SDK uses). The base URL is configurable
+(``base_url="http://127.0.0.1:PORT"`` becomes ``ws://``), which is how tests reach the loopback fake.
+
+How audio is never lost
+-----------------------
+Three tasks, all owned and awaited by :meth:`stop`:
+
+* **intake** drains the session's inbound queue *continuously*, connected or not, into ``pending``;
+* **supervisor** connects, runs one connection, and on an abnormal close, a plain close, or a retryable
+  error reconnects with bounded exponential backoff (first retry immediate, then ``backoff_initial``·2ⁿ up to
+  ``backoff_max``, ±20 % jitter, ``max_reconnect_attempts`` consecutive failures before giving up);
+* per connection, a **sender** moves chunks from ``pending`` to ``sent`` and onto the wire, and a
+  **receiver** handles transcripts.
+
+``sent`` holds audio the server has received but not yet committed. When a connection dies, ``sent`` is put
+back in front of ``pending`` and replayed on the next socket, so an utterance that straddles a socket kill
+reaches the new session whole and in order. A commit trims ``sent`` (keeping a short tail in VAD mode,
+because the server's commit point is a little behind our send point; the tail is post-utterance silence).
+``pending`` + ``sent`` together are bounded by ``replay_seconds`` (oldest dropped and counted in
+``stats["audio_dropped_bytes"]``).
+
+Transcripts
+-----------
+* ``partial_transcript`` → ``on_recognizing`` (stale repeats and echoes of the last commit are dropped).
+* The first partial of an utterance → ``on_speech_started`` (barge-in), also while the agent speaks.
+* ``committed_transcript`` / ``committed_transcript_with_timestamps`` → ``on_committed`` exactly once per
+  utterance: the service sends both variants when timestamps or language detection are on, so the second
+  variant with the same text is dropped.
+* Echo: an utterance that *starts* within ``echo_discard_seconds`` after the agent stopped speaking is
+  discarded (the tail of our own audio). While the agent speaks, speech counts as barge-in unless
+  ``barge_in=False``, in which case it is discarded (the prior art's behaviour).
+
+Errors: ``auth_error``, ``quota_exceeded``, ``unaccepted_terms``, ``invalid_request``, ``input_error`` (and a
+401/403/4xx handshake) are fatal: ``on_error`` fires once and the provider stops. Everything else reconnects;
+running out of attempts is reported once as ``reconnect_exhausted``.
+
+Configuration is read per instance: ``ELEVENLABS_API_KEY``, ``STT_MODEL_ID`` (default
+``scribe_v2_realtime``), ``STT_LANGUAGE_CODE`` (default ``en``), ``ELEVENLABS_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from voice_runtime.errors import ConfigError
+from voice_runtime.providers.elevenlabs_common import env_or, resolve_api_key, resolve_base_url, to_ws_url
+
+__all__ = ["ElevenLabsRealtimeStt", "PersistentSttSession", "FATAL_STT_ERRORS", "RETRYABLE_STT_ERRORS"]
+
+log = logging.getLogger(__name__)
+
+FATAL_STT_ERRORS = frozenset({
+    "auth_error", "quota_exceeded", "unaccepted_terms", "invalid_request", "input_error",
+    "quota_exceeded_error", "unaccepted_terms_error", "auth_error_error",
+})
+RETRYABLE_STT_ERRORS = frozenset({
+    "error", "transcriber_error", "queue_overflow", "resource_exhausted", "rate_limited", "chunk_size_exceeded",
+    "session_time_limit_exceeded", "insufficient_audio_activity", "server_error",
+})
+_COMMITTED = ("committed_transcript", "committed_transcript_with_timestamps")
+
+
+class _Commit:
+    """Marker in the audio stream: a manual commit request (manual commit strategy)."""
+
+    __slots__ = ()
+
+
+_COMMIT = _Commit()
+_Item = bytes | _Commit
+
+
+class _Outcome:
+    ENDED, RETRY, FATAL = "ended", "retry", "fatal"
+
+
+class ElevenLabsRealtimeStt:
+    """Realtime Scribe STT for one call. Implements the ``SttProvider`` protocol plus ``on_speech_started``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        language_code: str | None = None,
+        *,
+        model_id: str | None = None,
+        base_url: str | None = None,
+        commit_strategy: str = "vad",
+        vad_silence_threshold_secs: float | None = 1.0,
+        vad_threshold: float | None = 0.5,
+        min_speech_duration_ms: int | None = 300,
+        min_silence_duration_ms: int | None = None,
+        keyterms: Iterable[str] = (),
+        include_timestamps: bool = False,
+        include_language_detection: bool = False,
+        enable_logging: bool | None = None,
+        previous_text: str | None = None,
+        extra_params: Mapping[str, Any] | None = None,
+        barge_in: bool = True,
+        min_barge_in_chars: int = 1,
+        echo_discard_seconds: float = 0.4,
+        keepalive_interval: float = 10.0,
+        max_chunk_ms: int = 100,
+        replay_seconds: float = 30.0,
+        commit_tail_ms: int = 200,
+        max_reconnect_attempts: int = 6,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 8.0,
+        stable_after: float = 5.0,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 2.0,
+    ) -> None:
+        self.api_key = resolve_api_key(api_key)
+        self.language_code = env_or(language_code, "STT_LANGUAGE_CODE", "en")
+        self.model_id = str(env_or(model_id, "STT_MODEL_ID", "scribe_v2_realtime"))
+        self.ws_base_url = to_ws_url(resolve_base_url(base_url))
+        if commit_strategy not in ("vad", "manual"):
+            raise ConfigError(f"commit_strategy must be 'vad' or 'manual', got {commit_strategy!r}")
+        self.commit_strategy = commit_strategy
+        _check_range("vad_silence_threshold_secs", vad_silence_threshold_secs, 0.3, 3.0)
+        _check_range("vad_threshold", vad_threshold, 0.1, 0.9)
+        _check_range("min_speech_duration_ms", min_speech_duration_ms, 50, 2000)
+        _check_range("min_silence_duration_ms", min_silence_duration_ms, 50, 2000)
+        self.vad = {
+            "vad_silence_threshold_secs": vad_silence_threshold_secs,
+            "vad_threshold": vad_threshold,
+            "min_speech_duration_ms": min_speech_duration_ms,
+            "min_silence_duration_ms": min_silence_duration_ms,
+        }
+        self.keyterms = [str(k) for k in keyterms]
+        if len(self.keyterms) > 50 or any(not 0 < len(k) <= 20 for k in self.keyterms):
+            raise ConfigError("keyterms: at most 50 terms, each 1-20 characters")
+        self.include_timestamps = include_timestamps
+        self.include_language_detection = include_language_detection
+        self.enable_logging = enable_logging
+        self.previous_text = previous_text[-50:] if previous_text else None
+        self.extra_params = dict(extra_params or {})
+        self.barge_in = barge_in
+        self.min_barge_in_chars = max(1, min_barge_in_chars)
+        self.echo_discard_seconds = echo_discard_seconds
+        self.keepalive_interval = keepalive_interval
+        self.max_chunk_bytes = max(160, int(max_chunk_ms * 8))
+        self.max_buffer_bytes = max(8000, int(replay_seconds * 8000))
+        self.commit_tail_bytes = max(0, int(commit_tail_ms * 8))
+        self.max_reconnect_attempts = max(0, max_reconnect_attempts)
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stable_after = stable_after
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+
+        self.on_committed: Callable[[str], None] | None = None
+        self.on_recognizing: Callable[[str], None] | None = None
+        self.on_error: Callable[[str], None] | None = None
+        self.on_speech_started: Callable[[], None] | None = None
+        self.stats: Counter[str] = Counter()
+        self.session_ids: list[str] = []
+
+        # speaking state (written from the flow thread; plain attribute writes are atomic)
+        self._speaking = False
+        self._discard_until = 0.0
+        # loop-side state
+        self._pending: deque[_Item] = deque()
+        self._sent: deque[_Item] = deque()
+        self._buffered = 0
+        self._audio_ready: asyncio.Event | None = None
+        self._connected: asyncio.Event | None = None
+        self._input_ended = False
+        self._stopping = False
+        self._dead = False
+        self._error_reported = False
+        self._intake_task: asyncio.Task[None] | None = None
+        self._supervisor_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ws: Any = None
+        self._utterance_open = False
+        self._utterance_discard = False
+        self._last_partial: str | None = None
+        self._last_commit: tuple[str, str] | None = None
+        self._last_commit_text: str | None = None
+        self._commit_in_session = False
+
+    # ================================================================================ protocol
+    def set_speaking(self, speaking: bool) -> None:
+        """The agent started/stopped talking (any thread). Stopping opens the echo-discard window."""
+        if speaking:
+            self._speaking = True
+        elif self._speaking:
+            self._discard_until = time.monotonic() + self.echo_discard_seconds
+            self._speaking = False
+
+    async def start(self, inbound_queue: asyncio.Queue[bytes | None]) -> None:
+        """Start consuming ``inbound_queue`` and connecting. Returns at once; failures go to ``on_error``."""
+        if self._supervisor_task is not None:
+            raise RuntimeError("ElevenLabsRealtimeStt.start() called twice; create one provider per call")
+        self._loop = asyncio.get_running_loop()
+        self._audio_ready = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._intake_task = asyncio.create_task(self._intake(inbound_queue), name="elevenlabs_stt_intake")
+        self._supervisor_task = asyncio.create_task(self._supervise(), name="elevenlabs_stt_supervisor")
+
+    async def stop(self) -> None:
+        """Stop: cancel and await every owned task and close the socket. Idempotent."""
+        self._stopping = True
+        tasks = [t for t in (self._supervisor_task, self._intake_task) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await self._close_ws(ws)
+
+    # ================================================================================ extras
+    async def wait_connected(self, timeout: float = 10.0) -> bool:
+        """True once a session has started on the current connection (tests, warm-up)."""
+        if self._connected is None:
+            return False
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def commit(self) -> None:
+        """Manual commit strategy: end the current utterance now (any thread)."""
+        if self.commit_strategy != "manual":
+            raise ConfigError("commit() is only meaningful with commit_strategy='manual'")
+        loop = self._loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self._enqueue, _COMMIT)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected is not None and self._connected.is_set()
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio held for (re)sending: not yet sent plus sent-but-uncommitted."""
+        return self._buffered / 8000
+
+    def url(self) -> str:
+        query: list[tuple[str, Any]] = [
+            ("model_id", self.model_id),
+            ("audio_format", "ulaw_8000"),
+            ("commit_strategy", self.commit_strategy),
+        ]
+        if self.language_code:
+            query.append(("language_code", self.language_code))
+        if self.commit_strategy == "vad":
+            query += [(k, v) for k, v in self.vad.items() if v is not None]
+        query += [("keyterms", k) for k in self.keyterms]
+        if self.include_timestamps:
+            query.append(("include_timestamps", "true"))
+        if self.include_language_detection:
+            query.append(("include_language_detection", "true"))
+        if self.enable_logging is not None:
+            query.append(("enable_logging", str(self.enable_logging).lower()))
+        query += [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in self.extra_params.items()]
+        return f"{self.ws_base_url}/v1/speech-to-text/realtime?{urlencode(query)}"
+
+    # ================================================================================ audio buffering
+    async def _intake(self, queue: asyncio.Queue[bytes | None]) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                self._input_ended = True
+                assert self._audio_ready is not None
+                self._audio_ready.set()
+                return
+            if item and not self._dead:
+                self._enqueue(item)
+
+    def _enqueue(self, item: _Item) -> None:
+        self._pending.append(item)
+        if isinstance(item, bytes):
+            self._buffered += len(item)
+            self.stats["audio_in_bytes"] += len(item)
+            self._trim_to_bound()
+        if self._audio_ready is not None:
+            self._audio_ready.set()
+
+    def _trim_to_bound(self) -> None:
+        while self._buffered > self.max_buffer_bytes:
+            source = self._sent if self._sent else self._pending
+            if not source:
+                break
+            dropped = source.popleft()
+            if isinstance(dropped, bytes):
+                self._buffered -= len(dropped)
+                self.stats["audio_dropped_bytes"] += len(dropped)
+                if self.stats["audio_dropped_bytes"] == len(dropped):
+                    log.warning("ElevenLabs STT replay buffer full (%.0f s): dropping oldest audio", self.max_buffer_bytes / 8000)
+
+    def _trim_after_commit(self) -> None:
+        """The server committed: audio before the commit never needs replaying."""
+        sent = self._sent
+        if self.commit_strategy == "manual":
+            while sent:
+                item = sent.popleft()
+                if isinstance(item, bytes):
+                    self._buffered -= len(item)
+                else:
+                    return
+            return
+        keep = self.commit_tail_bytes
+        tail = sum(len(i) for i in sent if isinstance(i, bytes))
+        while sent and tail > keep:
+            item = sent.popleft()
+            if isinstance(item, bytes):
+                tail -= len(item)
+                self._buffered -= len(item)
+
+    # ================================================================================ connection lifecycle
+    async def _supervise(self) -> None:
+        failures = 0
+        last_reason = ""
+        try:
+            while not self._stopping and not self._dead:
+                if failures:
+                    if failures > self.max_reconnect_attempts:
+                        self._fail(f"reconnect_exhausted: {failures - 1} attempts failed ({last_reason})")
+                        return
+                    delay = self._backoff(failures)
+                    if delay:
+                        await asyncio.sleep(delay)
+                    self.stats["reconnect_attempts"] += 1
+                try:
+                    ws = await self._connect()
+                except _FatalError as exc:
+                    self._fail(str(exc))
+                    return
+                except _RetryableError as exc:
+                    last_reason = str(exc)
+                    log.info("ElevenLabs STT connect failed (%s); will retry", exc)
+                    failures += 1
+                    continue
+                opened = time.monotonic()
+                outcome, detail = await self._run_connection(ws)
+                if outcome == _Outcome.ENDED or self._stopping:
+                    return
+                if outcome == _Outcome.FATAL:
+                    self._fail(detail)
+                    return
+                last_reason = detail
+                stable = time.monotonic() - opened >= self.stable_after or self._commit_in_session
+                failures = 1 if stable else failures + 1
+                self.stats["reconnects"] += 1
+                log.info("ElevenLabs STT connection ended (%s); reconnecting (attempt %d)", detail, failures)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave the call silently deaf
+            log.exception("ElevenLabs STT supervisor crashed")
+            self._fail(f"internal_error: {type(exc).__name__}: {exc}")
+
+    def _backoff(self, failures: int) -> float:
+        if failures <= 1:
+            return 0.0
+        base = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 2))
+        return base * random.uniform(0.8, 1.2)
+
+    async def _connect(self) -> Any:
+        import websockets
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+        try:
+            return await websockets.connect(
+                self.url(),
+                additional_headers={"xi-api-key": self.api_key},
+                open_timeout=self.connect_timeout,
+                close_timeout=self.close_timeout,
+                max_size=2**24,
+                ping_interval=20,
+                ping_timeout=20,
+            )
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            body = (exc.response.body or b"")[:200].decode("utf-8", "replace").strip()
+            if code in (401, 403) or (400 <= code < 500 and code not in (408, 425, 429)):
+                raise _FatalError(f"handshake_rejected: HTTP {code} {body}".strip()) from None
+            raise _RetryableError(f"handshake HTTP {code}") from None
+        except InvalidURI as exc:
+            raise _FatalError(f"invalid_url: {exc}") from None
+        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+            raise _RetryableError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _run_connection(self, ws: Any) -> tuple[str, str]:
+        self._ws = ws
+        self._commit_in_session = False
+        self._last_partial = None  # an open utterance stays open: its audio is replayed and continues here
+        if self._sent:  # replay what the last session received but never committed
+            replay = sum(len(i) for i in self._sent if isinstance(i, bytes))
+            self.stats["replayed_bytes"] += replay
+            self._pending.extendleft(reversed(self._sent))
+            self._sent.clear()
+        assert self._audio_ready is not None
+        self._audio_ready.set()
+        sender = asyncio.create_task(self._send_loop(ws), name="elevenlabs_stt_send")
+        receiver = asyncio.create_task(self._recv_loop(ws), name="elevenlabs_stt_recv")
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                return receiver.result()
+            try:
+                return sender.result()
+            except Exception as exc:  # ConnectionClosed while sending
+                code = getattr(getattr(exc, "rcvd", None), "code", None)
+                return _Outcome.RETRY, f"connection lost while sending (code {code or 1006})"
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            if self._connected is not None:
+                self._connected.clear()
+            self._ws = None
+            await self._close_ws(ws)
+
+    async def _close_ws(self, ws: Any) -> None:
+        try:
+            await asyncio.wait_for(ws.close(1000), self.close_timeout + 1)
+        except Exception:  # already dead, or the close handshake timed out
+            ws.transport.abort() if getattr(ws, "transport", None) is not None else None
+
+    async def _send_loop(self, ws: Any) -> tuple[str, str]:
+        assert self._audio_ready is not None
+        previous_text = self.previous_text if not self.session_ids else (self._last_commit_text or "")[-50:] or None
+        first = True
+        last_send = time.monotonic()
+        while True:
+            if not self._pending:
+                if self._input_ended:
+                    return _Outcome.ENDED, "input ended"
+                self._audio_ready.clear()
+                idle = self.keepalive_interval - (time.monotonic() - last_send)
+                try:
+                    await asyncio.wait_for(self._audio_ready.wait(), max(0.0, idle))
+                except asyncio.TimeoutError:
+                    # No protocol ping keeps a Scribe session alive: an empty chunk does.
+                    await ws.send(json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": False, "sample_rate": 8000}))
+                    self.stats["keepalives"] += 1
+                    last_send = time.monotonic()
+                continue
+            if isinstance(self._pending[0], _Commit):
+                self._sent.append(self._pending.popleft())
+                await ws.send(json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": True, "sample_rate": 8000}))
+                self.stats["commits_sent"] += 1
+                last_send = time.monotonic()
+                continue
+            parts: list[bytes] = []
+            size = 0
+            while self._pending and isinstance(self._pending[0], bytes) and (not parts or size + len(self._pending[0]) <= self.max_chunk_bytes):
+                item = self._pending.popleft()
+                assert isinstance(item, bytes)
+                self._sent.append(item)  # before the await: if the send dies, this is replayed
+                parts.append(item)
+                size += len(item)
+            payload: dict[str, Any] = {
+                "message_type": "input_audio_chunk",
+                "audio_base_64": base64.b64encode(b"".join(parts)).decode("ascii"),
+                "commit": False,
+                "sample_rate": 8000,
+            }
+            if first and previous_text:
+                payload["previous_text"] = previous_text  # allowed on the first chunk only
+            first = False
+            await ws.send(json.dumps(payload))
+            self.stats["audio_sent_bytes"] += size
+            self.stats["chunks_sent"] += 1
+            last_send = time.monotonic()
+
+    async def _recv_loop(self, ws: Any) -> tuple[str, str]:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for raw in ws:
+                try:
+                    message = json.loads(raw)
+                    kind = str(message.get("message_type", ""))
+                except (ValueError, AttributeError, TypeError):
+                    self.stats["bad_messages"] += 1
+                    continue
+                if kind == "session_started":
+                    self.session_ids.append(str(message.get("session_id", "")))
+                    assert self._connected is not None
+                    self._connected.set()
+                elif kind == "partial_transcript":
+                    self._on_partial(str(message.get("text") or ""))
+                elif kind in _COMMITTED:
+                    self._on_commit(kind, str(message.get("text") or ""))
+                elif kind in FATAL_STT_ERRORS:
+                    return _Outcome.FATAL, f"{kind}: {message.get('error') or message.get('message') or ''}".rstrip(": ")
+                elif kind in RETRYABLE_STT_ERRORS or kind.endswith("_error"):
+                    self.stats[f"error_{kind}"] += 1
+                    return _Outcome.RETRY, f"{kind}: {message.get('error') or ''}"
+                elif kind == "commit_throttled":
+                    self.stats["commit_throttled"] += 1
+                elif kind == "warning":
+                    log.info("ElevenLabs STT warning: %s", message.get("warning"))
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            return _Outcome.RETRY, f"connection lost (code {code})"
+        code = ws.close_code
+        return _Outcome.RETRY, f"closed by server (code {code})"
+
+    # ================================================================================ transcripts
+    def _on_partial(self, text: str) -> None:
+        text = text.strip()
+        if not text or text == self._last_partial:
+            self.stats["partials_dropped"] += bool(text)
+            return
+        if not self._utterance_open and text == self._last_commit_text:
+            self.stats["partials_dropped"] += 1  # the service echoing what it just committed
+            return
+        if not self._utterance_open:
+            if self._speaking:
+                if self.barge_in and len(text) < self.min_barge_in_chars:
+                    return  # too little to interrupt the agent for; wait for more
+                self._open_utterance(discard=not self.barge_in)
+            else:
+                self._open_utterance(discard=time.monotonic() < self._discard_until)
+        self._last_partial = text
+        if not self._utterance_discard:
+            self._emit(self.on_recognizing, text)
+
+    def _open_utterance(self, *, discard: bool) -> None:
+        self._utterance_open = True
+        self._utterance_discard = discard
+        if discard:
+            self.stats["echo_discarded"] += 1
+        else:
+            self.stats["speech_started"] += 1
+            self._emit(self.on_speech_started)
+
+    def _on_commit(self, kind: str, text: str) -> None:
+        text = text.strip()
+        last = self._last_commit
+        if last is not None and last[0] != kind and last[1] == text:
+            self._last_commit = None  # the other variant of the commit we already delivered
+            self.stats["duplicate_commits_dropped"] += 1
+            return
+        self._last_commit = (kind, text)
+        self._commit_in_session = True
+        self._trim_after_commit()
+        if not self._utterance_open and text:
+            # a commit with no partial before it: classify it now
+            if self._speaking:
+                self._open_utterance(discard=not self.barge_in)
+            else:
+                self._open_utterance(discard=time.monotonic() < self._discard_until)
+        discard = self._utterance_discard
+        self._utterance_open = self._utterance_discard = False
+        self._last_partial = None
+        if not text:
+            return
+        self._last_commit_text = text
+        if discard:
+            return
+        self.stats["committed"] += 1
+        self._emit(self.on_committed, text)
+
+    def _emit(self, callback: Callable[..., Any] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("ElevenLabs STT callback %r failed", callback)
+
+    def _fail(self, message: str) -> None:
+        """Report a terminal failure exactly once and stop working (intake keeps draining, discarding)."""
+        self._dead = True
+        self._pending.clear()
+        self._sent.clear()
+        self._buffered = 0
+        if self._error_reported:
+            return
+        self._error_reported = True
+        self.stats["fatal_errors"] += 1
+        log.warning("ElevenLabs STT gave up: %s", message)
+        self._emit(self.on_error, message)
+
+
+class _FatalError(Exception):
+    pass
+
+
+class _RetryableError(Exception):
+    pass
+
+
+def _check_range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"{name} must be within {low}..{high}, got {value}")
+
+
+# Prior-art name kept for compatibility (``create_stt("elevenlabs")`` resolves it).
+PersistentSttSession = ElevenLabsRealtimeStt
