@@ -78,7 +78,6 @@ class _Epoch:
     stream: Any
     recognizer: Any
     started_at: float = 0.0
-    healthy: bool = False  # the service produced something: the connection works
 
 
 class _AudioWriter:
@@ -310,6 +309,7 @@ class AzureStt:
         self._epoch: _Epoch | None = None
         self._epoch_ids = 0
         self._current_id = 0  # the epoch being started or running; cancels of any other are stale
+        self._healthy = False  # the current epoch produced results: its connection works
         self._opening = False
         self._open_cancel: CancelInfo | None = None
         self._attempt = 0
@@ -393,6 +393,7 @@ class AzureStt:
         """Build, wire and start a recognizer; then point the writer at its stream (replaying the backlog)."""
         self._epoch_ids += 1
         epoch_id = self._current_id = self._epoch_ids
+        self._healthy = False
         self._opening, self._open_cancel = True, None
         try:
             try:
@@ -421,9 +422,9 @@ class AzureStt:
                 return
             epoch.started_at = time.monotonic()
             self._epoch = epoch
+            self.stats["recognizers_started"] += 1
             assert self._writer is not None
             self._writer.attach(epoch.stream, epoch.id)
-            self.stats["recognizers_started"] += 1
             log.debug("Azure STT recognizer %d started (%s)", epoch.id, self)
         finally:
             self._opening = False
@@ -500,7 +501,7 @@ class AzureStt:
         if self._writer is not None:
             self._writer.pause()
         if epoch is not None:
-            if epoch.healthy or (epoch.started_at and time.monotonic() - epoch.started_at >= self.stable_after_s):
+            if self._healthy or (epoch.started_at and time.monotonic() - epoch.started_at >= self.stable_after_s):
                 self._attempt = 0
             self._teardown_later(epoch)
         self._restart_task = asyncio.ensure_future(self._restart_loop(reason))
@@ -623,13 +624,11 @@ class AzureStt:
         if self._closed:
             self.stats["events_after_stop"] += 1
             return
-        epoch = self._epoch
-        current = epoch is not None and epoch.id == epoch_id
         if kind == "canceled":
             self._on_canceled(epoch_id, payload)
             return
-        if kind in ("recognizing", "recognized", "speech_start") and current and epoch is not None:
-            epoch.healthy = True
+        if kind in ("recognizing", "recognized", "speech_start") and epoch_id == self._current_id:
+            self._healthy = True
         if self._failed:
             return
         if kind == "speech_start":
