@@ -33,6 +33,7 @@ Configuration is read per instance (never at import): ``ELEVENLABS_API_KEY``, ``
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import re
@@ -259,14 +260,15 @@ class ElevenLabsTts(StreamingTtsBase):
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
         from websockets.sync.client import connect
 
+        stack = contextlib.ExitStack()
         try:
-            ws = connect(
+            ws = stack.enter_context(connect(
                 self._stream_input_url(),
                 additional_headers={"xi-api-key": self.api_key},
                 open_timeout=self.timeout.connect,
                 close_timeout=2.0,
                 max_size=2**24,
-            )
+            ))
         except InvalidStatus as exc:
             raise http_status_error(exc.response.status_code, exc.response.body or b"", what="stream-input") from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -336,6 +338,7 @@ class ElevenLabsTts(StreamingTtsBase):
                 ws.close(1000, "barge-in" if stop_event_was_set else "done")
             except Exception:  # pragma: no cover - closing a dead socket
                 pass
+            stack.close()
             feeder.join(0.5)
 
     def speak_stream(self, tokens: Iterable[str], session: VoiceSession, stop_event: threading.Event | None = None) -> dict[str, Any]:

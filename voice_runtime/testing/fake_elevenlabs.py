@@ -102,6 +102,7 @@ class TtsRecord:
     query: dict[str, str]
     body: dict[str, Any] = field(default_factory=dict)
     status: int = 200
+    client: tuple[str, int] | None = None  # the client's address: equal ports = a reused pooled connection
     started_at: float = field(default_factory=time.monotonic)
     first_byte_at: float | None = None
     bytes_sent: int = 0
@@ -421,7 +422,7 @@ class FakeElevenLabs:
         if scope["method"] != "POST" or len(parts) < 3 or parts[:2] != ["v1", "text-to-speech"] or parts[3:] not in ([], ["stream"]):
             await self._json(send, 404, {"detail": "Not Found"})
             return
-        record = TtsRecord("http", parts[2], query)
+        record = TtsRecord("http", parts[2], query, client=tuple(scope["client"]) if scope.get("client") else None)
         with self._cond:
             self.tts_requests.append(record)
         try:
