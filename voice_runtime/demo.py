@@ -70,6 +70,8 @@ class DemoReport:
     heard: list[str] = field(default_factory=list)
     branch: str = ""
     barge_in_clear_latency: float | None = None  # caller speech onset → clear on the wire
+    barge_in_stop_latency: float | None = None  # STT speech-start signal → clear on the wire
+    greeting_outcome: str = ""
     agent_audio_after_barge_in: float | None = None  # seconds of agent audio the phone played after the onset
     transcript_latencies: list[float] = field(default_factory=list)  # end of caller speech → transcript
     first_audio_latencies: list[float] = field(default_factory=list)  # text → first agent audio
@@ -84,7 +86,7 @@ def agent_flow(session: VoiceSession, report: DemoReport) -> None:
     """The agent: ordinary sequential code against the blocking session API."""
     session.wait_for_ws_connect(timeout=10)
     greeting = session.speak(GREETING)
-    greeting.wait(timeout=60)
+    report.greeting_outcome = str(greeting.wait(timeout=60))
     if greeting.interrupted:
         heard = session.listen(timeout=20)  # what the caller said while interrupting
         report.heard.append(heard)
@@ -139,6 +141,7 @@ class TranscriptPrinter:
         self.lock = threading.Lock()
         self.caller_speech_started: float | None = None
         self.caller_speech_ended: float | None = None
+        self.barge_in_at: float | None = None
 
     def line(self, at: float, who: str, text: str) -> None:
         with self.lock:
@@ -160,6 +163,7 @@ class TranscriptPrinter:
         elif event.kind == ev.MARK_CLEARED:
             self.line(event.at, "", f"mark '{d.get('name')}' cleared: the rest was never heard")
         elif event.kind == ev.BARGE_IN:
+            self.barge_in_at = event.at
             onset = self.caller_speech_started
             note = ""
             if onset is not None:
@@ -169,6 +173,8 @@ class TranscriptPrinter:
             onset = self.caller_speech_started
             if onset is not None and self.report.barge_in_clear_latency is None:
                 self.report.barge_in_clear_latency = event.at - onset
+            if self.barge_in_at is not None and self.report.barge_in_stop_latency is None:
+                self.report.barge_in_stop_latency = event.at - self.barge_in_at
         elif event.kind == ev.STT_FINAL:
             latency = ""
             if self.caller_speech_ended is not None:
@@ -297,7 +303,12 @@ def _summary(out: TextIO, report: DemoReport) -> None:
     out.write(f"caller said: {report.heard}\n")
     out.write(f"branch taken: {report.branch or '-'}\n")
     if report.barge_in_clear_latency is not None:
-        out.write(f"barge-in: clear sent {report.barge_in_clear_latency * 1000:.0f} ms after the caller started talking\n")
+        stop = report.barge_in_stop_latency
+        out.write(
+            f"barge-in: clear sent {report.barge_in_clear_latency * 1000:.0f} ms after the caller started talking"
+            + (f" ({stop * 1000:.1f} ms after the STT detected speech)" if stop is not None else "")
+            + "\n"
+        )
     if report.transcript_latencies:
         out.write("end of caller speech -> transcript: " + ", ".join(f"{x * 1000:.0f} ms" for x in report.transcript_latencies) + "\n")
     if report.first_audio_latencies:

@@ -85,4 +85,5 @@ def test_register_voice_websocket_single_session_style_with_reuse() -> None:
             phone.hangup()
             assert session.wait_until_disconnected(5)
             phone.close()
+            session.reset()  # the prior art's sequential reuse: reset between calls
     assert len(ready) == 2  # on_stt_ready ran for each call, before start()
