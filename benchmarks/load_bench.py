@@ -1,0 +1,861 @@
+"""Load benchmark: N simulated carrier calls against a real VoiceServer, in separate processes.
+
+Run:  python benchmarks/load_bench.py --calls 200                 # one run, Twilio dialect
+      python benchmarks/load_bench.py --sweep 100,200,300,400,500  # largest N that holds the targets
+      python benchmarks/load_bench.py --calls 300 --dialect plivo --server-mode native --workers 2
+
+Three kinds of process, all on this machine, traffic on 127.0.0.1 only:
+
+* **server** (one, or ``--workers`` processes sharing one port with SO_REUSEPORT): a real ``VoiceServer`` with
+  ``MockTts`` and ``MockStt`` (energy VAD). Each call's flow thread loops ``listen`` → ``speak(wait=True)``.
+* **load generator** (one process, asyncio, uvloop when installed): N calls over raw sockets speaking the
+  carrier's side of the dialect. Each call streams a 20 ms caller frame every 20 ms in real time (silence, and
+  a 300 ms tone burst after each agent utterance has "played" so ``listen`` returns), receives the agent's
+  audio, plays it out on a virtual carrier clock and echoes each mark when its audio has played. Frames are
+  sent with a zero masking key (legal per RFC 6455 §5.3; the server cannot tell), so masking costs nothing and
+  the generator stays cheap: one template fill and one ``write`` per frame.
+* **orchestrator** (this process when run normally): starts both, reads server CPU and RSS from
+  ``/proc/<pid>``, tells the server when the measurement window opens and closes, and prints the results.
+
+Measurements (``benchmarks/README.md`` defines each precisely):
+
+* server CPU ms per call-second (utime+stime over the window / (N × window));
+* outbound pacing lateness at the phone, p50/p99/max, per 20 ms agent frame: how late the frame became
+  playable relative to when continuous playback of its utterance needed it;
+* inbound frame → STT latency: every caller frame carries its send time (``time.monotonic()``, system-wide on
+  Linux) in its first 18 μ-law bytes (quiet codes, so the VAD does not hear them); ``MockStt.on_frame``
+  subtracts it from the arrival time;
+* frames lost / duplicated, both directions, per call: inbound by the counter embedded in each frame,
+  outbound by comparing each played utterance byte for byte with what ``MockTts`` produces for its text;
+* RSS per call, idle (connected, silence streaming, flow blocked in ``listen``) and active.
+
+The final line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import random
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TEXTS = (
+    "Thanks for calling, how can I help you today?",
+    "Sure, let me check that for you.",
+    "Your appointment is confirmed for Tuesday at ten.",
+    "Is there anything else?",
+)
+FRAME = 160
+FRAME_S = 0.02
+BURST_FRAMES = 15  # 300 ms of caller "speech" after each agent utterance
+HEADER = 18  # μ-law bytes carrying (call, counter, send time) in each caller frame
+#: Header nibble n is sent as μ-law byte 0xF0|n: exponent 0, so |sample| <= 120 of 32767 — inaudible to the VAD.
+_TO_ULAW = bytes.maketrans(b"0123456789abcdef", bytes(range(0xF0, 0x100)))
+_FROM_ULAW = bytes.maketrans(bytes(range(0xF0, 0x100)), b"0123456789abcdef")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ===================================================================================== /proc helpers
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q / 100.0 * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def now_us32() -> int:
+    return int(time.monotonic() * 1e6) & 0xFFFFFFFF
+
+
+# ===================================================================================== server role
+class Probe:
+    """Server-side measurements, fed from ``MockStt.on_frame`` and the flows (event loop + flow threads)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.latency_us: list[int] = []
+        self.calls: dict[int, list[int]] = {}  # call -> [received, duplicates, highest counter]
+        self.utterances = 0
+        self.mark_outcomes: dict[str, int] = {}
+        self.flow_errors = 0
+
+    def on_frame(self, frame: bytes) -> None:
+        try:
+            value = int(frame[:HEADER].translate(_FROM_ULAW), 16)
+        except ValueError:
+            return  # not one of ours (cannot happen with this generator)
+        sent = value & 0xFFFFFFFF
+        counter = (value >> 32) & 0xFFFFFF
+        call = value >> 56
+        state = self.calls.get(call)
+        if state is None:
+            state = self.calls[call] = [0, 0, -1]
+        state[0] += 1
+        if counter <= state[2]:
+            state[1] += 1
+        else:
+            state[2] = counter
+        if self.active:
+            self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
+
+
+def build_server(probe: Probe) -> Any:
+    from voice_runtime import VoiceServer
+    from voice_runtime.errors import CallError
+    from voice_runtime.providers.mock import MockStt, MockTts
+
+    tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
+
+    def stt_factory() -> Any:
+        stt = MockStt(default_text="ok", end_ms=300)
+        stt.on_frame = probe.on_frame
+        return stt
+
+    def flow(session: Any) -> None:
+        k = 0
+        try:
+            while True:
+                session.listen(timeout=300)
+                result = session.speak(TEXTS[k % len(TEXTS)], wait=True, timeout=60)
+                k += 1
+                outcome = str(result.mark.outcome) if result.mark is not None else "none"
+                probe.mark_outcomes[outcome] = probe.mark_outcomes.get(outcome, 0) + 1
+                probe.utterances += 1
+        except CallError:
+            pass
+        except Exception:
+            probe.flow_errors += 1
+
+    # barge-in off: the caller only speaks after the agent's mark echo, and the byte-exact outbound check
+    # needs every utterance played whole.
+    return VoiceServer(stt_factory=stt_factory, tts_factory=lambda: tts, inbound_flow=flow, session_defaults={"barge_in": False})
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_main(args: argparse.Namespace) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    probe = Probe()
+    server = build_server(probe)
+    if args.server_mode == "native":
+        from voice_runtime.server.ws_native import start_native
+
+        running = start_native(server, host="127.0.0.1", port=args.port, reuse_port=args.port != 0)
+        port = running.port
+    else:
+        if args.port:  # a worker of several: uvicorn on a socket shared through SO_REUSEPORT
+            running = start_uvicorn_on(server, reuse_port_socket("127.0.0.1", args.port))
+        else:
+            running = server.start(port=0)
+        port = running.port
+    print(f"READY {port}", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "start":
+            probe.latency_us = []
+            probe.active = True
+            print("OK", flush=True)
+        elif cmd == "stop":
+            probe.active = False
+            print("OK", flush=True)
+        elif cmd == "report":
+            stats: dict[str, int] = {}
+            for connection in list(server.connections):
+                session = connection.session
+                if session is not None:
+                    for key, value in session.stats.items():
+                        stats[key] = stats.get(key, 0) + value
+                for key, value in connection.stats.items():
+                    stats[f"conn_{key}"] = stats.get(f"conn_{key}", 0) + value
+            report = {
+                "latency_us": probe.latency_us,
+                "calls": {str(k): v for k, v in probe.calls.items()},
+                "utterances": probe.utterances,
+                "mark_outcomes": probe.mark_outcomes,
+                "flow_errors": probe.flow_errors,
+                "live_connections": len(server.connections),
+                "stats": stats,
+                "threads": threading.active_count(),
+            }
+            print("REPORT " + json.dumps(report), flush=True)
+        elif cmd == "quit":
+            break
+    running.stop(timeout=5)
+    os._exit(0)
+
+
+def start_uvicorn_on(server: Any, sock: socket.socket) -> Any:
+    """uvicorn on an already-bound (SO_REUSEPORT) socket, in a thread, like ``VoiceServer.start``."""
+    import uvicorn
+
+    from voice_runtime.server.app import RunningServer
+
+    config = uvicorn.Config(server.app, log_level="warning", lifespan="off", ws_ping_interval=None,
+                            ws_max_size=server.connection_config.hard_max_inbound_message)
+    uv = uvicorn.Server(config)
+    uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    host, port = sock.getsockname()[:2]
+    return RunningServer(host, port, uv, thread)
+
+
+# ===================================================================================== generator role
+class Dialect:
+    """The carrier side of one dialect, reduced to what the generator needs on its hot path."""
+
+    def __init__(self, name: str) -> None:
+        from voice_runtime.testing.carriers import carrier_codec
+
+        self.name = name
+        self.carrier_codec = carrier_codec
+        if name == "twilio":
+            self.media_tpl = ('{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+                              '"timestamp":"%d","payload":"%s"},"streamSid":"%s"}')
+            self.media_events = ("media",)
+            self.mark_events = ("mark",)
+            self.clear_events = ("clear",)
+        else:
+            self.media_tpl = ('{"event":"media","sequenceNumber":%d,"streamId":"%s",'
+                              '"media":{"track":"inbound","chunk":%d,"timestamp":"%d","payload":"%s"}}')
+            self.media_events = ("playAudio",)
+            self.mark_events = ("checkpoint",)
+            self.clear_events = ("clearAudio",)
+
+    def codec(self, idx: int) -> Any:
+        if self.name == "twilio":
+            return self.carrier_codec("twilio", call_id=f"CA{idx:032d}", stream_id=f"MZ{idx:032d}")
+        return self.carrier_codec("plivo", call_id=f"00000000-0000-4000-8000-{idx:012d}",
+                                  stream_id=f"11111111-0000-4000-8000-{idx:012d}", extra_headers_style="omit",
+                                  epoch_timestamps=False)
+
+    def media(self, seq: int, chunk: int, ts: int, payload: str, sid: str) -> str:
+        if self.name == "twilio":
+            return self.media_tpl % (seq, chunk, ts, payload, sid)
+        return self.media_tpl % (seq, sid, chunk, ts, payload)
+
+    def mark_name(self, msg: dict[str, Any]) -> str:
+        return msg["mark"]["name"] if self.name == "twilio" else msg["name"]
+
+    def media_payload(self, msg: dict[str, Any]) -> bytes:
+        return base64.b64decode(msg["media"]["payload"])
+
+
+def ws_frame(text: str) -> bytes:
+    """One client text frame, masked with the all-zero key (so the payload goes out as is)."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, 0x80 | n, 0, 0, 0, 0)) + data
+    if n < 65536:
+        return bytes((0x81, 0xFE, n >> 8, n & 0xFF, 0, 0, 0, 0)) + data
+    return bytes((0x81, 0xFF)) + n.to_bytes(8, "big") + b"\0\0\0\0" + data
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.window = False
+        self.lateness_ms: list[float] = []
+        self.ticker_late_ms: list[float] = []
+        self.connect_failures = 0
+        self.protocol_errors = 0
+
+
+class Call(asyncio.Protocol):
+    """One simulated carrier call on a raw socket."""
+
+    def __init__(self, gen: Generator, idx: int) -> None:
+        self.gen, self.idx = gen, idx
+        self.d = gen.dialect
+        self.codec = self.d.codec(idx)
+        self.sid = self.codec.stream_id
+        self.transport: asyncio.Transport | None = None
+        self.handshake_done = asyncio.get_running_loop().create_future()
+        self.buf = bytearray()
+        self.open = False
+        self.closed = False
+        self.seq = 1
+        self.chunk = 0
+        self.counter = 0
+        self.next_due = 0.0
+        self.streaming = False
+        self.burst_left = 0
+        # outbound playout model
+        self.play_end = 0.0
+        self.u_start: float | None = None
+        self.u_off = 0.0
+        self.u_bytes = bytearray()
+        self.utterances: list[tuple[int, int]] = []  # (length, crc32) of each mark-terminated utterance
+        self.pending_echoes = 0
+        self.frames_sent = 0
+        self.close_code: int | None = None
+
+    # -- socket ----------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (f"GET {self.gen.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.gen.port}\r\nUpgrade: websocket\r\n"
+             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.open = False
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(ConnectionError("closed during handshake"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end])
+            del buf[: end + 4]
+            if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                self.handshake_done.set_exception(ConnectionError(head.split(b"\r\n", 1)[0].decode()))
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            self.open = True
+            self.handshake_done.set_result(None)
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            n = b1 & 0x7F
+            pos = 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n = int.from_bytes(buf[2:4], "big")
+                pos = 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n = int.from_bytes(buf[2:10], "big")
+                pos = 10
+            if len(buf) < pos + n:
+                return
+            payload = bytes(buf[pos : pos + n])
+            del buf[: pos + n]
+            opcode = b0 & 0x0F
+            if opcode == 1:
+                self.on_message(payload)
+            elif opcode == 8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.open = False
+                self.streaming = False
+                self.transport.close()  # type: ignore[union-attr]
+                return
+
+    def send_text(self, text: str) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(ws_frame(text))
+
+    # -- carrier behaviour ---------------------------------------------------------------------------
+    def on_message(self, payload: bytes) -> None:
+        import orjson
+
+        msg = orjson.loads(payload)
+        event = msg.get("event")
+        now = time.monotonic()
+        if event in self.d.media_events:
+            audio = self.d.media_payload(msg)
+            if self.u_start is None:
+                self.u_start = max(now, self.play_end)
+                self.u_off = 0.0
+            if self.gen.stats.window:
+                late = self.gen.stats.lateness_ms
+                for j in range((len(audio) + FRAME - 1) // FRAME):
+                    needed = self.u_start + self.u_off + j * FRAME_S
+                    late.append(max(0.0, (now - needed) * 1000.0))
+            self.u_off += len(audio) / 8000.0
+            self.play_end = max(self.play_end, now) + len(audio) / 8000.0
+            self.u_bytes += audio
+        elif event in self.d.mark_events:
+            name = self.d.mark_name(msg)
+            self.utterances.append((len(self.u_bytes), zlib.crc32(self.u_bytes)))
+            self.u_bytes = bytearray()
+            self.u_start = None
+            self.pending_echoes += 1
+            asyncio.get_running_loop().call_later(max(0.0, self.play_end - now), self.echo, name)
+        elif event in self.d.clear_events:
+            self.gen.stats.protocol_errors += 1  # the bench never barges in: a clear is unexpected
+        else:
+            self.gen.stats.protocol_errors += 1
+
+    def echo(self, name: str) -> None:
+        self.pending_echoes -= 1
+        if self.closed:
+            return
+        self.send_text(self.codec.mark_echo(name))
+        if self.gen.talking:
+            self.burst_left = BURST_FRAMES  # the caller answers once the agent has finished
+
+    def tick(self, now: float) -> None:
+        """Send every caller frame that is due (normally exactly one)."""
+        frames = []
+        gen = self.gen
+        while self.next_due <= now and self.streaming:
+            if self.burst_left > 0:
+                body = gen.tone_b64[BURST_FRAMES - self.burst_left]
+                self.burst_left -= 1
+            else:
+                body = gen.silence_b64
+            header = f"{(self.idx << 56) | ((self.counter & 0xFFFFFF) << 32) | now_us32():018x}"
+            payload = base64.b64encode(header.encode().translate(_TO_ULAW)).decode() + body
+            frames.append(ws_frame(self.d.media(self.seq, self.chunk, self.chunk * 20, payload, self.sid)))
+            self.seq += 1
+            self.chunk += 1
+            self.counter += 1
+            self.frames_sent += 1
+            self.next_due += FRAME_S
+        if frames and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+
+    def expected_report(self) -> dict[str, Any]:
+        lost = dup = corrupt = 0
+        for k, (length, crc) in enumerate(self.utterances):
+            ref = self.gen.expected[k % len(TEXTS)]
+            if length < ref[0]:
+                lost += (ref[0] - length + FRAME - 1) // FRAME
+            elif length > ref[0]:
+                dup += (length - ref[0] + FRAME - 1) // FRAME
+            elif crc != ref[1]:
+                corrupt += 1
+        return {"utterances": len(self.utterances), "out_lost": lost, "out_dup": dup, "out_corrupt": corrupt}
+
+
+class Generator:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from voice_runtime.audio.g711 import pcm16_to_ulaw
+        from voice_runtime.providers.mock import MockTts, tone_speech
+
+        self.args = args
+        self.port = args.port
+        self.path = "/stream"
+        self.dialect = Dialect(args.dialect)
+        self.stats = Stats()
+        self.calls: list[Call] = []
+        self.talking = False
+        tone = pcm16_to_ulaw(tone_speech(BURST_FRAMES * FRAME_S, frequency=180.0, amplitude=12000.0))
+        rest = FRAME - HEADER
+        self.silence_b64 = base64.b64encode(b"\xff" * rest).decode()
+        self.tone_b64 = [base64.b64encode(tone[i * FRAME + HEADER : (i + 1) * FRAME]).decode() for i in range(BURST_FRAMES)]
+        tts = MockTts()
+        self.expected = [(len(a), zlib.crc32(a)) for a in (tts.audio_for(t) for t in TEXTS)]
+        self.commands: asyncio.Queue[str] = asyncio.Queue()
+        self.groups: list[list[Call]] = [[] for _ in range(10)]  # ticker slots, 2 ms apart
+        self.running = False
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+
+    async def command(self, expected: str) -> None:
+        while (await self.commands.get()) != expected:
+            pass
+
+    async def ticker(self) -> None:
+        slots = len(self.groups)
+        groups = self.groups
+        step = FRAME_S / slots
+        t = time.monotonic()
+        s = 0
+        while self.running:
+            now = time.monotonic()
+            if self.stats.window:
+                self.stats.ticker_late_ms.append((now - t) * 1000.0)
+            for call in groups[s]:
+                if call.streaming:
+                    call.tick(now)
+            s = (s + 1) % slots
+            t += step
+            delay = t - time.monotonic()
+            if delay < -0.5:  # hopelessly behind: resynchronise (frames are still sent, see Call.tick)
+                t = time.monotonic()
+                delay = 0
+            await asyncio.sleep(max(0.0, delay))
+
+    async def connect(self, idx: int) -> Call | None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, call = await asyncio.wait_for(loop.create_connection(lambda: Call(self, idx), "127.0.0.1", self.port), 10)
+            await asyncio.wait_for(call.handshake_done, 10)
+        except Exception as exc:
+            self.stats.connect_failures += 1
+            if self.stats.connect_failures <= 3:
+                print(f"# connect {idx} failed: {exc!r}", file=sys.stderr)
+            return None
+        for message in call.codec.opening():
+            call.send_text(message)
+        call.next_due = time.monotonic() + FRAME_S
+        call.streaming = True
+        self.groups[idx % len(self.groups)].append(call)
+        return call
+
+    async def run(self) -> None:
+        args = self.args
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read_stdin, args=(loop,), daemon=True).start()
+        self.running = True
+        # ramp: connect calls at --ramp per second (the ticker runs from the start)
+        ticker_task = asyncio.ensure_future(self.ticker())
+        for i in range(args.calls):
+            call = await self.connect(i)
+            if call is not None:
+                self.calls.append(call)
+            await asyncio.sleep(1.0 / args.ramp)
+        self.say(f"CONNECTED {len(self.calls)}")
+        await asyncio.sleep(args.idle)
+        self.say("IDLE_READY")
+        await self.command("go")
+        self.talking = True
+        for call in self.calls:  # the caller speaks first, at a random moment in the next 2 s
+            loop.call_later(random.uniform(0, 2.0), self._start_burst, call)
+        await asyncio.sleep(args.warmup)
+        self.stats.window = True
+        self.say("WINDOW_START")
+        await asyncio.sleep(args.duration)
+        self.stats.window = False
+        self.say("WINDOW_END")
+        self.talking = False
+        await asyncio.sleep(3.0)  # let utterances in flight finish and be echoed
+        for call in self.calls:
+            call.streaming = False
+        await asyncio.sleep(1.0)  # inbound frames in flight reach the STT
+        self.say("DRAINED")
+        await self.command("close")
+        self.running = False
+        for call in self.calls:
+            stop = call.codec.stop()
+            if stop:
+                call.send_text(stop)
+            if call.transport is not None:
+                call.transport.write(b"\x88\x82\0\0\0\0\x03\xe8")
+        await asyncio.sleep(0.5)
+        for call in self.calls:
+            if call.transport is not None:
+                call.transport.close()
+        ticker_task.cancel()
+        self.report()
+
+    def _start_burst(self, call: Call) -> None:
+        call.burst_left = BURST_FRAMES
+
+    def _read_stdin(self, loop: asyncio.AbstractEventLoop) -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(self.commands.put_nowait, line.strip())
+
+    def report(self) -> None:
+        per_call = {}
+        for call in self.calls:
+            r = call.expected_report()
+            r["sent"] = call.frames_sent
+            r["close_code"] = call.close_code
+            per_call[str(call.idx)] = r
+        s = self.stats
+        result = {
+            "lateness_ms": [round(x, 3) for x in s.lateness_ms],
+            "ticker_late_p99_ms": percentile(s.ticker_late_ms, 99),
+            "connect_failures": s.connect_failures,
+            "protocol_errors": s.protocol_errors,
+            "calls": per_call,
+        }
+        print("RESULT " + json.dumps(result), flush=True)
+
+
+def generator_main(args: argparse.Namespace) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(Generator(args).run())
+
+
+# ===================================================================================== orchestrator
+class Child:
+    """A child process speaking the line protocol on stdin/stdout."""
+
+    def __init__(self, argv: list[str], cpu: int | None) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        if cpu is not None:
+            try:
+                os.sched_setaffinity(self.proc.pid, {cpu})
+            except OSError:
+                pass
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"child {self.pid} did not say {prefix!r} within {timeout}s")
+            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if not ready:
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"child {self.pid} exited (waiting for {prefix!r})")
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+            print("# child:", line.rstrip()[:200], file=sys.stderr)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
+    me = [sys.executable, str(Path(__file__).resolve())]
+    workers = max(1, args.workers)
+    port = free_port() if workers > 1 else 0
+    servers: list[Child] = []
+    gen: Child | None = None
+    try:
+        for _ in range(workers):
+            child = Child(me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port)], None)
+            servers.append(child)
+        ports = {int(s.expect("READY", 30)) for s in servers}
+        port = ports.pop()
+        time.sleep(0.5)
+        rss_base = sum(rss_bytes(s.pid) for s in servers)
+        gen = Child(
+            me + ["--role", "gen", "--port", str(port), "--calls", str(calls), "--dialect", args.dialect,
+                  "--ramp", str(args.ramp), "--idle", str(args.idle), "--warmup", str(args.warmup),
+                  "--duration", str(args.duration)],
+            None,
+        )
+        connected = int(gen.expect("CONNECTED", calls / args.ramp * 3 + 60))
+        gen.expect("IDLE_READY", args.idle + 30)
+        rss_idle = sum(rss_bytes(s.pid) for s in servers)
+        cpu_idle0 = sum(cpu_seconds(s.pid) for s in servers)
+        time.sleep(2.0)
+        cpu_idle = (sum(cpu_seconds(s.pid) for s in servers) - cpu_idle0) / 2.0
+        gen.send("go")
+        gen.expect("WINDOW_START", args.warmup + 30)
+        for s in servers:
+            s.send("start")
+            s.expect("OK", 10)
+        t0 = time.monotonic()
+        cpu0 = sum(cpu_seconds(s.pid) for s in servers)
+        gcpu0 = cpu_seconds(gen.pid)
+        rss_samples = []
+        while True:
+            try:
+                gen.expect("WINDOW_END", min(5.0, args.duration + 30))
+                break
+            except TimeoutError:
+                rss_samples.append(sum(rss_bytes(s.pid) for s in servers))
+        window = time.monotonic() - t0
+        cpu = sum(cpu_seconds(s.pid) for s in servers) - cpu0
+        gcpu = cpu_seconds(gen.pid) - gcpu0
+        rss_active = sum(rss_bytes(s.pid) for s in servers)
+        for s in servers:
+            s.send("stop")
+            s.expect("OK", 10)
+        gen.expect("DRAINED", 30)
+        reports = []
+        for s in servers:
+            s.send("report")
+            reports.append(json.loads(s.expect("REPORT", 30)))
+        gen.send("close")
+        result = json.loads(gen.expect("RESULT", 60))
+    finally:
+        for s in servers:
+            try:
+                s.send("quit")
+            except Exception:
+                pass
+        time.sleep(0.3)
+        for child in servers + ([gen] if gen else []):
+            child.kill()
+
+    latency_ms = [us / 1000.0 for r in reports for us in r["latency_us"]]
+    server_calls: dict[str, list[int]] = {}
+    for r in reports:
+        server_calls.update(r["calls"])
+    in_lost = in_dup = out_lost = out_dup = out_corrupt = 0
+    calls_with_loss = 0
+    utterances = 0
+    for idx, c in result["calls"].items():
+        received, dups, _ = server_calls.get(idx, [0, 0, -1])
+        lost_here = max(0, c["sent"] - (received - dups))
+        in_lost += lost_here
+        in_dup += dups
+        out_lost += c["out_lost"]
+        out_dup += c["out_dup"]
+        out_corrupt += c["out_corrupt"]
+        utterances += c["utterances"]
+        if lost_here or dups or c["out_lost"] or c["out_dup"] or c["out_corrupt"]:
+            calls_with_loss += 1
+    lateness = result["lateness_ms"]
+    stats: dict[str, int] = {}
+    for r in reports:
+        for k, v in r["stats"].items():
+            stats[k] = stats.get(k, 0) + v
+    marks: dict[str, int] = {}
+    for r in reports:
+        for k, v in r["mark_outcomes"].items():
+            marks[k] = marks.get(k, 0) + v
+    out = {
+        "calls": calls,
+        "connected": connected,
+        "dialect": args.dialect,
+        "server_mode": args.server_mode,
+        "workers": workers,
+        "window_s": round(window, 2),
+        "server_cpu_ms_per_call_s": round(cpu * 1000.0 / (connected * window), 3) if connected else None,
+        "server_cpu_pct": round(cpu / window * 100.0, 1),
+        "server_cpu_idle_ms_per_call_s": round(cpu_idle * 1000.0 / connected, 3) if connected else None,
+        "generator_cpu_pct": round(gcpu / window * 100.0, 1),
+        "lateness_p50_ms": _r(percentile(lateness, 50)),
+        "lateness_p99_ms": _r(percentile(lateness, 99)),
+        "lateness_max_ms": _r(max(lateness) if lateness else None),
+        "outbound_frames_measured": len(lateness),
+        "stt_latency_p50_ms": _r(percentile(latency_ms, 50)),
+        "stt_latency_p99_ms": _r(percentile(latency_ms, 99)),
+        "stt_latency_max_ms": _r(max(latency_ms) if latency_ms else None),
+        "inbound_frames_measured": len(latency_ms),
+        "inbound_lost": in_lost,
+        "inbound_dup": in_dup,
+        "outbound_lost": out_lost,
+        "outbound_dup": out_dup,
+        "outbound_corrupt_utterances": out_corrupt,
+        "calls_with_loss": calls_with_loss,
+        "utterances_checked": utterances,
+        "mark_outcomes": marks,
+        "flow_errors": sum(r["flow_errors"] for r in reports),
+        "rss_base_mb": round(rss_base / 2**20, 1),
+        "rss_per_idle_call_kb": round((rss_idle - rss_base) / 1024 / connected, 1) if connected else None,
+        "rss_per_active_call_kb": round((rss_active - rss_base) / 1024 / connected, 1) if connected else None,
+        "rss_samples_mb": [round(x / 2**20, 1) for x in rss_samples],
+        "generator_ticker_late_p99_ms": _r(result["ticker_late_p99_ms"]),
+        "connect_failures": result["connect_failures"],
+        "generator_protocol_errors": result["protocol_errors"],
+        "server_stats": {k: v for k, v in stats.items() if "drop" in k or "error" in k or "gap" in k or "repeat" in k},
+    }
+    out["pass"] = bool(
+        connected == calls
+        and out["lateness_p99_ms"] is not None
+        and out["lateness_p99_ms"] <= args.max_lateness_ms
+        and in_lost == 0 and in_dup == 0 and out_lost == 0 and out_dup == 0 and out_corrupt == 0
+    )
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--role", choices=("orchestrate", "server", "gen"), default="orchestrate")
+    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
+    p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")
+    p.add_argument("--server-mode", choices=("fastapi", "native"), default="fastapi")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--duration", type=float, default=20.0, help="measurement window, seconds")
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--idle", type=float, default=3.0, help="seconds of idle calls before the conversation starts")
+    p.add_argument("--ramp", type=float, default=100.0, help="new calls per second")
+    p.add_argument("--max-lateness-ms", type=float, default=20.0)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--out", default="", help="also append each run's JSON to this file")
+    args = p.parse_args()
+    if args.role == "server":
+        server_main(args)
+        return
+    if args.role == "gen":
+        generator_main(args)
+        return
+    counts = [int(x) for x in args.sweep.split(",") if x.strip()] or [args.calls]
+    runs = []
+    for n in counts:
+        res = run_once(args, n)
+        runs.append(res)
+        brief = {k: res[k] for k in ("calls", "server_cpu_ms_per_call_s", "server_cpu_pct", "generator_cpu_pct",
+                                     "lateness_p50_ms", "lateness_p99_ms", "stt_latency_p99_ms", "inbound_lost",
+                                     "outbound_lost", "rss_per_idle_call_kb", "pass")}
+        print(json.dumps(brief), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(res) + "\n")
+    passing = [r["calls"] for r in runs if r["pass"]]
+    final = {
+        "benchmark": "load",
+        "machine": f"{platform.machine()} {os.cpu_count()} vCPU, Python {platform.python_version()}",
+        "dialect": args.dialect,
+        "server_mode": args.server_mode,
+        "workers": args.workers,
+        "max_calls_passing": max(passing) if passing else 0,
+        "runs": runs if len(runs) > 1 else None,
+        **({} if len(runs) > 1 else runs[0]),
+    }
+    print(json.dumps(final))
+
+
+if __name__ == "__main__":
+    main()
