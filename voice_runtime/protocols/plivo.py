@@ -277,12 +277,14 @@ class PlivoDialect(Dialect):
         """Largest μ-law 8 kHz batch whose encoding stays within Plivo's recommended 16 KB base64 payload.
 
         The connection sizes batches in μ-law bytes and converts them to the stream format afterwards, so
-        the budget is divided by the format's expansion (L16 16 kHz: 4 bytes per μ-law byte), less a frame of
-        slack for resampler bursts. 16 KB of base64 is far below the 64 KB message limit.
+        the budget is divided by the format's expansion (L16 16 kHz: 4 bytes per μ-law byte). A resampling
+        format also releases audio it held back from earlier batches (soxr: up to ~100 ms), so 125 ms of
+        slack is kept for it. 16 KB of base64 is far below the 64 KB message limit.
         """
         key = (self.media_format.encoding, self.media_format.sample_rate)
         expansion = _EXPANSION.get(key, 4)
-        return max(160, (RECOMMENDED_PAYLOAD_B64 * 3 // 4) // expansion - 160)
+        slack = 1000 if self.media_format.sample_rate != 8000 else 0
+        return max(160, (RECOMMENDED_PAYLOAD_B64 * 3 // 4) // expansion - slack)
 
     def encode_media(self, payload: bytes) -> str:
         """``payload`` is already in the negotiated encoding (the connection converts μ-law → L16)."""
