@@ -301,3 +301,20 @@ def test_megabyte_message_is_refused_and_other_calls_carry_on(harness: CallHarne
     good.press("5")
     assert done.acquire(timeout=10) and done.acquire(timeout=10)
     assert digits == {"hostile": "hangup", "good": "5"}
+
+
+def test_phone_streams_caller_audio_from_a_callable(harness: CallHarness, flow_result: FlowResult) -> None:
+    from voice_runtime.audio import pcm16_to_ulaw
+
+    burst = pcm16_to_ulaw(tone_speech(0.6))
+
+    def source(index: int) -> bytes | None:
+        offset = (index - 10) * 160  # speak from the 10th frame on, for 0.6 s
+        return burst[offset : offset + 160] if 0 <= offset < len(burst) else None
+
+    def body(session) -> None:
+        flow_result.values["heard"] = session.listen(timeout=10)
+
+    _, running = harness.serve(flow_result.run(body), script=["from a callable"])
+    harness.phone(running, caller_source=source)
+    assert flow_result.wait()["heard"] == "from a callable"

@@ -115,12 +115,16 @@ class SimulatedPhone:
         codec: CarrierCodec | None = None,
         max_record_seconds: float = 900.0,
         send_silence: bool = True,
+        caller_source: Callable[[int], bytes | None] | None = None,
         **codec_kwargs: Any,
     ) -> None:
         self.url = url
         self.headers = headers or {}
         self.codec = codec or carrier_codec(carrier, custom_parameters=dict(custom_parameters or {}), **codec_kwargs)
         self.send_silence = send_silence
+        #: Called with the frame index when no queued speech is playing; returns 160 μ-law bytes (or None
+        #: for silence). Lets a test generate caller audio on the fly (noise, tones, a live feed).
+        self.caller_source = caller_source
         self.max_record_bytes = int(max_record_seconds * 8000)
         self.events: list[PhoneEvent] = []
         self._listeners: list[Callable[[PhoneEvent], None]] = []
@@ -467,6 +471,10 @@ class SimulatedPhone:
             if len(frame) < FRAME_BYTES:
                 frame += SILENCE_FRAME[: FRAME_BYTES - len(frame)]
             return frame
+        if self.caller_source is not None:
+            frame = self.caller_source(self._chunk)
+            if frame:
+                return frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
         return SILENCE_FRAME if self.send_silence else None
 
     def _play_frame(self) -> bytes:
