@@ -28,13 +28,18 @@ from voice_runtime.providers.base import StreamingTtsBase
 log = logging.getLogger(__name__)
 
 _ABS_TABLE = np.abs(ULAW_DECODE_TABLE.astype(np.int32))
+# |sample| split into high and low bytes, as bytes.translate tables: two C-speed translate+sum passes give the
+# exact mean ~5x faster than numpy on a 160-byte frame, where numpy's per-call overhead dominates (this VAD
+# runs on every caller frame of every call, so the load benchmark would otherwise mostly measure the mock).
+_ABS_HI = bytes(int(v) >> 8 for v in _ABS_TABLE)
+_ABS_LO = bytes(int(v) & 0xFF for v in _ABS_TABLE)
 
 
 def frame_level(ulaw: bytes) -> float:
     """Mean absolute amplitude of a μ-law chunk (0..32768); cheap enough to run per frame."""
     if not ulaw:
         return 0.0
-    return float(_ABS_TABLE[np.frombuffer(ulaw, dtype=np.uint8)].mean())
+    return (sum(ulaw.translate(_ABS_HI)) * 256 + sum(ulaw.translate(_ABS_LO))) / len(ulaw)
 
 
 class EnergyVad:
