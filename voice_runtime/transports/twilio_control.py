@@ -45,7 +45,7 @@ from fastapi import FastAPI, Request, Response
 from voice_runtime.errors import CallHangupError, CallNotAnsweredError, ConfigError, MissingStreamUrlError
 from voice_runtime.server.app import Flow, VoiceServer
 from voice_runtime.session import VoiceSession
-from voice_runtime.transports.call_control import CallControlBase
+from voice_runtime.transports.call_control import CallControlBase, OutboundCall
 from voice_runtime.transports.twilio_call import (
     DEFAULT_STATUS_EVENTS,
     build_dial_twiml,
@@ -128,6 +128,7 @@ class TwilioCallControl(CallControlBase):
         self.max_webhook_body = max_webhook_body
         self._early: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()
         self._transferred: set[str] = set()
+        self._tokens: dict[str, str] = {}  # call SID -> stream token, until the stream arrives or the call ends
         self._state_lock = threading.Lock()
         server.add_upgrade_validator(self.carrier, self.validator.upgrade_validator)
         if not self.validator.enabled and server.allow_unsigned_streams is None:
@@ -150,6 +151,15 @@ class TwilioCallControl(CallControlBase):
         return f"{root}{self.server.path_prefix}{self.route_prefix}/{name}"
 
     # ---------------------------------------------------------------------------------- REST (CallControlBase)
+    def dial(self, to: str, *, session: VoiceSession | None = None, **options: Any) -> OutboundCall:
+        """Dial ``to`` (see :meth:`_dial` for ``options``); the handle's session gets the stream when answered."""
+        outbound = super().dial(to, session=session, **options)
+        with self._state_lock:
+            self._tokens[outbound.call_id] = outbound.token
+        if outbound.session.is_disconnected:  # busy/failed arrived while we were still dialling
+            self.forget(outbound.call_id)
+        return outbound
+
     def _dial(
         self,
         to: str,
@@ -259,9 +269,13 @@ class TwilioCallControl(CallControlBase):
                 super().on_answered_by(call_id, payload)
 
     def forget(self, call_id: str) -> None:
+        """Drop the call's bookkeeping; a stream token it never used is revoked with it."""
         super().forget(call_id)
         with self._state_lock:
             self._transferred.discard(call_id)
+            token = self._tokens.pop(call_id, None)
+        if token is not None:
+            self.server.registry.revoke(token)  # no-op if the stream already claimed it
 
     def _remember_early(self, call_id: str, kind: str, payload: Any) -> None:
         with self._state_lock:
@@ -277,7 +291,7 @@ class TwilioCallControl(CallControlBase):
             self._remember_early(call_id, "status", (status, data))
             log.debug("status %r for a call not (yet) known; kept for replay", status)
             return
-        super().on_call_status(call_id, status, **data)
+        super().on_call_status(call_id, status, **data)  # an ended call is forgotten: its token dies with it
 
     def on_answered_by(self, call_id: str, answered_by: str) -> None:
         if self.session_for_call(call_id) is None:
@@ -330,6 +344,8 @@ class TwilioCallControl(CallControlBase):
         twiml = build_stream_twiml(
             stream_url, parameters, status_callback=self.webhook_url("stream-status", base=base), default_path=None
         )
+        with self._state_lock:
+            self._tokens[call_sid] = token
         self.track(call_sid, session)
         self.server.start_flow(session, self._inbound_runner(flow, token, call_sid))
         log.info("answering inbound call %s", call_sid)
