@@ -71,7 +71,7 @@ def optional_int(value: Any) -> int | None:
         raise RemoteProtocolError("bad_number", repr(value)[:40])
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # "²".isdigit() is True; int("²") fails
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
