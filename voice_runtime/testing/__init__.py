@@ -1,6 +1,6 @@
 """Test helpers shipped for users' own tests: the simulated phone and carrier-side codecs."""
 
-from voice_runtime.testing.carriers import CARRIERS, CarrierCodec, CarrierViolation, TwilioCarrier, carrier_codec
+from voice_runtime.testing.carriers import CARRIERS, CarrierCodec, CarrierViolation, PlivoCarrier, TwilioCarrier, carrier_codec
 from voice_runtime.testing.phone import PhoneEvent, PhoneRejected, SimulatedPhone, Utterance, to_ulaw
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "CarrierViolation",
     "PhoneEvent",
     "PhoneRejected",
+    "PlivoCarrier",
     "SimulatedPhone",
     "TwilioCarrier",
     "Utterance",
