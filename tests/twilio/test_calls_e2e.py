@@ -104,6 +104,9 @@ def test_outbound_call_end_to_end(make_stack: Any, caplog: pytest.LogCaptureFixt
     assert phone.media_bytes > 0 and phone.violations == []
     assert [e.data["status"] for e in session.events if e.kind == "call_status"][:2] == ["ringing", "in-progress"]
     assert stack.control.session_for_call(call_sid) is None  # forgotten after the call
+    assert fake.wait_idle(10)  # Twilio's own "completed" callback, posted after our hangup, has been answered
+    assert (f"{base}/twilio/status", 204) in fake.callback_responses[-1:]
+    assert call_sid not in stack.control._early  # that late callback is not kept around
 
     # secrets never reached a log record, formatted or not
     secret_basic = base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()

@@ -312,6 +312,15 @@ class FakeTwilio:
                     raise TimeoutError("no call was dialled in time")
                 self._cond.wait(remaining)
 
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait for the carrier-side actions started by REST requests (stream ends, callbacks) to finish."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(w.is_alive() for w in workers)
+
     def requests_for(self, method: str, path_suffix: str) -> list[RecordedRequest]:
         with self._cond:
             return [r for r in self.requests if r.method == method and r.path.endswith(path_suffix)]

@@ -129,6 +129,7 @@ class TwilioCallControl(CallControlBase):
         self._early: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()
         self._transferred: set[str] = set()
         self._tokens: dict[str, str] = {}  # call SID -> stream token, until the stream arrives or the call ends
+        self._finished: OrderedDict[str, None] = OrderedDict()  # recently forgotten calls: late callbacks are noise
         self._state_lock = threading.Lock()
         server.add_upgrade_validator(self.carrier, self.validator.upgrade_validator)
         if not self.validator.enabled and server.allow_unsigned_streams is None:
@@ -260,6 +261,7 @@ class TwilioCallControl(CallControlBase):
         """Bind ``call_id`` to ``session`` and replay callbacks that arrived before we knew the call."""
         super().track(call_id, session)
         with self._state_lock:
+            self._finished.pop(call_id, None)
             early = self._early.pop(call_id, [])
         for kind, payload in early:
             if kind == "status":
@@ -274,11 +276,17 @@ class TwilioCallControl(CallControlBase):
         with self._state_lock:
             self._transferred.discard(call_id)
             token = self._tokens.pop(call_id, None)
+            self._finished[call_id] = None
+            while len(self._finished) > _MAX_EARLY_CALLS:
+                self._finished.popitem(last=False)
         if token is not None:
             self.server.registry.revoke(token)  # no-op if the stream already claimed it
 
     def _remember_early(self, call_id: str, kind: str, payload: Any) -> None:
         with self._state_lock:
+            if call_id in self._finished:
+                log.debug("late %s callback for finished call %s ignored", kind, call_id)
+                return
             events = self._early.setdefault(call_id, [])
             self._early.move_to_end(call_id)
             if len(events) < _MAX_EARLY_EVENTS:
