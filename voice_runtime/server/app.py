@@ -278,8 +278,21 @@ class VoiceServer:
         on_started: Callable[[VoiceSession], None] | None,
     ) -> None:
         await websocket.accept()
+        await self.serve_wire(StarletteWire(websocket), session_for, on_started)
+
+    async def serve_wire(
+        self,
+        wire: Any,
+        session_for: Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]],
+        on_started: Callable[[VoiceSession], None] | None,
+    ) -> None:
+        """Run one call on an accepted socket of any library (a :class:`~voice_runtime.server.connection.WireSocket`).
+
+        Shared by the FastAPI routes and the websockets-native mode (``server/ws_native.py``), so both run
+        the same loop with the same config, recorder and hangup hook.
+        """
         connection = CallConnection(
-            StarletteWire(websocket),
+            wire,
             session_for,
             config=self.connection_config,
             recorder_factory=self._recorder_for if self.recordings_dir else None,
