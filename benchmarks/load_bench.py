@@ -175,6 +175,10 @@ def server_main(args: argparse.Namespace) -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
+    if os.environ.get("LOAD_BENCH_GC") == "off":  # diagnostics: is a latency tail the cyclic GC?
+        import gc
+
+        gc.disable()
     probe = Probe()
     server = build_server(probe)
     if args.server_mode == "native":

@@ -1,0 +1,195 @@
+"""The websockets-native server mode (``server/ws_native.py``) behaves exactly like the FastAPI mode.
+
+Real loopback sockets: the simulated phone (Twilio and Plivo dialects) calls a ``VoiceServer`` served by
+``start_native``; the same flows, routes, token rules and upgrade validators as the default mode. No timing
+assertions: these check correctness only (speed is measured by ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from voice_runtime import MarkOutcome, VoiceServer, create_stt, create_tts
+from voice_runtime.providers.mock import tone_speech
+from voice_runtime.server import RunningServer
+from voice_runtime.server.ws_native import start_native
+from voice_runtime.testing import SimulatedPhone
+from voice_runtime.testing.phone import PhoneRejected
+
+
+class NativeHarness:
+    def __init__(self) -> None:
+        self.handles: list[RunningServer] = []
+        self.phones: list[SimulatedPhone] = []
+
+    def serve(self, flow: Callable[[Any], Any] | None = None, *, script: list[str] | None = None) -> tuple[VoiceServer, RunningServer]:
+        server = VoiceServer(
+            inbound_flow=flow,
+            stt_factory=lambda: create_stt("mock", script=list(script or [])),
+            tts_factory=lambda: create_tts("mock"),
+        )
+        handle = start_native(server)
+        self.handles.append(handle)
+        return server, handle
+
+    def phone(self, handle: RunningServer, path: str = "/stream", **kwargs: Any) -> SimulatedPhone:
+        phone = SimulatedPhone(handle.ws_url + path, **kwargs)
+        self.phones.append(phone)
+        return phone.connect()
+
+    def close(self) -> None:
+        for phone in self.phones:
+            phone.close()
+        for handle in self.handles:
+            handle.stop()
+
+
+@pytest.fixture
+def native() -> Iterator[NativeHarness]:
+    h = NativeHarness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+class Outcome:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, body: Callable[[Any], None]) -> Callable[[Any], None]:
+        def flow(session: Any) -> None:
+            try:
+                body(session)
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                self.done.set()
+
+        return flow
+
+    def wait(self, timeout: float = 20.0) -> dict[str, Any]:
+        assert self.done.wait(timeout), "flow did not finish in time"
+        if self.error is not None:
+            raise self.error
+        return self.values
+
+
+@pytest.mark.parametrize("carrier", ["twilio", "plivo"])
+def test_call_speak_mark_listen_end_to_end(native: NativeHarness, carrier: str) -> None:
+    out = Outcome()
+
+    def body(session: Any) -> None:
+        result = session.speak("Hello from the native server mode.", wait=True, timeout=10)
+        out.values["heard"] = result.heard
+        out.values["said"] = session.listen(timeout=10)
+        out.values["carrier"] = session.carrier
+
+    _, handle = native.serve(out.run(body), script=["yes please"])
+    phone = native.phone(handle, carrier=carrier)
+    phone.wait_for("mark_echoed", timeout=10)
+    phone.say(tone_speech(0.5))
+    values = out.wait()
+    assert values == {"heard": True, "said": "yes please", "carrier": carrier}
+    assert len(phone.heard_ulaw().replace(b"\xff", b"")) > 4000  # the agent's audio really was played
+    assert phone.violations == []
+
+
+def test_clear_resolves_marks_cleared_and_the_call_goes_on(native: NativeHarness) -> None:
+    out = Outcome()
+    playing = threading.Event()
+
+    def body(session: Any) -> None:
+        result = session.speak("This sentence is long enough to be interrupted halfway through, surely.")
+        playing.wait(5)
+        session.request_clear_buffer()
+        out.values["outcome"] = result.wait(5)
+        out.values["after"] = session.send_mark_and_wait("after_clear", timeout=5)
+
+    _, handle = native.serve(out.run(body))
+    phone = native.phone(handle)
+    phone.wait_for("playback_start", timeout=5)
+    playing.set()
+    values = out.wait()
+    phone.wait_for("clear", timeout=5)
+    assert values == {"outcome": MarkOutcome.CLEARED, "after": MarkOutcome.PLAYED}
+    assert phone.violations == []
+
+
+def test_dialled_call_stream_is_routed_by_single_use_token(native: NativeHarness) -> None:
+    server, handle = native.serve()
+    session = server.new_session()
+    token = server.expect_stream(session)
+    phone = native.phone(handle, path=f"/stream/{token}")
+    session.wait_for_ws_connect(timeout=5)
+    assert session.send_mark_and_wait("routed", timeout=5) is MarkOutcome.PLAYED
+    with pytest.raises(PhoneRejected) as used:
+        native.phone(handle, path=f"/stream/{token}")  # tokens are single use
+    assert used.value.status == 403
+    session.request_disconnect()
+    assert phone.wait_closed(5)
+
+
+def test_unknown_token_and_unknown_path_are_refused_before_the_handshake(native: NativeHarness) -> None:
+    _, handle = native.serve()
+    with pytest.raises(PhoneRejected) as bad_token:
+        native.phone(handle, path="/stream/not-a-token")
+    assert bad_token.value.status == 403
+    with pytest.raises(PhoneRejected) as bad_path:
+        native.phone(handle, path="/elsewhere")
+    assert bad_path.value.status == 404
+
+
+def test_upgrade_validators_run_before_the_handshake(native: NativeHarness) -> None:
+    out = Outcome()
+    server, handle = native.serve(out.run(lambda s: out.values.update(started=True)))
+    seen: list[dict[str, Any]] = []
+
+    async def validator(websocket: Any) -> bool | None:
+        seen.append({"sig": websocket.headers.get("X-Test-Signature"), "url": str(websocket.url), "path": websocket.scope["path"]})
+        signature = websocket.headers.get("x-test-signature")
+        return None if signature is None else signature == "good"
+
+    server.add_upgrade_validator("test", validator)
+    with pytest.raises(PhoneRejected) as wrong:
+        native.phone(handle, headers={"X-Test-Signature": "bad"})
+    assert wrong.value.status == 403
+    with pytest.raises(PhoneRejected) as unsigned:  # a validator is registered: unsigned is refused
+        native.phone(handle)
+    assert unsigned.value.status == 403
+    native.phone(handle, headers={"X-Test-Signature": "good"})
+    assert out.wait()["started"] is True
+    assert seen[0]["sig"] == "bad" and seen[0]["path"] == "/stream" and seen[0]["url"].endswith("/stream")
+
+
+def test_draining_server_refuses_new_streams(native: NativeHarness) -> None:
+    server, handle = native.serve()
+    server.accepting = False
+    with pytest.raises(PhoneRejected) as refused:
+        native.phone(handle)
+    assert refused.value.status == 403
+
+
+def test_stop_ends_live_calls_and_wakes_their_flows(native: NativeHarness) -> None:
+    out = Outcome()
+    listening = threading.Event()
+
+    def body(session: Any) -> None:
+        listening.set()
+        try:
+            session.listen(timeout=30)
+        except Exception as exc:  # CallHangupError expected
+            out.values["error"] = type(exc).__name__
+
+    _, handle = native.serve(out.run(body))
+    phone = native.phone(handle)
+    assert listening.wait(5)
+    handle.stop()
+    assert out.wait()["error"] == "CallHangupError"
+    assert phone.wait_closed(5)
