@@ -161,6 +161,22 @@ async def test_socket_killed_mid_utterance_reconnects_and_loses_no_audio(fake: F
         await stt.stop()
 
 
+async def test_replay_after_a_long_silence_is_only_a_short_lead_in(fake: FakeElevenLabs) -> None:
+    stt = make_stt(fake, idle_replay_ms=1000)
+    rec = Recorder(stt)
+    queue: asyncio.Queue = asyncio.Queue()
+    await stt.start(queue)
+    try:
+        await feed(queue, SILENCE * 250)  # 5 s of silence: nothing committed, nothing worth replaying
+        await fake_wait(fake, lambda: len(fake.stt_sessions[0].audio) == 250 * 160)
+        fake.stt_kill()
+        await feed(queue, utterance("after the gap"))
+        await rec.until(lambda: rec.committed == ["after the gap"])
+        assert stt.stats["replayed_bytes"] <= 8000 and stt.buffered_seconds <= 5
+    finally:
+        await stt.stop()
+
+
 async def test_plain_close_and_retryable_error_both_reconnect(fake: FakeElevenLabs) -> None:
     stt = make_stt(fake)
     rec = Recorder(stt)

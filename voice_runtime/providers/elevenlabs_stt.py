@@ -22,7 +22,9 @@ Three tasks, all owned and awaited by :meth:`stop`:
 ``sent`` holds audio the server has received but not yet committed. When a connection dies, ``sent`` is put
 back in front of ``pending`` and replayed on the next socket, so an utterance that straddles a socket kill
 reaches the new session whole and in order. A commit trims ``sent`` (keeping a short tail in VAD mode,
-because the server's commit point is a little behind our send point; the tail is post-utterance silence).
+because the server's commit point is a little behind our send point; the tail is post-utterance silence),
+and while nobody is speaking only a lead-in of ``idle_replay_ms`` is kept, so a reconnect after a long
+silence replays two seconds, not thirty.
 ``pending`` + ``sent`` together are bounded by ``replay_seconds`` (oldest dropped and counted in
 ``stats["audio_dropped_bytes"]``).
 
@@ -118,6 +120,7 @@ class ElevenLabsRealtimeStt:
         max_chunk_ms: int = 100,
         replay_seconds: float = 30.0,
         commit_tail_ms: int = 200,
+        idle_replay_ms: int = 2000,
         max_reconnect_attempts: int = 6,
         backoff_initial: float = 0.25,
         backoff_max: float = 8.0,
@@ -157,6 +160,7 @@ class ElevenLabsRealtimeStt:
         self.max_chunk_bytes = max(160, int(max_chunk_ms * 8))
         self.max_buffer_bytes = max(8000, int(replay_seconds * 8000))
         self.commit_tail_bytes = max(0, int(commit_tail_ms * 8))
+        self.idle_replay_bytes = max(self.commit_tail_bytes, int(idle_replay_ms * 8))
         self.max_reconnect_attempts = max(0, max_reconnect_attempts)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -319,13 +323,17 @@ class ElevenLabsRealtimeStt:
                 else:
                     return
             return
-        keep = self.commit_tail_bytes
-        tail = sum(len(i) for i in sent if isinstance(i, bytes))
-        while sent and tail > keep:
+        self._trim_sent_to(self.commit_tail_bytes)
+
+    def _trim_sent_to(self, keep: int) -> None:
+        """Keep only the newest ``keep`` bytes of sent audio (VAD mode)."""
+        sent = self._sent
+        excess = sum(len(i) for i in sent if isinstance(i, bytes)) - keep
+        while sent and excess > 0 and isinstance(sent[0], bytes) and len(sent[0]) <= excess:
             item = sent.popleft()
-            if isinstance(item, bytes):
-                tail -= len(item)
-                self._buffered -= len(item)
+            assert isinstance(item, bytes)
+            excess -= len(item)
+            self._buffered -= len(item)
 
     # ================================================================================ connection lifecycle
     async def _supervise(self) -> None:
@@ -483,6 +491,10 @@ class ElevenLabsRealtimeStt:
             self.stats["audio_sent_bytes"] += size
             self.stats["chunks_sent"] += 1
             last_send = time.monotonic()
+            if self.commit_strategy == "vad" and not self._utterance_open:
+                # Nobody is talking: a replay needs only a short lead-in (the service wants ~2 s of context),
+                # not every second of silence since the last commit.
+                self._trim_sent_to(self.idle_replay_bytes)
 
     async def _recv_loop(self, ws: Any) -> tuple[str, str]:
         from websockets.exceptions import ConnectionClosed

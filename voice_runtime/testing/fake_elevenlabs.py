@@ -467,9 +467,9 @@ class FakeElevenLabs:
                     record.client_gone = True
                     return
                 chunk = audio[start : start + step]
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if record.first_byte_at is None:
-                    record.first_byte_at = time.monotonic()
+                    record.first_byte_at = time.monotonic()  # stamped before the bytes can reach the client
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 record.bytes_sent += len(chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             record.completed = not gone.is_set()
@@ -587,9 +587,9 @@ class FakeElevenLabs:
                 job_t0 = time.monotonic()
                 for start in range(0, len(audio), step):
                     await self._pace(job_t0, start, rate)
-                    await ws.send(json.dumps({"audio": base64.b64encode(audio[start : start + step]).decode(), "alignment": None, "normalizedAlignment": None}))
                     if record.first_byte_at is None:
                         record.first_byte_at = time.monotonic()
+                    await ws.send(json.dumps({"audio": base64.b64encode(audio[start : start + step]).decode(), "alignment": None, "normalizedAlignment": None}))
                     record.bytes_sent += len(audio[start : start + step])
                     self._changed()
             await ws.send(json.dumps({"isFinal": True}))
