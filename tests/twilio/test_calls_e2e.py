@@ -270,3 +270,14 @@ def test_oversized_messages_refused_call_and_server_survive(make_stack: Any) -> 
         phone2 = second.wait().phone
         assert phone2 is not None
         assert again.speak("Hello again.", wait=True).heard
+
+
+def test_inbound_stream_url_derived_from_webhook_when_no_public_url(stack: Stack) -> None:
+    """No public_url / VOICE_STREAM_URL: the stream URL is built from the URL Twilio used for the webhook."""
+    stack.server.public_url = None
+    finished = threading.Event()
+    stack.control.on_inbound_call(lambda session: (session.speak("Hi.", wait=True), finished.set()))
+    _, response, phone = stack.fake.inbound_call(stack.url("/twilio/voice"))
+    assert parse_stream_twiml(response.text)[0].startswith(f"{stack.running.ws_url}/stream/")
+    assert phone is not None and finished.wait(10)
+    assert phone.wait_closed(10)

@@ -6,6 +6,8 @@ one whose requests go to the loopback fake Twilio, so every assertion is about a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -143,3 +145,13 @@ def test_sms_error_carries_twilio_code(fake: FakeTwilio, monkeypatch: pytest.Mon
     assert caught.value.code == 20429 and caught.value.retryable
     with pytest.raises(ValueError):
         get_sms_transport("twilio").send_sms("+15557654321", "")
+
+
+def test_twilio_sdk_is_imported_lazily() -> None:
+    code = (
+        "import sys, voice_runtime, voice_runtime.transports.twilio_call, voice_runtime.transports.twilio_sms, "
+        "voice_runtime.transports.twilio_security, voice_runtime.transports.twilio_control; "
+        "print('twilio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

@@ -220,7 +220,8 @@ class FakeTwilio:
         for worker in list(self._workers):
             worker.join(10)
         for phone in self._phones:
-            phone.close()
+            if not phone.closed:  # a phone whose call ended has already stopped its own loop
+                phone.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
