@@ -318,3 +318,16 @@ def test_phone_streams_caller_audio_from_a_callable(harness: CallHarness, flow_r
     _, running = harness.serve(flow_result.run(body), script=["from a callable"])
     harness.phone(running, caller_source=source)
     assert flow_result.wait()["heard"] == "from a callable"
+
+
+def test_server_closes_the_tts_it_made_for_a_call_when_the_call_ends(harness: CallHarness) -> None:
+    closed = threading.Event()
+
+    class ClosingTts(type(create_tts("mock"))):
+        def close(self) -> None:
+            closed.set()
+
+    server, running = harness.serve(lambda session: session.speak("hi", wait=True), tts_factory=ClosingTts)
+    phone = harness.phone(running)
+    assert phone.wait_closed(10)  # the flow returned, so the call was hung up
+    assert closed.wait(5)

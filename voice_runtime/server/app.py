@@ -35,6 +35,7 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 
+from voice_runtime.call_events import CALL_ENDED, CallEvent
 from voice_runtime.errors import CallError, MissingStreamUrlError
 from voice_runtime.protocols import Dialect, StreamStarted
 from voice_runtime.server.connection import CallConnection, ConnectionConfig
@@ -51,6 +52,13 @@ UpgradeValidator = Callable[[WebSocket], Awaitable[bool | None]]
 Returns True (valid signature for this carrier), False (this carrier's signature header is present but
 wrong) or None (no signature of this carrier on the request — someone else's business).
 """
+
+
+def _close_quietly(resource: Any) -> None:
+    try:
+        resource.close()
+    except Exception:
+        log.exception("closing %r failed", resource)
 
 
 def run_flow_thread(session: VoiceSession, flow: Flow, *, name: str | None = None) -> threading.Thread:
@@ -147,10 +155,20 @@ class VoiceServer:
         kwargs: dict[str, Any] = dict(self.session_defaults)
         if self.stt_factory is not None:
             kwargs.setdefault("stt_factory", self.stt_factory)
-        if self.tts_factory is not None:
-            kwargs.setdefault("tts", self.tts_factory())
+        owned_tts = None
+        if self.tts_factory is not None and "tts" not in kwargs and "tts" not in overrides:
+            owned_tts = kwargs["tts"] = self.tts_factory()
         kwargs.update(overrides)
-        return VoiceSession(**kwargs)
+        session = VoiceSession(**kwargs)
+        if owned_tts is not None and callable(getattr(owned_tts, "close", None)):
+            # The server made this TTS for this call, so it releases it (sockets, synthesizers, worker holds)
+            # when the call ends — off the event loop, since a provider's close may block.
+            def close_when_ended(event: CallEvent) -> None:
+                if event.kind == CALL_ENDED:
+                    threading.Thread(target=_close_quietly, args=(owned_tts,), name="tts-close", daemon=True).start()
+
+            session.add_event_listener(close_when_ended)
+        return session
 
     def expect_stream(self, session: VoiceSession) -> str:
         """Issue the single-use token that binds a stream we are about to dial to ``session``."""
