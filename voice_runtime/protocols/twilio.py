@@ -9,6 +9,8 @@ makes it echo every pending mark — indistinguishable from a played echo, so th
 
 from __future__ import annotations
 
+from binascii import Error as BinasciiError
+from binascii import a2b_base64
 from typing import Any
 
 import orjson
@@ -55,10 +57,10 @@ class TwilioDialect(Dialect):
     def parse(self, text: str | bytes) -> CarrierEvent:
         msg = loads_object(text)
         event = msg.get("event")
+        if event == "media":  # 50 per second per call: checked first, then parsed on the inlined path below
+            return self._parse_media(msg)
         if not isinstance(event, str):
             raise RemoteProtocolError("missing_event", "no string 'event' field")
-        if event == "media":
-            return self._parse_media(msg)
         if event == "mark":
             self._check_stream(msg)
             self.track_sequence(optional_int(msg.get("sequenceNumber")))
@@ -87,20 +89,43 @@ class TwilioDialect(Dialect):
             raise RemoteProtocolError("wrong_stream_id", str(sid)[:40])
 
     def _parse_media(self, msg: dict[str, Any]) -> MediaReceived:
-        self._check_stream(msg)
-        media = require_dict(msg, "media")
+        """The hot path: the same checks as the generic helpers, inlined (profiled at ~60% of parse cost).
+
+        Twilio sends the numbers as digit strings, so that case is converted directly and anything else goes
+        through :func:`optional_int`, which accepts ints and rejects junk exactly as before.
+        """
+        if self.stream_id is None:
+            raise RemoteProtocolError("before_start", "message before 'start'")
+        sid = msg.get("streamSid")
+        if sid is not None and sid != self.stream_id:
+            raise RemoteProtocolError("wrong_stream_id", str(sid)[:40])
+        media = msg.get("media")
+        if type(media) is not dict:
+            raise RemoteProtocolError("missing_media", "'media' must be an object")
         track = media.get("track", "inbound")
         if track != "inbound":
             raise RemoteProtocolError("unexpected_track", str(track)[:20])
-        payload = decode_base64(media.get("payload"))
-        sequence = optional_int(msg.get("sequenceNumber"))
-        self.track_sequence(sequence)
-        return MediaReceived(
-            payload,
-            sequence=sequence,
-            chunk=optional_int(media.get("chunk")),
-            timestamp_ms=optional_int(media.get("timestamp")),
-        )
+        raw = media.get("payload")
+        if type(raw) is str:
+            try:
+                payload = a2b_base64(raw, strict_mode=True)
+            except (BinasciiError, ValueError) as exc:
+                raise RemoteProtocolError("invalid_base64", str(exc)[:80]) from None
+        else:
+            payload = decode_base64(raw)  # raises the usual bad_payload_type
+        value = msg.get("sequenceNumber")
+        sequence = int(value) if type(value) is str and value.isascii() and value.isdigit() else optional_int(value)
+        if sequence is not None:
+            last = self.last_sequence
+            if last is not None and sequence != last + 1:
+                self.track_sequence(sequence)  # a gap or a repeat: the generic bookkeeping counts it
+            else:
+                self.last_sequence = sequence
+        value = media.get("chunk")
+        chunk = int(value) if type(value) is str and value.isascii() and value.isdigit() else optional_int(value)
+        value = media.get("timestamp")
+        timestamp = int(value) if type(value) is str and value.isascii() and value.isdigit() else optional_int(value)
+        return MediaReceived(payload, sequence, chunk, timestamp)
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
         if self.stream_id is not None:
