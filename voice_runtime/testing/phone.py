@@ -222,9 +222,12 @@ class SimulatedPhone:
     def close(self, timeout: float = 5.0) -> None:
         """Stop the phone's loop (closing the socket if still open)."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is not None and loop.is_running():
+            shutdown = self._shutdown()
             try:
-                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+                asyncio.run_coroutine_threadsafe(shutdown, loop).result(timeout)
+            except RuntimeError:  # the loop stopped between the check and the call
+                shutdown.close()
             except Exception:
                 pass
         if self._thread is not None:
