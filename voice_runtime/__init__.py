@@ -46,6 +46,7 @@ _LAZY = {
     "hangup_call": "voice_runtime.transports.twilio_call",
     "build_route_stream_xml": "voice_runtime.transports.twilio_call",
     "TwilioCallControl": "voice_runtime.transports.twilio_control",
+    "PlivoCallControl": "voice_runtime.transports.plivo_control",
     "CarrierApiError": "voice_runtime.errors",
     "SimulatedPhone": "voice_runtime.testing",
 }
