@@ -46,6 +46,11 @@ from voice_runtime.session import VoiceSession
 log = logging.getLogger(__name__)
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class WireClosed(Exception):
     """The carrier socket is closed (cleanly or not)."""
 
@@ -105,7 +110,7 @@ class CallConnection:
         self.recorder: Any = None
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._urgent = asyncio.Event()
+        self._pacing: asyncio.Future[None] | None = None  # the pump's pacing sleep; clears and DTMF cut it short
         self._clear_pending = False
         self._dtmf_pending: list[str] = []
         self._disconnect_task: asyncio.Task[None] | None = None
@@ -129,12 +134,17 @@ class CallConnection:
     def clear(self) -> None:
         self._clear_pending = True
         self._wake.set()
-        self._urgent.set()
+        self._interrupt_pacing()
 
     def send_dtmf(self, digits: str) -> None:
         self._dtmf_pending.append(digits)
         self._wake.set()
-        self._urgent.set()
+        self._interrupt_pacing()
+
+    def _interrupt_pacing(self) -> None:
+        pacing = self._pacing
+        if pacing is not None and not pacing.done():
+            pacing.set_result(None)
 
     def disconnect(self) -> None:
         if self._disconnect_task is None:
@@ -270,6 +280,7 @@ class CallConnection:
         batch = int(self.config.max_batch_seconds * 8000)
         batch = max(160, min(batch, dialect.max_media_payload()))
         lead = self.config.playout_lead
+        loop = self._loop
         try:
             while True:
                 if self._clear_pending:
@@ -313,14 +324,17 @@ class CallConnection:
                 session._set_playout_until(self._playhead)
                 ahead = self._playhead - time.monotonic() - lead
                 if ahead > 0:
-                    self._urgent.clear()
+                    # A bare future + timer, not wait_for(event.wait()): wait_for wraps the wait in a new Task
+                    # each time, and this runs once per outbound batch of every call.
+                    pacing = self._pacing = loop.create_future()
+                    timer = loop.call_later(ahead, _settle, pacing)
                     try:
-                        await asyncio.wait_for(self._urgent.wait(), ahead)
-                    except asyncio.TimeoutError:
-                        pass
+                        await pacing
+                    finally:
+                        timer.cancel()
+                        self._pacing = None
         except WireClosed:
             session.signal_disconnected("send_failed")
-            self._urgent.set()
         except Exception:
             log.exception("outbound pump failed; ending call")
             session.signal_disconnected("pump_failed")
