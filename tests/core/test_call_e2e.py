@@ -111,9 +111,11 @@ def test_caller_hangup_releases_every_blocking_call(harness: CallHarness, flow_r
 
 def test_abrupt_drop_without_close_frame_ends_the_call(harness: CallHarness, flow_result: FlowResult) -> None:
     ended = threading.Event()
+    listening = threading.Event()
 
     def body(session) -> None:
         session.on_disconnected = ended.set
+        listening.set()
         try:
             session.listen(timeout=30)
         except CallHangupError:
@@ -122,6 +124,7 @@ def test_abrupt_drop_without_close_frame_ends_the_call(harness: CallHarness, flo
 
     _, running = harness.serve(flow_result.run(body))
     phone = harness.phone(running)
+    assert listening.wait(5)  # drop mid-call, once the flow has installed its callback
     phone.drop()
     values = flow_result.wait(10)
     # on_disconnected runs on the loop thread just after the waiters are woken: wait for it, don't race it.
