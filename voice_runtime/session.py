@@ -153,6 +153,7 @@ class VoiceSession:
         self._link: SessionLink | None = None
         self._call_generation = 0
         self._mixer: Any = None
+        self._out_waiters = 0  # producers blocked on a full outbound buffer (so the pump notifies only then)
         self._init_call_state()
 
     def _init_call_state(self) -> None:
@@ -353,7 +354,11 @@ class VoiceSession:
                 if remaining is not None and remaining <= 0:
                     raise CallTimeoutError("outbound audio buffer stayed full", call_id=self.call_sid)
                 self.stats["outbound_backpressure_waits"] += 1
-                self._cond.wait(remaining)
+                self._out_waiters += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._out_waiters -= 1
             self._out.append(bytes(data))
             self._out_bytes += len(data)
             wake = self._pump_idle and self._link is not None
@@ -397,7 +402,8 @@ class VoiceSession:
                     out[0] = chunk[room:]  # type: ignore[index]
                     size += room
             self._out_bytes -= size
-            self._cond.notify_all()  # room for blocked producers
+            if self._out_waiters:  # room for blocked producers; notify_all is not free, and runs per batch
+                self._cond.notify_all()
             return parts[0] if len(parts) == 1 else b"".join(parts), None
 
     def _has_outbound(self) -> bool:
