@@ -77,6 +77,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat (all cores summed)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / CLK_TCK, steal / CLK_TCK
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -705,6 +714,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         t0 = time.monotonic()
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
         gcpu0 = cpu_seconds(gen.pid)
+        busy0, steal0 = machine_busy_seconds()
         rss_samples = []
         while True:
             try:
@@ -715,6 +725,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         window = time.monotonic() - t0
         cpu = sum(cpu_seconds(s.pid) for s in servers) - cpu0
         gcpu = cpu_seconds(gen.pid) - gcpu0
+        busy1, steal1 = machine_busy_seconds()
         rss_active = sum(rss_bytes(s.pid) for s in servers)
         for s in servers:
             s.send("stop")
@@ -774,6 +785,9 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "server_cpu_pct": round(cpu / window * 100.0, 1),
         "server_cpu_idle_ms_per_call_s": round(cpu_idle * 1000.0 / connected, 3) if connected else None,
         "generator_cpu_pct": round(gcpu / window * 100.0, 1),
+        # CPU used by anything else on the machine during the window (other people's jobs skew the figures)
+        "other_cpu_pct": round(max(0.0, (busy1 - busy0) - cpu - gcpu) / window * 100.0, 1),
+        "steal_pct": round((steal1 - steal0) / window * 100.0, 1),
         "lateness_p50_ms": _r(percentile(lateness, 50)),
         "lateness_p99_ms": _r(percentile(lateness, 99)),
         "lateness_max_ms": _r(max(lateness) if lateness else None),
@@ -840,7 +854,7 @@ def main() -> None:
     for n in counts:
         res = run_once(args, n)
         runs.append(res)
-        brief = {k: res[k] for k in ("calls", "server_cpu_ms_per_call_s", "server_cpu_pct", "generator_cpu_pct",
+        brief = {k: res[k] for k in ("calls", "server_cpu_ms_per_call_s", "server_cpu_pct", "generator_cpu_pct", "other_cpu_pct",
                                      "lateness_p50_ms", "lateness_p99_ms", "stt_latency_p99_ms", "inbound_lost",
                                      "outbound_lost", "rss_per_idle_call_kb", "pass")}
         print(json.dumps(brief), flush=True)

@@ -1,0 +1,81 @@
+"""``serve_native(workers=2)``: two processes share one port (SO_REUSEPORT) and both serve calls.
+
+A real subprocess (the mode forks), real loopback sockets, simulated phones. Correctness only: every call
+completes, the calls were spread over more than one worker process, and SIGTERM stops all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from voice_runtime.testing import SimulatedPhone
+
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT") or not hasattr(os, "fork"), reason="POSIX only")
+
+SERVER = """
+import os, sys
+from voice_runtime import VoiceServer, create_stt, create_tts
+from voice_runtime.server.ws_native import serve_native
+
+def flow(session):
+    session.speak("Hello from a worker.", wait=True, timeout=10)
+    with open(os.path.join(sys.argv[2], str(os.getpid())), "a") as f:
+        f.write("call ")  # which worker served this call
+server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"), inbound_flow=flow)
+serve_native(server, host="127.0.0.1", port=int(sys.argv[1]), workers=2)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            threading.Event().wait(0.05)  # the workers are still importing; bounded by the deadline
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+def test_two_workers_share_the_port_and_serve_calls(tmp_path: Path) -> None:
+    port = _free_port()
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(tmp_path)], cwd=root, stderr=subprocess.PIPE, text=True)
+    phones: list[SimulatedPhone] = []
+    try:
+        _wait_listening(port, 20)
+        for _ in range(16):  # the kernel hashes connections over workers: all 16 on one has p = 2**-15
+            phone = SimulatedPhone(f"ws://127.0.0.1:{port}/stream", send_silence=True).connect()
+            phones.append(phone)
+        for phone in phones:
+            phone.wait_for("mark_echoed", timeout=15)
+            assert phone.wait_closed(15)  # the flow ended and the server hung up
+            assert phone.violations == []
+        served = {p.name: p.read_text().count("call") for p in tmp_path.iterdir()}
+        assert sum(served.values()) == 16
+        assert len(served) == 2 and str(proc.pid) not in served  # both workers, never the parent
+    finally:
+        for phone in phones:
+            phone.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0
