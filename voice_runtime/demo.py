@@ -50,8 +50,8 @@ NO_WORDS = {"no", "not", "can't", "cannot", "busy", "reschedule"}
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words without punctuation (how transcripts are compared)."""
-    return re.findall(r"[a-z']+", text.lower())
+    """Lower-case words without punctuation or clitics ("who's" → "who"), as transcripts are compared."""
+    return [re.sub(r"'(s|re|ll|d|ve|m)$", "", w) for w in re.findall(r"[a-z']+", text.lower())]
 
 
 def classify(answer: str) -> str:
@@ -109,26 +109,23 @@ def agent_flow(session: VoiceSession, report: DemoReport) -> None:
 
 
 class CallerVoice:
-    """Produces the scripted caller's audio: Piper speech when available, otherwise tones."""
+    """Produces the scripted caller's audio: Piper speech when available, otherwise tones.
+
+    The caller's Piper voice runs with zero sampling noise so the same line always yields the same audio:
+    the demo (and its test) then depend on the runtime, not on a lucky draw from the synthesizer.
+    """
 
     def __init__(self, providers: str) -> None:
         self._piper: Any = None
         if providers == "local":
             from voice_runtime.providers.local_tts import PiperTts
 
-            self._piper = PiperTts(length_scale=1.05, speaker_seed=7) if _accepts(PiperTts, "speaker_seed") else PiperTts(length_scale=1.05)
+            self._piper = PiperTts()
 
     def audio(self, text: str) -> tuple[np.ndarray, int]:
         if self._piper is not None:
-            pcm, rate = self._piper.synthesize_pcm(text)
-            return pcm, rate
+            return self._piper.synthesize_pcm(text, length_scale=1.1, noise_scale=0.0, noise_w_scale=0.0)
         return tone_speech(max(0.6, len(text) / 14.0), frequency=180.0), 8000
-
-
-def _accepts(cls: type, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(cls).parameters
 
 
 class TranscriptPrinter:

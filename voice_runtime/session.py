@@ -139,6 +139,7 @@ class VoiceSession:
     max_outbound_seconds: float = 60.0
     inbound_max_frames: int = 500
     max_pending_utterances: int = 64
+    event_log_size: int = 512  # events kept for ``events``; listeners see every event regardless
 
     # --- private state (not constructor arguments) ------------------------------------------------
     _lock: threading.RLock = field(init=False, repr=False)
@@ -147,7 +148,7 @@ class VoiceSession:
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self.log = EventLog()
+        self.log = EventLog(self.event_log_size)
         self.stats: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: SessionLink | None = None

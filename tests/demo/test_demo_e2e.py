@@ -42,6 +42,6 @@ def test_demo_with_local_speech(tmp_path) -> None:
     report = run_demo(providers="local", wav_path=tmp_path / "call.wav", out=out)
     _assert_demo(report, tmp_path / "call.wav", out.getvalue())
     interruption, answer = (set(words(text)) for text in report.heard)
-    assert {"who", "calling"} <= interruption, report.heard
-    assert {"yes", "works"} <= answer, report.heard
+    assert {"who", "calling"} <= interruption, report.heard  # "Sorry, who is calling?"
+    assert {"yes", "works"} <= answer, report.heard  # "Yes, that works for me."
     assert report.transcript_latencies and report.first_audio_latencies
