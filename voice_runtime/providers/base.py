@@ -69,6 +69,10 @@ class StreamingTts(Protocol):
 
     ``synthesize`` yields μ-law 8 kHz chunks as soon as they exist (first audio before the whole text is
     synthesized) and must stop promptly once ``stop_event`` is set. Failures raise ``ProviderError``.
+
+    The session cannot interrupt an iterator that is blocked inside the provider, so every provider bounds its
+    own waits (connect, first chunk, between chunks) with timeouts and raises ``ProviderError`` when one
+    expires — that is what keeps ``speak`` from hanging on a stalled service.
     """
 
     on_error: Callable[[str], None] | None
