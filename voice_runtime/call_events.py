@@ -65,7 +65,7 @@ class EventLog:
     be quick and must not block; a failing subscriber is logged and never breaks the call.
     """
 
-    def __init__(self, maxlen: int = 512) -> None:
+    def __init__(self, maxlen: int = 128) -> None:
         self._events: deque[CallEvent] = deque(maxlen=maxlen)
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()

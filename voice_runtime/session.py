@@ -139,7 +139,7 @@ class VoiceSession:
     max_outbound_seconds: float = 60.0
     inbound_max_frames: int = 500
     max_pending_utterances: int = 64
-    event_log_size: int = 512  # events kept for ``events``; listeners see every event regardless
+    event_log_size: int = 128  # recent events kept for ``events``; listeners see every event regardless
 
     # --- private state (not constructor arguments) ------------------------------------------------
     _lock: threading.RLock = field(init=False, repr=False)
@@ -166,6 +166,8 @@ class VoiceSession:
         self._out_bytes = 0
         self._pump_idle = True
         self._marks_in_flight: dict[str, Mark] = {}
+        # Wire names of marks resolved CLEARED: Twilio still echoes them after the clear, and those echoes are
+        # expected, not unknown. Played marks need no memory (their echo already came).
         self._resolved_wire_names: deque[str] = deque(maxlen=256)
         self._utterances: deque[str] = deque()
         self._dtmf: deque[str] = deque(maxlen=256)
@@ -447,7 +449,6 @@ class VoiceSession:
                     log.debug("echo for unknown mark %r", name)
                 return
             mark.resolve(MarkOutcome.PLAYED)
-            self._resolved_wire_names.append(name)
             self._cond.notify_all()
         self.log.emit(ev.MARK_PLAYED, name=mark.label, wire_name=name, waited=mark.resolved_at - (mark.sent_at or mark.created_at))  # type: ignore[operator]
 
