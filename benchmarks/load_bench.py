@@ -138,8 +138,8 @@ class Probe:
             self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
 
 
-def build_server(probe: Probe) -> Any:
-    from voice_runtime import VoiceServer
+def build_server(probe: Probe, batch_ms: float = 100.0, lead_ms: float = 240.0) -> Any:
+    from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.errors import CallError
     from voice_runtime.providers.mock import MockStt, MockTts
 
@@ -167,7 +167,14 @@ def build_server(probe: Probe) -> Any:
 
     # barge-in off: the caller only speaks after the agent's mark echo, and the byte-exact outbound check
     # needs every utterance played whole.
-    return VoiceServer(stt_factory=stt_factory, tts_factory=lambda: tts, inbound_flow=flow, session_defaults={"barge_in": False})
+    config = ConnectionConfig(max_batch_seconds=batch_ms / 1000.0, playout_lead=lead_ms / 1000.0)
+    return VoiceServer(
+        stt_factory=stt_factory,
+        tts_factory=lambda: tts,
+        inbound_flow=flow,
+        session_defaults={"barge_in": False},
+        connection_config=config,
+    )
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -189,7 +196,7 @@ def server_main(args: argparse.Namespace) -> None:
 
         gc.disable()
     probe = Probe()
-    server = build_server(probe)
+    server = build_server(probe, args.batch_ms, args.lead_ms)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -688,7 +695,11 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
     gen: Child | None = None
     try:
         for _ in range(workers):
-            child = Child(me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port)], None)
+            child = Child(
+                me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
+                      "--batch-ms", str(getattr(args, "batch_ms", 100.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))],
+                None,
+            )
             servers.append(child)
         ports = {int(s.expect("READY", 30)) for s in servers}
         port = ports.pop()
@@ -841,6 +852,8 @@ def main() -> None:
     p.add_argument("--ramp", type=float, default=100.0, help="new calls per second")
     p.add_argument("--max-lateness-ms", type=float, default=20.0)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--batch-ms", type=float, default=100.0, help="agent audio per outbound media message")
+    p.add_argument("--lead-ms", type=float, default=240.0, help="agent audio kept ahead at the carrier")
     p.add_argument("--out", default="", help="also append each run's JSON to this file")
     args = p.parse_args()
     if args.role == "server":
