@@ -138,7 +138,7 @@ class Probe:
             self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
 
 
-def build_server(probe: Probe, batch_ms: float = 100.0, lead_ms: float = 240.0) -> Any:
+def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0) -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.errors import CallError
     from voice_runtime.providers.mock import MockStt, MockTts
@@ -697,7 +697,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for _ in range(workers):
             child = Child(
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
-                      "--batch-ms", str(getattr(args, "batch_ms", 100.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))],
+                      "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))],
                 None,
             )
             servers.append(child)
@@ -852,7 +852,7 @@ def main() -> None:
     p.add_argument("--ramp", type=float, default=100.0, help="new calls per second")
     p.add_argument("--max-lateness-ms", type=float, default=20.0)
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--batch-ms", type=float, default=100.0, help="agent audio per outbound media message")
+    p.add_argument("--batch-ms", type=float, default=400.0, help="agent audio per outbound media message")
     p.add_argument("--lead-ms", type=float, default=240.0, help="agent audio kept ahead at the carrier")
     p.add_argument("--out", default="", help="also append each run's JSON to this file")
     args = p.parse_args()
