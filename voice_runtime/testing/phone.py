@@ -222,13 +222,12 @@ class SimulatedPhone:
     def close(self, timeout: float = 5.0) -> None:
         """Stop the phone's loop (closing the socket if still open)."""
         loop = self._loop
-        if loop is not None and loop.is_running():
-            shutdown = self._shutdown()
+        if loop is not None and not loop.is_closed():
+            # Schedule a plain callback, not a coroutine: if the loop stops before running it, nothing is left
+            # un-awaited. The phone's thread ends once _main's tasks are cancelled, so joining it is the wait.
             try:
-                asyncio.run_coroutine_threadsafe(shutdown, loop).result(timeout)
-            except RuntimeError:  # the loop stopped between the check and the call
-                shutdown.close()
-            except Exception:
+                loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._shutdown()))
+            except RuntimeError:  # the loop closed between the check and the call
                 pass
         if self._thread is not None:
             self._thread.join(timeout)
@@ -325,6 +324,11 @@ class SimulatedPhone:
         try:
             loop.run_until_complete(self._main())
         finally:
+            leftovers = asyncio.all_tasks(loop)  # e.g. a shutdown scheduled as the call ended by itself
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
