@@ -16,7 +16,8 @@ from voice_runtime.testing import SimulatedPhone
 class CallHarness:
     """Starts a VoiceServer with mock providers, runs flows, dials simulated phones at it."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: Callable[[VoiceServer], RunningServer] = VoiceServer.start) -> None:
+        self.start = start  # how to run the server: uvicorn (default) or e.g. the websockets-native mode
         self.servers: list[RunningServer] = []
         self.phones: list[SimulatedPhone] = []
 
@@ -24,7 +25,7 @@ class CallHarness:
         kwargs.setdefault("stt_factory", lambda: create_stt("mock", script=list(script or [])))
         kwargs.setdefault("tts_factory", lambda: create_tts("mock"))
         server = VoiceServer(inbound_flow=flow, **kwargs)
-        running = server.start()
+        running = self.start(server)
         self.servers.append(running)
         return server, running
 

@@ -8,82 +8,32 @@ assertions: these check correctness only (speed is measured by ``benchmarks/``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from voice_runtime import MarkOutcome, VoiceServer, create_stt, create_tts
+from voice_runtime import MarkOutcome
 from voice_runtime.providers.mock import tone_speech
-from voice_runtime.server import RunningServer
 from voice_runtime.server.ws_native import start_native
-from voice_runtime.testing import SimulatedPhone
 from voice_runtime.testing.phone import PhoneRejected
 
-
-class NativeHarness:
-    def __init__(self) -> None:
-        self.handles: list[RunningServer] = []
-        self.phones: list[SimulatedPhone] = []
-
-    def serve(self, flow: Callable[[Any], Any] | None = None, *, script: list[str] | None = None) -> tuple[VoiceServer, RunningServer]:
-        server = VoiceServer(
-            inbound_flow=flow,
-            stt_factory=lambda: create_stt("mock", script=list(script or [])),
-            tts_factory=lambda: create_tts("mock"),
-        )
-        handle = start_native(server)
-        self.handles.append(handle)
-        return server, handle
-
-    def phone(self, handle: RunningServer, path: str = "/stream", **kwargs: Any) -> SimulatedPhone:
-        phone = SimulatedPhone(handle.ws_url + path, **kwargs)
-        self.phones.append(phone)
-        return phone.connect()
-
-    def close(self) -> None:
-        for phone in self.phones:
-            phone.close()
-        for handle in self.handles:
-            handle.stop()
+from ..conftest import CallHarness, FlowResult
 
 
 @pytest.fixture
-def native() -> Iterator[NativeHarness]:
-    h = NativeHarness()
+def native() -> Iterator[CallHarness]:
+    """The shared call harness, serving with ``start_native`` instead of uvicorn."""
+    h = CallHarness(start=start_native)
     try:
         yield h
     finally:
         h.close()
 
 
-class Outcome:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self, body: Callable[[Any], None]) -> Callable[[Any], None]:
-        def flow(session: Any) -> None:
-            try:
-                body(session)
-            except BaseException as exc:
-                self.error = exc
-            finally:
-                self.done.set()
-
-        return flow
-
-    def wait(self, timeout: float = 20.0) -> dict[str, Any]:
-        assert self.done.wait(timeout), "flow did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.values
-
-
 @pytest.mark.parametrize("carrier", ["twilio", "plivo"])
-def test_call_speak_mark_listen_end_to_end(native: NativeHarness, carrier: str) -> None:
-    out = Outcome()
+def test_call_speak_mark_listen_end_to_end(native: CallHarness, carrier: str) -> None:
+    out = FlowResult()
 
     def body(session: Any) -> None:
         result = session.speak("Hello from the native server mode.", wait=True, timeout=10)
@@ -101,8 +51,8 @@ def test_call_speak_mark_listen_end_to_end(native: NativeHarness, carrier: str) 
     assert phone.violations == []
 
 
-def test_clear_resolves_marks_cleared_and_the_call_goes_on(native: NativeHarness) -> None:
-    out = Outcome()
+def test_clear_resolves_marks_cleared_and_the_call_goes_on(native: CallHarness) -> None:
+    out = FlowResult()
     playing = threading.Event()
 
     def body(session: Any) -> None:
@@ -122,7 +72,7 @@ def test_clear_resolves_marks_cleared_and_the_call_goes_on(native: NativeHarness
     assert phone.violations == []
 
 
-def test_dialled_call_stream_is_routed_by_single_use_token(native: NativeHarness) -> None:
+def test_dialled_call_stream_is_routed_by_single_use_token(native: CallHarness) -> None:
     server, handle = native.serve()
     session = server.new_session()
     token = server.expect_stream(session)
@@ -136,7 +86,7 @@ def test_dialled_call_stream_is_routed_by_single_use_token(native: NativeHarness
     assert phone.wait_closed(5)
 
 
-def test_unknown_token_and_unknown_path_are_refused_before_the_handshake(native: NativeHarness) -> None:
+def test_unknown_token_and_unknown_path_are_refused_before_the_handshake(native: CallHarness) -> None:
     _, handle = native.serve()
     with pytest.raises(PhoneRejected) as bad_token:
         native.phone(handle, path="/stream/not-a-token")
@@ -146,8 +96,8 @@ def test_unknown_token_and_unknown_path_are_refused_before_the_handshake(native:
     assert bad_path.value.status == 404
 
 
-def test_upgrade_validators_run_before_the_handshake(native: NativeHarness) -> None:
-    out = Outcome()
+def test_upgrade_validators_run_before_the_handshake(native: CallHarness) -> None:
+    out = FlowResult()
     server, handle = native.serve(out.run(lambda s: out.values.update(started=True)))
     seen: list[dict[str, Any]] = []
 
@@ -168,7 +118,7 @@ def test_upgrade_validators_run_before_the_handshake(native: NativeHarness) -> N
     assert seen[0]["sig"] == "bad" and seen[0]["path"] == "/stream" and seen[0]["url"].endswith("/stream")
 
 
-def test_draining_server_refuses_new_streams(native: NativeHarness) -> None:
+def test_draining_server_refuses_new_streams(native: CallHarness) -> None:
     server, handle = native.serve()
     server.accepting = False
     with pytest.raises(PhoneRejected) as refused:
@@ -176,8 +126,8 @@ def test_draining_server_refuses_new_streams(native: NativeHarness) -> None:
     assert refused.value.status == 403
 
 
-def test_stop_ends_live_calls_and_wakes_their_flows(native: NativeHarness) -> None:
-    out = Outcome()
+def test_stop_ends_live_calls_and_wakes_their_flows(native: CallHarness) -> None:
+    out = FlowResult()
     listening = threading.Event()
 
     def body(session: Any) -> None:
