@@ -522,8 +522,12 @@ class SimulatedPhone:
 
     def _mark_closed(self) -> None:
         if not self._closed.is_set():
+            # Record the close code *before* announcing the close: a send that fails can notice the closed
+            # socket before the receiver does, and waiters read close_code as soon as wait_closed() returns.
+            if self.close_code is None and self._ws is not None:
+                self.close_code = self._ws.close_code
             self._closed.set()
-            self._emit("closed", code=self._ws.close_code if self._ws else None)
+            self._emit("closed", code=self.close_code)
 
     async def _hangup(self) -> None:
         stop = self.codec.stop()
