@@ -99,6 +99,7 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent a message that violates the protocol. ``reason`` is a short, countable slug."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
+        detail = detail[:120]  # details echo peer input: never let a hostile message bloat logs
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 

@@ -194,8 +194,13 @@ class VoiceSession:
         call_id: str,
         carrier: str,
         custom_parameters: dict[str, str] | None = None,
+        before_connected: Callable[[], None] | None = None,
     ) -> None:
-        """Called by the transport on the loop when the carrier's ``start`` arrives."""
+        """Called by the transport on the loop when the carrier's ``start`` arrives.
+
+        ``before_connected`` runs once the call's ids are set but before ``wait_for_ws_connect`` returns,
+        so what it prepares (the STT object) is there for the flow the moment the flow is told "connected".
+        """
         with self._lock:
             self._loop, self._link = loop, link
             self.stream_sid, self.call_sid, self.carrier = stream_id, call_id, carrier
@@ -204,6 +209,9 @@ class VoiceSession:
             self.caller_number = self.caller_number or params.get("from_number") or params.get("From")
             self.called_number = self.called_number or params.get("to_number") or params.get("To")
             self.log.call_id = call_id
+        if before_connected is not None:
+            before_connected()
+        with self._lock:
             pending = bool(self._out)
             self._pump_idle = not pending
             self._ws_connected.set()

@@ -83,9 +83,10 @@ def test_hostile_upgrades_are_refused_before_any_session_state(stack: Stack) -> 
     from voice_runtime.transports.plivo_security import sign as plivo_sign
 
     server, ft = stack.server, stack.fake_twilio
-    tw_call = ft.calls[stack.twilio.dial("+15551230001").call_id]
+    tw_out = stack.twilio.dial("+15551230001")
+    tw_call = ft.calls[tw_out.call_id]
     tw_url = tw_call.stream()[0]
-    stack.plivo.dial("+14155550123")
+    pl_out = stack.plivo.dial("+14155550123")
     pl_call = stack.fake_plivo.wait_for_call()
     pl_call.ring()
     assert pl_call.fetch_answer().status == 200
@@ -122,6 +123,10 @@ def test_hostile_upgrades_are_refused_before_any_session_state(stack: Stack) -> 
     tw_headers = {"X-Twilio-Signature": ft.sign(tw_url)}
     plivo_phone = pl_call.connect_stream()
     try:
+        # The phones see the handshake complete slightly before the server registers the connection: wait
+        # for both streams to be live (their STT is built by then) rather than race the registration.
+        tw_out.wait_answered(5)
+        pl_out.wait_answered(5)
         assert len(server.connections) == 2
         _refused(tw_url, tw_headers)  # replayed token + valid signature
         _refused(pl_url, dict(plivo_phone.headers), carrier="plivo")

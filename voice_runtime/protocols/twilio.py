@@ -140,7 +140,7 @@ class TwilioDialect(Dialect):
             channels=_int_or(fmt.get("channels"), 1),
         )
         if not media_format.is_mulaw_8k:
-            raise RemoteProtocolError("unsupported_format", f"{media_format.encoding}@{media_format.sample_rate}")
+            raise RemoteProtocolError("unsupported_format", f"{media_format.encoding[:40]}@{media_format.sample_rate}")
         params_raw = start.get("customParameters")
         params = (
             {str(k): str(v) for k, v in params_raw.items() if isinstance(v, (str, int, float))}

@@ -218,6 +218,7 @@ class CallConnection:
             call_id=started.call_id,
             carrier=self.dialect.name,
             custom_parameters=started.custom_parameters,
+            before_connected=lambda: self._build_stt(session),
         )
         if self.recorder_factory is not None:
             try:
@@ -226,7 +227,7 @@ class CallConnection:
             except Exception:
                 log.exception("recorder could not be created; call continues unrecorded")
         self._pump_task = asyncio.ensure_future(self._pump())
-        if session.stt is not None or session.stt_factory is not None:
+        if session.stt is not None:
             self._stt_task = asyncio.ensure_future(self._start_stt(session))
 
     async def _receive_loop(self) -> str:
@@ -344,7 +345,12 @@ class CallConnection:
             await self._close(1011, "internal error")
 
     # ----------------------------------------------------------------------------- STT
-    async def _start_stt(self, session: VoiceSession) -> None:
+    def _build_stt(self, session: VoiceSession) -> None:
+        """Build the call's STT (primary + secondary in an ``SttTee``), call ``on_stt_ready``, bind it.
+
+        Runs synchronously inside ``_attach``: when a flow's ``wait_for_ws_connect`` returns, ``session.stt``
+        already exists. Starting it (network I/O) is left to :meth:`_start_stt`.
+        """
         stt = session.stt
         try:
             if stt is None and session.stt_factory is not None:
@@ -358,18 +364,30 @@ class CallConnection:
             if session.on_stt_ready is not None:
                 session.on_stt_ready(stt)
             session._bind_stt(stt)
+        except Exception as exc:
+            self._stt_failed(session, stt, exc)
+            session.stt = None
+
+    async def _start_stt(self, session: VoiceSession) -> None:
+        stt = session.stt
+        if stt is None:
+            return
+        try:
             await stt.start(session.inbound)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("STT failed to start; the call continues without speech recognition")
-            session.stats["stt_start_failed"] += 1
-            on_error = getattr(stt, "on_error", None)
-            if on_error is not None:
-                try:
-                    on_error(f"stt_start_failed: {exc}")
-                except Exception:
-                    log.exception("stt on_error failed")
+            self._stt_failed(session, stt, exc)
+
+    def _stt_failed(self, session: VoiceSession, stt: Any, exc: Exception) -> None:
+        log.exception("STT failed to start; the call continues without speech recognition")
+        session.stats["stt_start_failed"] += 1
+        on_error = getattr(stt, "on_error", None)
+        if on_error is not None:
+            try:
+                on_error(f"stt_start_failed: {exc}")
+            except Exception:
+                log.exception("stt on_error failed")
 
     # ----------------------------------------------------------------------------- ending
     async def _hang_up(self) -> None:
