@@ -11,12 +11,14 @@ import importlib
 from typing import Any
 
 from voice_runtime.audio import AudioMixer, CallRecorder, mix_frames
-from voice_runtime.call_events import CallEvent
+from voice_runtime.call_events import CallEvent, EventKind
+from voice_runtime.carriers import Carrier, register_carrier
 from voice_runtime.errors import (
     CallError,
     CallHangupError,
     CallNotAnsweredError,
     CallTimeoutError,
+    ConcurrencyError,
     ConfigError,
     LocalProtocolError,
     MissingStreamUrlError,
@@ -26,10 +28,12 @@ from voice_runtime.errors import (
     SignatureError,
     VoiceRuntimeError,
 )
+from voice_runtime.lifecycle import CallState, EndReason
 from voice_runtime.marks import Mark, MarkOutcome
 from voice_runtime.providers.base import StreamingTts, StreamingTtsBase, SttProvider, TtsProvider
 from voice_runtime.server import ConnectionConfig, VoiceServer
 from voice_runtime.session import SpeechResult, VoiceSession
+from voice_runtime.stats import CallStats
 from voice_runtime.stt import create_stt, get_stt_class
 from voice_runtime.stt_tee import SttTee
 from voice_runtime.transport import get_sms_transport
@@ -63,6 +67,12 @@ __all__ = [
     "AudioMixer",
     "CallError",
     "CallEvent",
+    "CallState",
+    "CallStats",
+    "Carrier",
+    "ConcurrencyError",
+    "EndReason",
+    "EventKind",
     "CallHangupError",
     "CallNotAnsweredError",
     "CallRecorder",
@@ -92,6 +102,7 @@ __all__ = [
     "get_stt_class",
     "get_tts_class",
     "mix_frames",
+    "register_carrier",
     "register_voice_websocket",
     *_LAZY,
 ]

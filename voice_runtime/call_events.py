@@ -1,9 +1,48 @@
-"""The per-call structured event log.
+"""The per-call structured event log, and the one list of event kinds.
 
-Every interesting moment of a call (stream start, marks sent/played/cleared, clears, DTMF, STT partials and
-finals, TTS start/first audio/end, barge-in, hangup) is recorded as one :class:`CallEvent` with a monotonic
-timestamp. Metrics, recordings, transcripts and the demo's live view are all *subscribers*; the session
-itself never formats or prints anything.
+Every interesting moment of a call is recorded as one :class:`CallEvent` with a monotonic timestamp
+(``time.monotonic()``, the clock every latency in the runtime is measured on). Metrics, recordings,
+transcripts, the live calls page and the demo's live view are all *subscribers*; the session itself never
+formats or prints anything. Subscribers run synchronously on the thread that produced the event (the event
+loop or a flow thread), so they must be quick.
+
+The kinds (:class:`EventKind`; the ``data`` fields each carries):
+
+============================  =========================================================================
+``state_changed``             the lifecycle moved (``old``, ``new``: :class:`~voice_runtime.lifecycle.CallState`)
+``ws_connected``              a prior-art transport reported the stream (``stream_id``)
+``stream_started``            the carrier's ``start`` arrived (``stream_id``, ``carrier``, ``parameters``)
+``mark_sent``                 a mark went on the wire after the audio before it (``name``, ``wire_name``)
+``mark_played``               the carrier echoed it: everything before it was heard (``name``, ``wire_name``, ``waited``)
+``mark_cleared``              a clear dropped it (``name``, ``wire_name``, ``sent``: False if it never left us)
+``mark_hung_up``              the call ended with it pending (``name``, ``wire_name``)
+``clear_requested``           the flow or barge-in asked to drop unplayed audio (``local_marks``)
+``clear_sent``                the ``clear`` is on the wire (``marks_cleared``)
+``dtmf_received``             the caller pressed a key (``digit``)
+``dtmf_sent``                 we sent digits (``digits``)
+``stt_speech_started``        the STT heard the caller start talking (``barge_in``: whether it cut the agent)
+``speech_ended``              the STT/VAD heard the caller stop talking
+``stt_partial``               an interim transcript (``text``)
+``stt_final``                 a committed utterance (``text``)
+``stt_error``                 the STT reported an error (``error``)
+``tts_start``                 ``speak`` began synthesising (``text``)
+``tts_first_audio``           the first synthesised chunk was queued (``latency``: seconds since ``tts_start``)
+``tts_end``                   synthesis finished (``text``, ``audio_seconds``, ``stopped``, ``error``)
+``tts_error``                 the TTS failed (``error``)
+``barge_in``                  the caller talked over the agent; synthesis stopped and playback is cleared
+``hangup_requested``          the flow asked to hang up
+``call_ended``                the call is over (``reason``: :class:`~voice_runtime.lifecycle.EndReason`, ``detail``)
+``protocol_error``            a carrier message was dropped (``reason``)
+``answered_by``               answering-machine detection reported (``answered_by``)
+``call_status``               a carrier status callback (``status`` and carrier fields)
+``stream_status``             a carrier stream-status callback (``event``, ...)
+``call_transferred``          the call was handed to another number (``to``)
+``recording_saved``           the recorder finished (``path``)
+``provider_error``            a provider factory or start failed (``provider``, ``error``)
+============================  =========================================================================
+
+User code may emit its own kinds (``session.log.emit("sms_sent", ...)``): any string works, and the
+listed ones compare equal to their plain strings (``EventKind`` is a ``StrEnum``).
 """
 
 from __future__ import annotations
@@ -14,42 +53,85 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Event kinds (strings so that subscribers can filter cheaply and new kinds stay backwards compatible).
-WS_CONNECTED = "ws_connected"
-STREAM_STARTED = "stream_started"
-MARK_SENT = "mark_sent"
-MARK_PLAYED = "mark_played"
-MARK_CLEARED = "mark_cleared"
-CLEAR_REQUESTED = "clear_requested"
-CLEAR_SENT = "clear_sent"
-DTMF_RECEIVED = "dtmf_received"
-DTMF_SENT = "dtmf_sent"
-STT_SPEECH_STARTED = "stt_speech_started"
-STT_PARTIAL = "stt_partial"
-STT_FINAL = "stt_final"
-STT_ERROR = "stt_error"
-TTS_START = "tts_start"
-TTS_FIRST_AUDIO = "tts_first_audio"
-TTS_END = "tts_end"
-TTS_ERROR = "tts_error"
-BARGE_IN = "barge_in"
-HANGUP_REQUESTED = "hangup_requested"
-CALL_ENDED = "call_ended"
-PROTOCOL_ERROR = "protocol_error"
-ANSWERED_BY = "answered_by"
-CALL_STATUS = "call_status"
-RECORDING_SAVED = "recording_saved"
+
+class EventKind(StrEnum):
+    """Every event kind the runtime emits (documented in this module's docstring)."""
+
+    STATE_CHANGED = "state_changed"
+    WS_CONNECTED = "ws_connected"
+    STREAM_STARTED = "stream_started"
+    MARK_SENT = "mark_sent"
+    MARK_PLAYED = "mark_played"
+    MARK_CLEARED = "mark_cleared"
+    MARK_HUNG_UP = "mark_hung_up"
+    CLEAR_REQUESTED = "clear_requested"
+    CLEAR_SENT = "clear_sent"
+    DTMF_RECEIVED = "dtmf_received"
+    DTMF_SENT = "dtmf_sent"
+    STT_SPEECH_STARTED = "stt_speech_started"
+    SPEECH_ENDED = "speech_ended"
+    STT_PARTIAL = "stt_partial"
+    STT_FINAL = "stt_final"
+    STT_ERROR = "stt_error"
+    TTS_START = "tts_start"
+    TTS_FIRST_AUDIO = "tts_first_audio"
+    TTS_END = "tts_end"
+    TTS_ERROR = "tts_error"
+    BARGE_IN = "barge_in"
+    HANGUP_REQUESTED = "hangup_requested"
+    CALL_ENDED = "call_ended"
+    PROTOCOL_ERROR = "protocol_error"
+    ANSWERED_BY = "answered_by"
+    CALL_STATUS = "call_status"
+    STREAM_STATUS = "stream_status"
+    CALL_TRANSFERRED = "call_transferred"
+    RECORDING_SAVED = "recording_saved"
+    PROVIDER_ERROR = "provider_error"
+
+
+# The module-level names of the first release, kept so ``ev.MARK_PLAYED`` etc. keep working.
+STATE_CHANGED = EventKind.STATE_CHANGED
+WS_CONNECTED = EventKind.WS_CONNECTED
+STREAM_STARTED = EventKind.STREAM_STARTED
+MARK_SENT = EventKind.MARK_SENT
+MARK_PLAYED = EventKind.MARK_PLAYED
+MARK_CLEARED = EventKind.MARK_CLEARED
+MARK_HUNG_UP = EventKind.MARK_HUNG_UP
+CLEAR_REQUESTED = EventKind.CLEAR_REQUESTED
+CLEAR_SENT = EventKind.CLEAR_SENT
+DTMF_RECEIVED = EventKind.DTMF_RECEIVED
+DTMF_SENT = EventKind.DTMF_SENT
+STT_SPEECH_STARTED = EventKind.STT_SPEECH_STARTED
+SPEECH_ENDED = EventKind.SPEECH_ENDED
+STT_PARTIAL = EventKind.STT_PARTIAL
+STT_FINAL = EventKind.STT_FINAL
+STT_ERROR = EventKind.STT_ERROR
+TTS_START = EventKind.TTS_START
+TTS_FIRST_AUDIO = EventKind.TTS_FIRST_AUDIO
+TTS_END = EventKind.TTS_END
+TTS_ERROR = EventKind.TTS_ERROR
+BARGE_IN = EventKind.BARGE_IN
+HANGUP_REQUESTED = EventKind.HANGUP_REQUESTED
+CALL_ENDED = EventKind.CALL_ENDED
+PROTOCOL_ERROR = EventKind.PROTOCOL_ERROR
+ANSWERED_BY = EventKind.ANSWERED_BY
+CALL_STATUS = EventKind.CALL_STATUS
+STREAM_STATUS = EventKind.STREAM_STATUS
+CALL_TRANSFERRED = EventKind.CALL_TRANSFERRED
+RECORDING_SAVED = EventKind.RECORDING_SAVED
+PROVIDER_ERROR = EventKind.PROVIDER_ERROR
 
 
 @dataclass(frozen=True, slots=True)
 class CallEvent:
     """One thing that happened on a call. ``at`` is ``time.monotonic()`` seconds."""
 
-    kind: str
+    kind: EventKind | str
     at: float
     call_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +153,7 @@ class EventLog:
         self._lock = threading.Lock()
         self.call_id: str | None = None
 
-    def emit(self, kind: str, **data: Any) -> CallEvent:
+    def emit(self, kind: EventKind | str, **data: Any) -> CallEvent:
         event = CallEvent(kind, time.monotonic(), self.call_id, data)
         with self._lock:
             self._events.append(event)

@@ -7,7 +7,8 @@ can catch "anything the runtime decided" with one clause and still tell the case
     ├── CallError                      something happened to *this call*; carries ``call_id``
     │   ├── CallNotAnsweredError       the media stream never connected (timeout, busy, no-answer, failed)
     │   ├── CallHangupError            the call ended while a blocking call was waiting
-    │   └── CallTimeoutError           a blocking wait ran out of time (also a ``TimeoutError``)
+    │   ├── CallTimeoutError           a blocking wait ran out of time (also a ``TimeoutError``)
+    │   └── ConcurrencyError           two threads made the same blocking wait at once (e.g. two ``listen()``)
     ├── ProtocolError
     │   ├── RemoteProtocolError        the carrier sent something we cannot accept (bad JSON, bad base64, ...)
     │   └── LocalProtocolError         we were asked to send something the dialect cannot express
@@ -32,6 +33,7 @@ __all__ = [
     "CallNotAnsweredError",
     "CallHangupError",
     "CallTimeoutError",
+    "ConcurrencyError",
     "ProtocolError",
     "RemoteProtocolError",
     "LocalProtocolError",
@@ -89,6 +91,17 @@ class CallHangupError(CallError):
 
 class CallTimeoutError(CallError, TimeoutError):
     """A blocking wait reached its deadline while the call was still up."""
+
+
+class ConcurrencyError(CallError, RuntimeError):
+    """Two threads made the same blocking wait on one call at once (e.g. two ``listen()`` calls).
+
+    They would race for the same utterance or key press, and which one wins is luck; so the second is refused
+    at once, as python-websockets refuses two concurrent ``recv()`` calls.
+    """
+
+    def __init__(self, message: str, *, call_id: str | None = None) -> None:
+        super().__init__(message, call_id=call_id)
 
 
 class ProtocolError(VoiceRuntimeError):

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from voice_runtime.bounded import put_drop_oldest
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,7 @@ class SttTee:
     on_recognizing = _proxy("on_recognizing")
     on_error = _proxy("on_error")
     on_speech_started = _proxy("on_speech_started")
+    on_speech_ended = _proxy("on_speech_ended")
 
     def __init__(self, primary: Any, secondary: Any, *, max_frames: int = 500) -> None:
         self.primary = primary
@@ -66,11 +69,11 @@ class SttTee:
     ) -> None:
         while True:
             frame = await source.get()
-            if _put_drop_oldest(pq, frame):
+            if put_drop_oldest(pq, frame):
                 self.primary_dropped += 1
                 if self.primary_dropped in (1, 501) or self.primary_dropped % 5000 == 0:
                     log.warning("primary STT is not keeping up: %d frames dropped", self.primary_dropped)
-            if not self.secondary_failed and _put_drop_oldest(sq, frame):
+            if not self.secondary_failed and put_drop_oldest(sq, frame):
                 self.secondary_dropped += 1
                 if self.secondary_dropped in (1, 501) or self.secondary_dropped % 5000 == 0:
                     log.warning("Secondary STT queue overflow: %d frames dropped", self.secondary_dropped)
@@ -87,17 +90,3 @@ class SttTee:
                 await provider.stop()
             except Exception:
                 log.exception("STT stop failed in tee")
-
-
-def _put_drop_oldest(queue: asyncio.Queue[bytes | None], item: bytes | None) -> bool:
-    """Put without blocking; if full, drop the oldest item. Returns True if something was dropped."""
-    dropped = False
-    while True:
-        try:
-            queue.put_nowait(item)
-            return dropped
-        except asyncio.QueueFull:
-            queue.get_nowait()
-            dropped = True
-
-

@@ -7,15 +7,10 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import threading
 from typing import Any
 
-_SMS_TRANSPORTS = {
-    "twilio": "voice_runtime.transports.twilio_sms",
-    "plivo": "voice_runtime.transports.plivo_sms",
-}
 
 
 class MockSmsTransport:
@@ -40,13 +35,15 @@ _mock = MockSmsTransport()
 
 def get_sms_transport(provider: str = "twilio") -> Any:
     """The SMS transport named ``provider`` (``twilio``, ``plivo`` or ``mock``)."""
+    from voice_runtime.carriers import CARRIERS
+
     if provider == "mock":
         return _mock
-    try:
-        module = _SMS_TRANSPORTS[provider]
-    except KeyError:
-        raise ValueError(f"Unknown SMS transport: {provider!r}; valid: mock, {', '.join(sorted(_SMS_TRANSPORTS))}") from None
-    return importlib.import_module(module)
+    carrier = CARRIERS.get(provider)
+    if carrier is None or carrier.sms is None:
+        valid = sorted(name for name, c in CARRIERS.items() if c.sms)
+        raise ValueError(f"Unknown SMS transport: {provider!r}; valid: mock, {', '.join(valid)}")
+    return carrier.load_sms()
 
 
 __all__ = ["get_sms_transport", "MockSmsTransport"]

@@ -228,7 +228,6 @@ def test_encode_checkpoint_clear_dtmf_exact() -> None:
 
 
 def test_dialect_flags() -> None:
-    assert PlivoDialect.echoes_marks_on_clear is False
     assert PlivoDialect.supports_dtmf_out is True
     assert PlivoDialect.max_outbound_message == 64 * 1024
 

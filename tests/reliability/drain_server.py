@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=5.0)
     parser.add_argument("--rest-url", required=True)
     parser.add_argument("--recordings", required=True)
+    parser.add_argument("--mode", choices=("fastapi", "native"), default="fastapi")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     server = VoiceServer(
@@ -64,7 +65,12 @@ def main() -> None:
         recordings_dir=args.recordings,
     )
     server.register_call_control(LoopbackRestControl(args.rest_url))
-    server.serve(host="127.0.0.1", port=args.port, drain_deadline=args.deadline, log_level="warning", ws_ping_interval=None)
+    if args.mode == "native":
+        from voice_runtime.server.ws_native import serve_native
+
+        serve_native(server, host="127.0.0.1", port=args.port, drain_deadline=args.deadline)
+    else:
+        server.serve(host="127.0.0.1", port=args.port, drain_deadline=args.deadline, log_level="warning", ws_ping_interval=None)
 
 
 if __name__ == "__main__":

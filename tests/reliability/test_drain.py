@@ -63,14 +63,14 @@ class FakeCarrierRest:
 class ServerProcess:
     """``drain_server.py`` in a subprocess; stderr lines are collected so the test can wait on log lines."""
 
-    def __init__(self, rest_url: str, recordings: Path) -> None:
+    def __init__(self, rest_url: str, recordings: Path, mode: str = "fastapi") -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "drain_server.py"), "--port", str(self.port), "--deadline", str(DEADLINE),
-             "--rest-url", rest_url, "--recordings", str(recordings)],
+             "--rest-url", rest_url, "--recordings", str(recordings), "--mode", mode],
             stderr=subprocess.PIPE, text=True, env=env,
         )
         self.lines: list[str] = []
@@ -127,8 +127,9 @@ def rest() -> Iterator[FakeCarrierRest]:
     fake.close()
 
 
-def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_zero(rest: FakeCarrierRest, tmp_path: Path) -> None:
-    proc = ServerProcess(rest.url, tmp_path)
+@pytest.mark.parametrize("mode", ["fastapi", "native"])
+def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_zero(rest: FakeCarrierRest, tmp_path: Path, mode: str) -> None:
+    proc = ServerProcess(rest.url, tmp_path, mode)
     phones: list[SimulatedPhone] = []
     try:
         proc.wait_listening()

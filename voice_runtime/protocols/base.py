@@ -83,9 +83,6 @@ class Dialect:
 
     #: Registry name (``"twilio"``, ``"plivo"``).
     name: ClassVar[str] = ""
-    #: True when the carrier echoes marks that were pending at a clear (Twilio); the session must then
-    #: remember which echoes are for cleared audio. False when it never acks them (Plivo).
-    echoes_marks_on_clear: ClassVar[bool] = True
     #: Whether ``encode_dtmf`` can send digits to the far end over the stream.
     supports_dtmf_out: ClassVar[bool] = False
     #: Largest outbound message the carrier accepts (None: no documented limit).

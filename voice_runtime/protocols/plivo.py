@@ -14,7 +14,7 @@ documented one on output:
 Outbound ``playAudio`` carries ``contentType``/``sampleRate`` equal to the negotiated stream format (Plivo:
 "must match what was specified in your Stream XML") and no ``streamId`` (as documented and as Plivo's SDKs
 send it). Plivo acks a checkpoint only if the audio before it really played and never acks checkpoints that
-were pending at ``clearAudio`` — hence ``echoes_marks_on_clear = False``: the session resolves them itself.
+were pending at ``clearAudio`` — the session resolves them itself when the clear goes out.
 """
 
 from __future__ import annotations
@@ -137,7 +137,6 @@ def _scalar(value: Any) -> str:
 
 class PlivoDialect(Dialect):
     name = "plivo"
-    echoes_marks_on_clear = False  # Plivo never acks checkpoints pending at clearAudio
     supports_dtmf_out = True  # {"event": "sendDTMF", "dtmf": "..."}
     max_outbound_message = MAX_MESSAGE
 

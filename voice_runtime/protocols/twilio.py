@@ -42,15 +42,14 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 class TwilioDialect(Dialect):
     name = "twilio"
-    echoes_marks_on_clear = True
     supports_dtmf_out = False  # Twilio: "Sending DTMF outbound ... is not supported"
     max_outbound_message = None
 
     @classmethod
     def matches(cls, message: dict[str, Any]) -> bool:
         event = message.get("event")
-        if event == "connected":
-            return True
+        if event == "connected":  # Twilio's exact opening; any other "connected" is some other carrier's
+            return message.get("protocol") == "Call" and isinstance(message.get("version"), str)
         start = message.get("start")
         return event == "start" and isinstance(start, dict) and "streamSid" in start
 

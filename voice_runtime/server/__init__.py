@@ -1,13 +1,15 @@
-"""Server side: the WebSocket call loop, the call registry and the ASGI app."""
+"""Server side: the WebSocket call loop, admission, the call registry, the ASGI app and its runners."""
 
-from voice_runtime.server.app import RunningServer, VoiceServer, run_flow_thread, running
-from voice_runtime.server.connection import CallConnection, ConnectionConfig, WireClosed, WireSocket
+from voice_runtime.server.app import VoiceServer, run_flow_thread
+from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder, WireClosed, WireSocket
 from voice_runtime.server.registry import CallRegistry
+from voice_runtime.server.runners import RunningServer, running
 
 __all__ = [
     "CallConnection",
     "CallRegistry",
     "ConnectionConfig",
+    "Recorder",
     "RunningServer",
     "VoiceServer",
     "WireClosed",

@@ -1,4 +1,4 @@
-"""The multi-call server: ASGI routes, one session per call, one flow thread per call.
+"""The multi-call server: one session per call, one flow thread per call, the FastAPI media routes.
 
 ::
 
@@ -14,22 +14,26 @@
 Routes (prefix configurable):
 
 * ``WS /stream`` — an inbound call's media stream: a fresh session and a flow thread per connection.
-* ``WS /stream/{token}`` — the stream of a call we dialled: bound to the session that dialled it by a
+* ``WS /stream/{token}`` — the stream of a call we dialled (or a webhook answered): bound to its session by a
   single-use token, validated *before* the socket is accepted.
 
-Carrier-specific HTTP (answer webhooks, status callbacks, signatures) is added by the call-control modules
-through :meth:`VoiceServer.add_upgrade_guard` and ordinary FastAPI routes on :attr:`VoiceServer.app`.
+Both routes go through :func:`~voice_runtime.server.admission.admit_stream`, the one admission path every
+server mode uses. Carrier-specific HTTP (answer webhooks, status callbacks) is added by the call-control
+modules (``transports/``) as ordinary routes on :attr:`VoiceServer.app`. The runners (``start``, ``serve``,
+the native mode, workers) live in :mod:`voice_runtime.server.runners` and :mod:`voice_runtime.server.ws_native`.
+
+Observability hooks: ``on_call_started(session)``, ``on_call_ended(session, stats)`` and
+:meth:`VoiceServer.add_call_listener` (every event of every call, from its first one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +41,13 @@ from fastapi import FastAPI, WebSocket
 
 from voice_runtime.call_events import CALL_ENDED, CallEvent
 from voice_runtime.errors import CallError, MissingStreamUrlError
-from voice_runtime.protocols import Dialect, StreamStarted
-from voice_runtime.server.connection import CallConnection, ConnectionConfig
+from voice_runtime.server.admission import Admitted, admit_stream
+from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
 from voice_runtime.server.registry import CallRegistry
 from voice_runtime.server.wire import StarletteWire
 from voice_runtime.session import VoiceSession
+from voice_runtime.stats import CallStats
+from voice_runtime.urls import to_ws_url
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ UpgradeValidator = Callable[[WebSocket], Awaitable[bool | None]]
 Returns True (valid signature for this carrier), False (this carrier's signature header is present but
 wrong) or None (no signature of this carrier on the request — someone else's business).
 """
+CallListener = Callable[[VoiceSession, CallEvent], None]
 
 
 def _close_quietly(resource: Any) -> None:
@@ -84,36 +91,8 @@ def run_flow_thread(session: VoiceSession, flow: Flow, *, name: str | None = Non
     return thread
 
 
-@dataclass
-class RunningServer:
-    """A server started by :meth:`VoiceServer.start` (tests, demo)."""
-
-    host: str
-    port: int
-    _server: Any
-    _thread: threading.Thread
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout)
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 class VoiceServer:
-    """Owns the call registry, the ASGI app and the per-call defaults."""
+    """Owns the call registry, the ASGI app, the per-call defaults and the server-wide hooks."""
 
     def __init__(
         self,
@@ -124,9 +103,12 @@ class VoiceServer:
         public_url: str | None = None,
         path_prefix: str = "",
         recordings_dir: str | Path | None = None,
+        recorder_factory: Callable[[VoiceSession], Recorder | None] | None = None,
         connection_config: ConnectionConfig | None = None,
         hangup: Callable[[VoiceSession], Awaitable[None]] | None = None,
         session_defaults: dict[str, Any] | None = None,
+        on_call_started: Callable[[VoiceSession], None] | None = None,
+        on_call_ended: Callable[[VoiceSession, CallStats], None] | None = None,
         app: FastAPI | None = None,
     ) -> None:
         self.stt_factory = stt_factory
@@ -135,16 +117,23 @@ class VoiceServer:
         self.public_url = public_url
         self.path_prefix = path_prefix.rstrip("/")
         self.recordings_dir = Path(recordings_dir) if recordings_dir else None
+        self.recorder_factory = recorder_factory or (self._local_wav_recorder if self.recordings_dir else None)
         self.connection_config = connection_config or ConnectionConfig()
         self.hangup = hangup
         self.session_defaults = dict(session_defaults or {})
+        self.on_call_started = on_call_started
+        self.on_call_ended = on_call_ended
         self.registry = CallRegistry()
         self.connections: set[CallConnection] = set()
         self.flow_threads: set[threading.Thread] = set()
-        self._validators: dict[str, UpgradeValidator] = {}
+        self.upgrade_validators: dict[str, UpgradeValidator] = {}
         self.call_controls: dict[str, Any] = {}
         self.allow_unsigned_streams: bool | None = None  # None: allowed only while no validator is registered
         self._warned_unsigned = False
+        self._listeners: list[CallListener] = []
+        self._adopted: weakref.WeakSet[VoiceSession] = weakref.WeakSet()
+        self._reported: weakref.WeakSet[VoiceSession] = weakref.WeakSet()
+        self._hook_lock = threading.Lock()
         self.accepting = True
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
@@ -168,24 +157,69 @@ class VoiceServer:
                     threading.Thread(target=_close_quietly, args=(owned_tts,), name="tts-close", daemon=True).start()
 
             session.add_event_listener(close_when_ended)
+        self.adopt(session)
         return session
 
-    def expect_stream(self, session: VoiceSession) -> str:
-        """Issue the single-use token that binds a stream we are about to dial to ``session``."""
-        return self.registry.issue_token(session)
+    def adopt(self, session: VoiceSession) -> None:
+        """Connect the server-wide hooks to ``session`` (idempotent; done for every session the server sees)."""
+        with self._hook_lock:
+            if session in self._adopted:
+                return
+            self._adopted.add(session)
+
+        def on_event(event: CallEvent) -> None:
+            for listener in tuple(self._listeners):
+                try:
+                    listener(session, event)
+                except Exception:
+                    log.exception("call listener %r failed", listener)
+            if event.kind == CALL_ENDED and session.call_stats.started_at is None:
+                self._report_ended(session)  # never got a stream: no connection will report it
+
+        session.add_event_listener(on_event)
+
+    def add_call_listener(self, listener: CallListener) -> Callable[[], None]:
+        """See every event of every call (from its first), as ``listener(session, event)``; returns a remover."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _report_started(self, session: VoiceSession) -> None:
+        hook = self.on_call_started
+        if hook is not None:
+            try:
+                hook(session)
+            except Exception:
+                log.exception("on_call_started hook failed")
+
+    def _report_ended(self, session: VoiceSession) -> None:
+        with self._hook_lock:
+            if session in self._reported:
+                return
+            self._reported.add(session)
+        hook = self.on_call_ended
+        if hook is not None:
+            try:
+                hook(session, session.call_stats)
+            except Exception:
+                log.exception("on_call_ended hook failed")
+
+    def expect_stream(self, session: VoiceSession, *, carrier: str | None = None) -> str:
+        """Issue the single-use token that binds a stream we are about to dial (or answer) to ``session``."""
+        self.adopt(session)
+        return self.registry.issue_token(session, carrier)
 
     def stream_url(self, token: str | None = None, *, base_url: str | None = None) -> str:
         """The public ``wss://`` URL for a stream (routed by ``token`` when given)."""
         base = base_url or self.public_url or os.environ.get("VOICE_STREAM_URL")
         if not base:
             raise MissingStreamUrlError()
-        base = base.rstrip("/")
-        if base.startswith("https://"):
-            base = "wss://" + base[len("https://") :]
-        elif base.startswith("http://"):
-            base = "ws://" + base[len("http://") :]
         path = f"{self.path_prefix}/stream" + (f"/{token}" if token else "")
-        return base + path
+        return to_ws_url(base).rstrip("/") + path
 
     def on_inbound_call(self, flow: Flow) -> Flow:
         """Decorator: run ``flow(session)`` in its own thread for every inbound stream."""
@@ -198,6 +232,7 @@ class VoiceServer:
         self.flow_threads.add(thread)
         return thread
 
+    # ---------------------------------------------------------------------------------- carriers
     def add_upgrade_validator(self, carrier: str, validator: UpgradeValidator) -> None:
         """Register ``carrier``'s signature check for stream upgrades (see :data:`UpgradeValidator`).
 
@@ -205,14 +240,26 @@ class VoiceServer:
         upgrade with no carrier signature at all is refused unless ``allow_unsigned_streams`` is True
         (a logged, development-only opt-out).
         """
-        self._validators[carrier] = validator
+        self.upgrade_validators[carrier] = validator
+
+    def unsigned_streams_allowed(self) -> bool:
+        allow = self.allow_unsigned_streams
+        return (not self.upgrade_validators) if allow is None else allow
+
+    def note_unsigned_stream(self) -> None:
+        if not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning(
+                "accepting unsigned media streams (%s): development only",
+                "allow_unsigned_streams=True" if self.allow_unsigned_streams else "no carrier credentials configured",
+            )
 
     def register_call_control(self, control: Any) -> None:
         """Attach a carrier's call control (REST hangup etc.); ``control.carrier`` names the carrier."""
         self.call_controls[control.carrier] = control
 
-    async def _hangup_via_call_control(self, session: VoiceSession) -> None:
-        """The loop's hangup hook: REST hangup through the session's carrier, when we have one."""
+    async def hangup_via_carrier(self, session: VoiceSession) -> None:
+        """REST hangup through the session's carrier's call control (or the ``hangup`` hook), on the loop."""
         control = self.call_controls.get(session.carrier or "")
         if control is not None:
             await control.hangup(session)
@@ -225,96 +272,38 @@ class VoiceServer:
 
         @app.websocket(f"{prefix}/stream")
         async def inbound_stream(websocket: WebSocket) -> None:
-            if not await self._admit(websocket):
-                return
-
-            async def session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession:
-                return self.new_session()
-
-            def on_started(session: VoiceSession) -> None:
-                if self.inbound_flow is not None:
-                    self.start_flow(session, self.inbound_flow)
-
-            await self._serve(websocket, session_for, on_started)
+            await self._serve_starlette(websocket, None)
 
         @app.websocket(f"{prefix}/stream/{{token}}")
         async def routed_stream(websocket: WebSocket, token: str) -> None:
-            if not self.registry.peek(token):
-                log.warning("refused stream upgrade with unknown, expired or used token")
-                await websocket.close(code=1008)
-                return
-            if not await self._admit(websocket):
-                return
-            session = self.registry.claim(token)
-            if session is None:  # raced with another upgrade for the same token
-                await websocket.close(code=1008)
-                return
+            await self._serve_starlette(websocket, token)
 
-            async def session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession:
-                return session
-
-            await self._serve(websocket, session_for, None)
-
-    async def _admit(self, websocket: WebSocket) -> bool:
-        """Run the guards; refuse (HTTP 403 via close-before-accept) if any fails."""
-        if not self.accepting:
-            await websocket.close(code=1013)  # try again later: we are draining
-            return False
-        verdicts: list[bool | None] = []
-        for carrier, validator in self._validators.items():
-            try:
-                verdict = await validator(websocket)
-            except Exception:
-                log.exception("%s upgrade validator failed", carrier)
-                verdict = False
-            if verdict is True:
-                return True
-            verdicts.append(verdict)
-        if False in verdicts:
-            log.warning("refused stream upgrade: invalid carrier signature")
-            await websocket.close(code=1008)
-            return False
-        allow = self.allow_unsigned_streams
-        if allow is None:
-            allow = not self._validators
-        if not allow:
-            log.warning("refused stream upgrade: no carrier signature")
-            await websocket.close(code=1008)
-            return False
-        if not self._warned_unsigned:
-            self._warned_unsigned = True
-            log.warning(
-                "accepting unsigned media streams (%s): development only",
-                "allow_unsigned_streams=True" if self.allow_unsigned_streams else "no carrier credentials configured",
-            )
-        return True
-
-    async def _serve(
-        self,
-        websocket: WebSocket,
-        session_for: Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]],
-        on_started: Callable[[VoiceSession], None] | None,
-    ) -> None:
+    async def _serve_starlette(self, websocket: WebSocket, token: str | None) -> None:
+        verdict = await admit_stream(self, websocket, token)
+        if not isinstance(verdict, Admitted):
+            await websocket.close(code=1008)  # before accept(): uvicorn answers the upgrade with HTTP 403
+            return
         await websocket.accept()
-        await self.serve_wire(StarletteWire(websocket), session_for, on_started)
+        await self.serve_wire(StarletteWire(websocket), verdict)
 
-    async def serve_wire(
-        self,
-        wire: Any,
-        session_for: Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]],
-        on_started: Callable[[VoiceSession], None] | None,
-    ) -> None:
-        """Run one call on an accepted socket of any library (a :class:`~voice_runtime.server.connection.WireSocket`).
+    async def serve_wire(self, wire: Any, admitted: Admitted) -> None:
+        """Run one admitted call on an accepted socket of any library (a ``WireSocket``).
 
-        Shared by the FastAPI routes and the websockets-native mode (``server/ws_native.py``), so both run
-        the same loop with the same config, recorder and hangup hook.
+        Shared by every server mode, so all run the same loop with the same config, recorder and hooks.
         """
+
+        def on_started(session: VoiceSession) -> None:
+            self._report_started(session)
+            if admitted.on_started is not None:
+                admitted.on_started(session)
+
         connection = CallConnection(
             wire,
-            session_for,
+            admitted.session_for,
             config=self.connection_config,
-            recorder_factory=self._recorder_for if self.recordings_dir else None,
-            hangup=self._hangup_via_call_control,
+            recorder_factory=self.recorder_factory,
+            hangup=self.hangup_via_carrier,
+            dialect=admitted.dialect,
             on_started=on_started,
         )
         self.connections.add(connection)
@@ -322,8 +311,10 @@ class VoiceServer:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            if connection.session is not None:
+                self._report_ended(connection.session)
 
-    def _recorder_for(self, session: VoiceSession) -> Any:
+    def _local_wav_recorder(self, session: VoiceSession) -> Recorder:
         from voice_runtime.audio import CallRecorder
 
         assert self.recordings_dir is not None
@@ -331,54 +322,22 @@ class VoiceServer:
         return CallRecorder(self.recordings_dir / f"{session.call_sid or 'call'}.wav", stereo=True)
 
     # ---------------------------------------------------------------------------------- running
-    def start(self, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> RunningServer:
-        """Run uvicorn in a background thread (tests, demo). Returns once it is listening."""
-        import uvicorn
+    def start(self, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> Any:
+        """Run uvicorn in a background thread (tests, demo). Returns a running handle once listening."""
+        from voice_runtime.server.runners import start_fastapi
 
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            lifespan="off",
-            ws_max_size=self.connection_config.hard_max_inbound_message,
-            ws_ping_interval=None,
-        )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        thread = threading.Thread(target=server.run, name="voice-server", daemon=True)
-        thread.start()
-        poll = threading.Event()
-        deadline = 10.0
-        while not server.started and thread.is_alive() and deadline > 0:
-            poll.wait(0.01)  # uvicorn exposes no "started" event to wait on
-            deadline -= 0.01
-        if not server.started:
-            raise RuntimeError("voice server failed to start")
-        sock = server.servers[0].sockets[0]
-        bound_host, bound_port = sock.getsockname()[:2]
-        return RunningServer(bound_host, bound_port, server, thread)
+        return start_fastapi(self, host, port, log_level=log_level)
 
     def serve(self, host: str = "0.0.0.0", port: int = 8080, *, drain_deadline: float = 30.0, **uvicorn_kwargs: Any) -> None:
-        """Run in the foreground until SIGTERM/SIGINT (production entry point).
+        """Run in the foreground until SIGTERM/SIGINT, then drain (see :mod:`voice_runtime.server.drain`)."""
+        from voice_runtime.server.runners import serve_fastapi
 
-        The signal starts a graceful drain (:mod:`voice_runtime.server.drain`): new calls are refused, live
-        calls may finish for up to ``drain_deadline`` seconds, the rest are hung up over REST and closed
-        with 1012; then the process exits 0. A second Ctrl-C exits at once.
-        """
-        import uvicorn
-
-        from voice_runtime.server.drain import GracefulServer
-
-        uvicorn_kwargs.setdefault("ws_max_size", self.connection_config.hard_max_inbound_message)
-        config = uvicorn.Config(self.app, host=host, port=port, **uvicorn_kwargs)
-        GracefulServer(config, self, drain_deadline).run()
+        serve_fastapi(self, host, port, drain_deadline=drain_deadline, **uvicorn_kwargs)
 
     async def drain(self, deadline: float = 30.0, **kwargs: Any) -> Any:
         """Stop accepting calls, let live ones finish up to ``deadline``, then hang up and close the rest.
 
-        Run it on the server's event loop (e.g. from your own shutdown hook when ``app`` is mounted
-        elsewhere). Returns a :class:`~voice_runtime.server.drain.DrainReport`.
+        Run it on the server's event loop. Returns a :class:`~voice_runtime.server.drain.DrainReport`.
         """
         from voice_runtime.server.drain import drain
 
@@ -389,10 +348,8 @@ class VoiceServer:
         await asyncio.gather(*(c.wire.close(code, "server shutdown") for c in list(self.connections)), return_exceptions=True)
 
 
-@contextlib.contextmanager
-def running(server: VoiceServer, **kwargs: Any) -> Iterator[RunningServer]:
-    handle = server.start(**kwargs)
-    try:
-        yield handle
-    finally:
-        handle.stop()
+def running(server: VoiceServer, **kwargs: Any) -> Any:
+    """``with running(server) as handle:`` — prior helper, now in :mod:`voice_runtime.server.runners`."""
+    from voice_runtime.server.runners import running as _running
+
+    return _running(server, **kwargs)

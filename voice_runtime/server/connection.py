@@ -5,7 +5,11 @@ One :class:`CallConnection` per carrier socket. It owns three things and nothing
 * the **receive loop** (this coroutine): text message → dialect → typed event → session;
 * the **outbound pump** (one task, the socket's only writer): session's ordered queue of audio and marks,
   plus urgent clears and DTMF, paced a little ahead of real time;
-* the **STT** lifecycle: built from the session's factories on ``start``, stopped on the way out.
+* the call's **STT binding** (:mod:`~voice_runtime.server.stt_binding`): built on ``start``, stopped on the way out.
+
+It talks to the session only through the session's public transport-side contract
+(:class:`~voice_runtime.session.link.TransportSide`), and implements the other direction
+(:class:`~voice_runtime.session.link.SessionLink`) itself.
 
 It is written against :class:`WireSocket` (receive/send/close), so the same loop runs on Starlette/uvicorn
 or on a bare ``websockets`` server. Every task it creates is cancelled and awaited before ``run`` returns.
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import ulaw_duration
 from voice_runtime.errors import RemoteProtocolError
+from voice_runtime.lifecycle import EndReason
 from voice_runtime.protocols import (
     AudioCleared,
     Connected,
@@ -41,6 +46,8 @@ from voice_runtime.protocols import (
     UnknownEvent,
     detect_dialect,
 )
+from voice_runtime.offloop import run_off_loop
+from voice_runtime.server.stt_binding import SttBinding
 from voice_runtime.session import VoiceSession
 
 log = logging.getLogger(__name__)
@@ -86,6 +93,28 @@ SessionFor = Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]]
 """Resolves the session for a stream once ``start`` is known (None: refuse the stream)."""
 
 
+class Recorder(Protocol):
+    """What a recording sink implements (``VoiceServer(recorder_factory=...)``).
+
+    The ``write_*`` methods run on the event loop, per chunk, and must only buffer (hand file or network I/O to
+    a thread); ``close`` is called off the loop when the call ends and may block.
+    """
+
+    def write_caller(self, ulaw: bytes, at: float | None = None) -> None: ...
+
+    def write_agent(self, ulaw: bytes, at: float | None = None) -> None: ...
+
+    def truncate_agent(self, at: float) -> None:
+        """A clear at ``at`` dropped agent audio not yet played: forget what was written after it."""
+
+    def close(self) -> Any:
+        """Finish the recording; return its path (or None)."""
+
+
+class SessionUnavailable(Exception):
+    """``session_for`` could not produce a session (a provider factory raised): close 1011."""
+
+
 class CallConnection:
     """Runs one call. Implements the session's :class:`~voice_runtime.session.SessionLink`."""
 
@@ -95,7 +124,7 @@ class CallConnection:
         session_for: SessionFor,
         *,
         config: ConnectionConfig | None = None,
-        recorder_factory: Callable[[VoiceSession], Any] | None = None,
+        recorder_factory: Callable[[VoiceSession], Recorder | None] | None = None,
         hangup: Callable[[VoiceSession], Awaitable[None]] | None = None,
         dialect: Dialect | None = None,
         on_started: Callable[[VoiceSession], None] | None = None,
@@ -110,7 +139,9 @@ class CallConnection:
         self.session: VoiceSession | None = None
         self.stats: Counter[str] = Counter()
         self.closed = asyncio.Event()
-        self.recorder: Any = None
+        self.recorder: Recorder | None = None
+        self.stt_binding: SttBinding | None = None
+        self.end_reason: EndReason | None = None
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._pacing: asyncio.Future[None] | None = None  # the pump's pacing sleep; clears and DTMF cut it short
@@ -119,6 +150,7 @@ class CallConnection:
         self._disconnect_task: asyncio.Task[None] | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._stt_task: asyncio.Task[None] | None = None
+        self._hanging_up = False
         self._stream_t0 = 0.0
         self._playhead = 0.0
         self._decode: Callable[[bytes], bytes] | None = None
@@ -151,20 +183,28 @@ class CallConnection:
 
     def disconnect(self) -> None:
         if self._disconnect_task is None:
+            self._hanging_up = True
             self._disconnect_task = asyncio.ensure_future(self._hang_up())
 
     # ----------------------------------------------------------------------------- main loop
     async def run(self) -> None:
         """Serve the socket until the call ends. Never raises for carrier misbehaviour."""
-        reason = "closed"
+        reason = EndReason.CARRIER_CLOSED
         try:
             started = await asyncio.wait_for(self._await_start(), self.config.start_timeout)
             if started is None:
-                reason = "no_start"
+                reason = EndReason.NO_START
                 return
-            session = await self.session_for(started, self.dialect)  # type: ignore[arg-type]
+            try:
+                session = await self.session_for(started, self.dialect)  # type: ignore[arg-type]
+            except SessionUnavailable as exc:
+                reason = EndReason.PROVIDER_FAILED
+                self.stats["provider_failed"] += 1
+                log.error("call could not be set up: %s; closing 1011", exc)
+                await self._close(1011, "call setup failed")
+                return
             if session is None:
-                reason = "refused"
+                reason = EndReason.REFUSED
                 self.stats["refused"] += 1
                 await self._close(1008, "unknown stream")
                 return
@@ -173,11 +213,11 @@ class CallConnection:
                 self.on_started(session)
             reason = await self._receive_loop()
         except asyncio.TimeoutError:
-            reason = "start_timeout"
+            reason = EndReason.START_TIMEOUT
             log.warning("carrier sent no 'start' within %.1fs; closing", self.config.start_timeout)
             await self._close(1008, "no start")
         except WireClosed:
-            reason = "closed_before_start"
+            reason = EndReason.CLOSED_BEFORE_START
         finally:
             await self._finish(reason)
 
@@ -187,9 +227,15 @@ class CallConnection:
             if isinstance(message, bytes):
                 self._count_drop("binary_frame")
                 continue
-            try:
-                if self.dialect is None:
+            if self.dialect is None:
+                try:
                     self.dialect = detect_dialect(message)
+                except RemoteProtocolError as exc:
+                    # Never guess: an opening no registered carrier claims is refused, with a reason.
+                    self._count_drop(exc.reason)
+                    await self._close(1008, "unknown carrier dialect")
+                    return None
+            try:
                 event = self.dialect.parse(message)
             except RemoteProtocolError as exc:
                 self._count_drop(exc.reason)
@@ -211,26 +257,28 @@ class CallConnection:
             decoder, encoder = L16Decoder(fmt.sample_rate), L16Encoder(fmt.sample_rate)
             self._decode, self._encode = decoder.convert, encoder.convert
             self._encoder = encoder
-        session._attach(
+        binding = self.stt_binding = SttBinding(session)
+        session.attach_stream(
             self._loop,
             self,
             stream_id=started.stream_id,
             call_id=started.call_id,
             carrier=self.dialect.name,
             custom_parameters=started.custom_parameters,
-            before_connected=lambda: self._build_stt(session),
+            before_live=binding.build,
         )
         if self.recorder_factory is not None:
             try:
                 self.recorder = self.recorder_factory(session)
-                session.set_mixer(self.recorder)
+                if self.recorder is not None:
+                    session.set_mixer(self.recorder)
             except Exception:
                 log.exception("recorder could not be created; call continues unrecorded")
         self._pump_task = asyncio.ensure_future(self._pump())
-        if session.stt is not None:
-            self._stt_task = asyncio.ensure_future(self._start_stt(session))
+        if binding.stt is not None:
+            self._stt_task = asyncio.ensure_future(binding.start())
 
-    async def _receive_loop(self) -> str:
+    async def _receive_loop(self) -> EndReason:
         session, dialect = self.session, self.dialect
         assert session is not None and dialect is not None
         max_size = self.config.max_inbound_message
@@ -238,7 +286,7 @@ class CallConnection:
             try:
                 message = await self.wire.receive()
             except WireClosed:
-                return "hangup" if self._disconnect_task is not None else "carrier_closed"
+                return EndReason.HANGUP if self._hanging_up else EndReason.CARRIER_CLOSED
             if len(message) > max_size:
                 self._count_drop("oversized_message")
                 continue
@@ -251,7 +299,7 @@ class CallConnection:
                 self._count_drop(exc.reason)
                 if self.stats["protocol_errors"] > self.config.max_protocol_errors:
                     await self._close(1008, "too many protocol errors")
-                    return "protocol_errors"
+                    return EndReason.PROTOCOL_ERRORS
                 continue
             kind = type(event)
             if kind is MediaReceived:
@@ -259,16 +307,16 @@ class CallConnection:
                 if self._decode is not None:
                     payload = self._decode(payload)
                 if payload:
-                    session._feed_inbound(payload)
+                    session.feed_caller_audio(payload)
                     if self.recorder is not None:
                         ts = event.timestamp_ms  # type: ignore[union-attr]
                         self.recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
             elif kind is MarkEchoed:
                 session.signal_mark_received(event.name)  # type: ignore[union-attr]
             elif kind is DtmfReceived:
-                session._on_dtmf(event.digit)  # type: ignore[union-attr]
+                session.receive_dtmf(event.digit)  # type: ignore[union-attr]
             elif kind is StreamStopped:
-                return "carrier_stop"
+                return EndReason.CARRIER_STOP
             elif kind is AudioCleared:
                 self.stats["clear_acked"] += 1
             elif kind is UnknownEvent:
@@ -292,7 +340,7 @@ class CallConnection:
                     await self.wire.send(dialect.encode_clear())
                     now = time.monotonic()
                     self._playhead = now
-                    session._on_clear_sent()
+                    session.clear_sent()
                     if self._encoder is not None:
                         self._encoder.reset()  # the resampler's tail is cleared audio too
                     if self.recorder is not None:
@@ -302,7 +350,7 @@ class CallConnection:
                     digits = self._dtmf_pending.pop(0)
                     await self.wire.send(dialect.encode_dtmf(digits))
                     continue
-                audio, mark = session._take_outbound(batch)
+                audio, mark = session.take_outbound(batch)
                 if mark is not None:
                     if self._encoder is not None:
                         # A resampling encoder holds back up to ~100 ms; the mark must follow all of it.
@@ -310,7 +358,7 @@ class CallConnection:
                         if tail:
                             await self.wire.send(dialect.encode_media(tail))
                     await self.wire.send(dialect.encode_mark(mark.wire_name))
-                    session._on_mark_sent(mark)
+                    session.mark_sent(mark)
                     continue
                 if not audio:
                     self._wake.clear()
@@ -325,7 +373,7 @@ class CallConnection:
                 if self.recorder is not None:
                     self.recorder.write_agent(audio, self._playhead)
                 self._playhead += ulaw_duration(len(audio))
-                session._set_playout_until(self._playhead)
+                session.set_playout_until(self._playhead)
                 ahead = self._playhead - time.monotonic() - lead
                 if ahead > 0:
                     # A bare future + timer, not wait_for(event.wait()): wait_for wraps the wait in a new Task
@@ -338,56 +386,11 @@ class CallConnection:
                         timer.cancel()
                         self._pacing = None
         except WireClosed:
-            session.signal_disconnected("send_failed")
+            session.signal_disconnected(EndReason.SEND_FAILED)
         except Exception:
             log.exception("outbound pump failed; ending call")
-            session.signal_disconnected("pump_failed")
+            session.signal_disconnected(EndReason.PUMP_FAILED)
             await self._close(1011, "internal error")
-
-    # ----------------------------------------------------------------------------- STT
-    def _build_stt(self, session: VoiceSession) -> None:
-        """Build the call's STT (primary + secondary in an ``SttTee``), call ``on_stt_ready``, bind it.
-
-        Runs synchronously inside ``_attach``: when a flow's ``wait_for_ws_connect`` returns, ``session.stt``
-        already exists. Starting it (network I/O) is left to :meth:`_start_stt`.
-        """
-        stt = session.stt
-        try:
-            if stt is None and session.stt_factory is not None:
-                stt = session.stt_factory()
-                if session.stt_secondary_factory is not None:
-                    from voice_runtime.stt_tee import SttTee
-
-                    stt = SttTee(stt, session.stt_secondary_factory())
-            if stt is None:
-                return
-            if session.on_stt_ready is not None:
-                session.on_stt_ready(stt)
-            session._bind_stt(stt)
-        except Exception as exc:
-            self._stt_failed(session, stt, exc)
-            session.stt = None
-
-    async def _start_stt(self, session: VoiceSession) -> None:
-        stt = session.stt
-        if stt is None:
-            return
-        try:
-            await stt.start(session.inbound)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._stt_failed(session, stt, exc)
-
-    def _stt_failed(self, session: VoiceSession, stt: Any, exc: Exception) -> None:
-        log.exception("STT failed to start; the call continues without speech recognition")
-        session.stats["stt_start_failed"] += 1
-        on_error = getattr(stt, "on_error", None)
-        if on_error is not None:
-            try:
-                on_error(f"stt_start_failed: {exc}")
-            except Exception:
-                log.exception("stt on_error failed")
 
     # ----------------------------------------------------------------------------- ending
     async def _hang_up(self) -> None:
@@ -405,8 +408,9 @@ class CallConnection:
         except (asyncio.TimeoutError, WireClosed, RuntimeError, OSError):
             pass
 
-    async def _finish(self, reason: str) -> None:
+    async def _finish(self, reason: EndReason) -> None:
         session = self.session
+        self.end_reason = reason
         if session is not None:
             session.signal_disconnected(reason)
         tasks = [t for t in (self._pump_task, self._stt_task) if t is not None and not t.done()]
@@ -414,11 +418,8 @@ class CallConnection:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if session is not None and session.stt is not None:
-            try:
-                await asyncio.wait_for(session.stt.stop(), self.config.stt_stop_timeout)
-            except Exception:
-                log.exception("STT stop failed")
+        if self.stt_binding is not None:
+            await self.stt_binding.stop(self.config.stt_stop_timeout)
         if self._disconnect_task is not None and not self._disconnect_task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._disconnect_task), self.config.close_timeout + 5)
@@ -426,16 +427,27 @@ class CallConnection:
                 self._disconnect_task.cancel()
         await self._close(1000, "call ended")
         if self.recorder is not None:
-            try:
-                self.recorder.shutdown() if hasattr(self.recorder, "shutdown") else self.recorder.close()
-                if session is not None:
-                    session.log.emit(ev.RECORDING_SAVED, path=str(getattr(self.recorder, "path", "")))
-            except Exception:
-                log.exception("recorder close failed")
-        if session is not None and self.dialect is not None:
-            session.stats["sequence_gaps"] += self.dialect.sequence_gaps
-            session.stats["sequence_repeats"] += self.dialect.sequence_repeats
+            await self._close_recorder(self.recorder)
+        if session is not None:
+            wire = session.call_stats.wire
+            wire.update(self.stats)
+            if self.dialect is not None:
+                wire["sequence_gaps"] += self.dialect.sequence_gaps
+                wire["sequence_repeats"] += self.dialect.sequence_repeats
+                session.stats["sequence_gaps"] += self.dialect.sequence_gaps
+                session.stats["sequence_repeats"] += self.dialect.sequence_repeats
         self.closed.set()
+
+    async def _close_recorder(self, recorder: Recorder) -> None:
+        """Finish the recording off the event loop (file or network I/O may block)."""
+        session = self.session
+        try:
+            finish = getattr(recorder, "shutdown", None) or recorder.close
+            path = await run_off_loop(finish, name="recorder-close")
+            if session is not None:
+                session.log.emit(ev.RECORDING_SAVED, path=str(path or getattr(recorder, "path", "") or ""))
+        except Exception:
+            log.exception("recorder close failed")
 
     def _count_drop(self, reason: str) -> None:
         self.stats["protocol_errors"] += 1
@@ -444,7 +456,7 @@ class CallConnection:
             self.dialect.dropped[reason] += 1
         if self.session is not None:
             self.session.stats[f"dropped_{reason}"] += 1
-            self.session.log.emit("protocol_error", reason=reason)
+            self.session.log.emit(ev.PROTOCOL_ERROR, reason=reason)
         if reason not in self._warned:
             self._warned.add(reason)
             log.warning("dropped carrier message (%s); further drops of this kind are counted silently", reason)

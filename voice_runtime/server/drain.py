@@ -12,9 +12,9 @@ every deploy. A voice server must instead
    ("service restart"), which flushes its recording through the normal end-of-call path;
 4. only then let the web server shut down.
 
-:func:`drain` does 1–3 and returns a :class:`DrainReport`; :class:`GracefulServer` is the uvicorn server
-that runs it on SIGTERM/SIGINT (a second SIGINT forces an immediate exit) and exits with status 0 once
-drained. ``VoiceServer.serve(drain_deadline=...)`` uses it; ``await VoiceServer.drain(deadline)`` runs a
+:func:`drain` does 1–3 and returns a :class:`DrainReport`; the runners
+(:class:`voice_runtime.server.runners.GracefulServer` for FastAPI mode, the native mode's foreground loop)
+run it on SIGTERM/SIGINT and exit with status 0 once drained. ``VoiceServer.serve(drain_deadline=...)`` uses it; ``await VoiceServer.drain(deadline)`` runs a
 drain from your own shutdown hook when you mount ``server.app`` elsewhere.
 """
 
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import uvicorn
+from voice_runtime.lifecycle import EndReason
 
 if TYPE_CHECKING:  # pragma: no cover
     from voice_runtime.server.app import VoiceServer
@@ -126,9 +124,9 @@ async def _hang_up_late(
     if session is not None:
         # End the session first: every waiter in the flow wakes with a clear reason, and the end is
         # reported once (the connection's own ``signal_disconnected`` becomes a no-op).
-        session.signal_disconnected("server_shutdown")
+        session.signal_disconnected(EndReason.SERVER_SHUTDOWN)
         try:
-            await asyncio.wait_for(server._hangup_via_call_control(session), hangup_timeout)
+            await asyncio.wait_for(server.hangup_via_carrier(session), hangup_timeout)
         except Exception as exc:  # a failed REST hangup must not stop the drain
             rest_ok = False
             log.warning("REST hangup of call %s failed during drain: %s", session.call_sid, type(exc).__name__)
@@ -150,48 +148,3 @@ def _join_flows(server: VoiceServer, grace: float) -> int:
     for thread in threads:
         thread.join(max(0.0, end - time.monotonic()))
     return sum(1 for t in threads if t.is_alive())
-
-
-class GracefulServer(uvicorn.Server):
-    """A uvicorn server whose SIGTERM/SIGINT runs :func:`drain` before uvicorn's own shutdown.
-
-    The first signal starts the drain and nothing else (uvicorn would otherwise close every call with 1012
-    at once); when the drain returns, the server exits normally, with status 0 and without re-raising the
-    signal. A second SIGINT (Ctrl-C twice) forces an immediate exit.
-    """
-
-    def __init__(self, config: uvicorn.Config, voice_server: VoiceServer, deadline: float, **drain_kwargs: Any) -> None:
-        super().__init__(config)
-        self.voice_server = voice_server
-        self.drain_deadline = deadline
-        self.drain_kwargs = drain_kwargs
-        self.drain_report: DrainReport | None = None
-        self._drain_requested = False
-        self._drain_task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: Any = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_requested or self._loop is None:
-            if sig == signal.SIGINT:
-                self.force_exit = True
-            self.should_exit = True
-            return
-        self._drain_requested = True
-        log.info("received %s: draining calls (deadline %.1fs)", signal.Signals(sig).name, self.drain_deadline)
-        self._loop.call_soon_threadsafe(self._start_drain)
-
-    def _start_drain(self) -> None:
-        if self._drain_task is None:
-            self._drain_task = asyncio.ensure_future(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            self.drain_report = await drain(self.voice_server, self.drain_deadline, **self.drain_kwargs)
-        except Exception:
-            log.exception("drain failed; shutting down anyway")
-        finally:
-            self.should_exit = True

@@ -1,8 +1,9 @@
-"""Which session a stream belongs to, and which calls are live.
+"""Which session a stream belongs to.
 
 Outbound calls are dialled before their media stream exists, so the session is created first and bound to a
 single-use, unguessable token carried in the stream URL path (``/stream/{token}``). The token is checked
-*before* the WebSocket is accepted: an unknown, expired or reused token never creates session state.
+*before* the WebSocket is accepted: an unknown, expired or reused token never creates session state. The
+token also records the carrier the stream will speak, so routed streams never guess their dialect.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from voice_runtime.session import VoiceSession
 class _Pending:
     session: VoiceSession
     expires_at: float
+    carrier: str | None
 
 
 @dataclass
@@ -27,16 +29,15 @@ class CallRegistry:
 
     token_ttl: float = 600.0
     _pending: dict[str, _Pending] = field(default_factory=dict)
-    _active: dict[int, VoiceSession] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def issue_token(self, session: VoiceSession) -> str:
-        """Bind a fresh single-use token to ``session``."""
+    def issue_token(self, session: VoiceSession, carrier: str | None = None) -> str:
+        """Bind a fresh single-use token to ``session`` (and the carrier whose stream will use it)."""
         token = secrets.token_urlsafe(18)
         now = time.monotonic()
         with self._lock:
             self._prune(now)
-            self._pending[token] = _Pending(session, now + self.token_ttl)
+            self._pending[token] = _Pending(session, now + self.token_ttl, carrier or session.carrier)
         return token
 
     def peek(self, token: str) -> bool:
@@ -47,27 +48,19 @@ class CallRegistry:
 
     def claim(self, token: str) -> VoiceSession | None:
         """Consume ``token``; returns its session, or None if unknown, expired or already used."""
+        claimed = self.claim_with_carrier(token)
+        return None if claimed is None else claimed[0]
+
+    def claim_with_carrier(self, token: str) -> tuple[VoiceSession, str | None] | None:
         with self._lock:
             pending = self._pending.pop(token, None)
         if pending is None or pending.expires_at <= time.monotonic():
             return None
-        return pending.session
+        return pending.session, pending.carrier
 
     def revoke(self, token: str) -> None:
         with self._lock:
             self._pending.pop(token, None)
-
-    def add_active(self, session: VoiceSession) -> None:
-        with self._lock:
-            self._active[id(session)] = session
-
-    def remove_active(self, session: VoiceSession) -> None:
-        with self._lock:
-            self._active.pop(id(session), None)
-
-    def active_sessions(self) -> list[VoiceSession]:
-        with self._lock:
-            return list(self._active.values())
 
     @property
     def pending_count(self) -> int:

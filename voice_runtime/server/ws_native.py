@@ -8,11 +8,13 @@ with the same rules* straight from ``websockets.asyncio.server``:
 
 * ``{prefix}/stream`` (inbound calls: a fresh session and flow thread) and ``{prefix}/stream/{token}``
   (a call we dialled: single-use token peeked before the handshake, claimed after the validators);
-* the server's upgrade validators (carrier signatures) and its draining flag run *before* the handshake,
-  through :meth:`VoiceServer._admit`; a refusal is an HTTP 403 (as uvicorn answers a close-before-accept),
-  an unknown path a 404;
+* the same admission (:func:`~voice_runtime.server.admission.admit_stream`: token, draining, carrier
+  signatures) runs *before* the handshake; a refusal is an HTTP 403 (as uvicorn answers a
+  close-before-accept), an unknown path a 404;
 * the call itself runs in :meth:`VoiceServer.serve_wire`: the same :class:`CallConnection` loop, config,
-  recorder and hangup hook as the FastAPI mode.
+  recorder, hooks and hangup policy as the FastAPI mode;
+* SIGTERM/SIGINT in the foreground runner drains exactly as the FastAPI mode does
+  (:mod:`voice_runtime.server.drain`).
 
 It serves the media WebSockets only. Carrier HTTP (answer webhooks, status callbacks) stays on
 ``VoiceServer.app`` — run that with uvicorn on another port, and point the stream URL (``public_url``) at
@@ -43,10 +45,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from voice_runtime.protocols import Dialect, StreamStarted
-from voice_runtime.server.app import RunningServer, VoiceServer
+from voice_runtime.server.admission import Admitted, admit_stream, stream_path_token
+from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
-from voice_runtime.session import VoiceSession
+from voice_runtime.server.drain import DrainReport, drain
+from voice_runtime.server.runners import RunningServer
 
 log = logging.getLogger(__name__)
 
@@ -113,67 +116,33 @@ class UpgradeRequest:
         self.close_code = code
 
 
-SessionFor = Callable[[StreamStarted, Dialect], Any]
-
-
 def native_handler(server: VoiceServer) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """``(process_request, handler)`` for ``websockets.asyncio.server.serve`` implementing the stream routes."""
     prefix = server.path_prefix
-    inbound_path = f"{prefix}/stream"
-    routed_prefix = f"{prefix}/stream/"
-    # Per-connection routing decided during the handshake, consumed by the handler. Entries are removed by
-    # the handler or by ``process_response`` on a refused handshake; weak keys cover a peer that vanishes
-    # between the two.
-    routes: weakref.WeakKeyDictionary[ServerConnection, tuple[SessionFor, Callable[[VoiceSession], None] | None]]
-    routes = weakref.WeakKeyDictionary()
-
-    def _forget(conn: ServerConnection) -> None:
-        routes.pop(conn, None)
+    # The admission verdict decided during the handshake, consumed by the handler. Entries are removed by the
+    # handler or by ``process_response`` on a refused handshake; weak keys cover a peer that vanishes between.
+    routes: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()
 
     async def process_request(conn: ServerConnection, request: Request) -> Response | None:
-        path = request.path.partition("?")[0]
-        if path == inbound_path:
-            if not await server._admit(UpgradeRequest(conn, request)):  # type: ignore[arg-type]
-                return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
-
-            async def session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession:
-                return server.new_session()
-
-            def on_started(session: VoiceSession) -> None:
-                if server.inbound_flow is not None:
-                    server.start_flow(session, server.inbound_flow)
-
-            routes[conn] = (session_for, on_started)
-            return None
-        if path.startswith(routed_prefix) and "/" not in path[len(routed_prefix) :] and len(path) > len(routed_prefix):
-            token = unquote(path[len(routed_prefix) :])
-            if not server.registry.peek(token):
-                log.warning("refused stream upgrade with unknown, expired or used token")
-                return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
-            if not await server._admit(UpgradeRequest(conn, request)):  # type: ignore[arg-type]
-                return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
-            session = server.registry.claim(token)
-            if session is None:  # raced with another upgrade for the same token
-                return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
-
-            async def routed_session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession:
-                return session
-
-            routes[conn] = (routed_session_for, None)
-            return None
-        return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+        token = stream_path_token(request.path.partition("?")[0], prefix)
+        if token is False:
+            return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+        verdict = await admit_stream(server, UpgradeRequest(conn, request), unquote(token) if token else None)
+        if not isinstance(verdict, Admitted):
+            return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
+        routes[conn] = verdict
+        return None
 
     def process_response(conn: ServerConnection, request: Request, response: Response) -> None:
         if response.status_code != 101:  # refused after routing (bad handshake): nothing will run
-            _forget(conn)
+            routes.pop(conn, None)
 
     async def handler(conn: ServerConnection) -> None:
-        route = routes.pop(conn, None)
-        if route is None:  # cannot happen: process_request refuses every unrouted path
+        admitted = routes.pop(conn, None)
+        if admitted is None:  # cannot happen: process_request refuses every unrouted path
             await conn.close(1011, "unrouted")
             return
-        session_for, on_started = route
-        await server.serve_wire(WebsocketsWire(conn), session_for, on_started)
+        await server.serve_wire(WebsocketsWire(conn), admitted)
 
     handler.process_response = process_response  # type: ignore[attr-defined]
     return process_request, handler
@@ -273,7 +242,7 @@ def start_native(
     if "error" in state:
         raise RuntimeError(f"native voice server failed to start: {state['error']}") from state["error"]
     bound_host, bound_port = state["address"]
-    return RunningServer(bound_host, bound_port, handle, thread)
+    return RunningServer(bound_host, bound_port, handle, thread, handle.loop)
 
 
 def serve_native(
@@ -283,6 +252,7 @@ def serve_native(
     *,
     workers: int = 1,
     loop: str = "auto",
+    drain_deadline: float = 30.0,
 ) -> None:
     """Serve media streams in the foreground until SIGINT/SIGTERM.
 
@@ -293,14 +263,14 @@ def serve_native(
     calls (docs/server-modes.md). POSIX only.
     """
     if workers <= 1:
-        _run_foreground(server, host, port, reuse_port=False, loop=loop)
+        _run_foreground(server, host, port, reuse_port=False, loop=loop, drain_deadline=drain_deadline)
         return
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # worker
             try:
-                _run_foreground(server, host, port, reuse_port=True, loop=loop)
+                _run_foreground(server, host, port, reuse_port=True, loop=loop, drain_deadline=drain_deadline)
             finally:
                 os._exit(0)
         children.append(pid)
@@ -325,7 +295,13 @@ def serve_native(
                 break
 
 
-def _run_foreground(server: VoiceServer, host: str, port: int, *, reuse_port: bool, loop: str) -> None:
+def _run_foreground(
+    server: VoiceServer, host: str, port: int, *, reuse_port: bool, loop: str, drain_deadline: float = 30.0
+) -> DrainReport | None:
+    """Serve until SIGINT/SIGTERM, then drain like the FastAPI mode: refuse new calls, let live ones finish
+    up to ``drain_deadline``, hang up the rest, and only then close the listening socket."""
+    report: dict[str, DrainReport] = {}
+
     async def main() -> None:
         stop = asyncio.Event()
         running_loop = asyncio.get_running_loop()
@@ -337,9 +313,11 @@ def _run_foreground(server: VoiceServer, host: str, port: int, *, reuse_port: bo
         ws_server = await _serve(server, host=host, port=port, sock=None, reuse_port=reuse_port)
         log.info("serving media streams on ws://%s:%s%s/stream (pid %s)", host, port, server.path_prefix, os.getpid())
         await stop.wait()
-        server.accepting = False
+        log.info("signal received: draining calls (deadline %.1fs)", drain_deadline)
+        report["drain"] = await drain(server, drain_deadline)
         ws_server.close()
         await ws_server.wait_closed()
 
     with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
         runner.run(main())
+    return report.get("drain")

@@ -84,3 +84,37 @@ def _redirect_adapter(base: str) -> Any:
             return super().send(request, **kwargs)
 
     return RedirectAdapter()
+
+
+#: The SDK's exception classes carry no HTTP status; each maps to the status Plivo answered with.
+_STATUS_BY_ERROR = {
+    "AuthenticationError": 401,
+    "ForbiddenError": 403,
+    "ResourceNotFoundError": 404,
+    "InvalidRequestError": 400,
+    "ValidationError": 400,
+    "GeoPermissionError": 403,
+    "PlivoServerError": 500,
+}
+
+
+def carrier_api_error(exc: Exception, action: str) -> Exception:
+    """The SDK's ``PlivoRestError`` (or a transport error) as our ``CarrierApiError``; others unchanged.
+
+    Every carrier's REST failures raise ``CarrierApiError`` so flows branch on one type; the message names the
+    action and the SDK's error class, never credentials.
+    """
+    from voice_runtime.errors import CarrierApiError
+
+    try:
+        from plivo.exceptions import PlivoRestError
+    except ImportError:  # pragma: no cover - extra not installed
+        return exc
+    name = type(exc).__name__
+    if isinstance(exc, PlivoRestError):
+        status = next((code for cls, code in _STATUS_BY_ERROR.items() if any(k.__name__ == cls for k in type(exc).__mro__)), None)
+        detail = str(exc)[:200]
+        return CarrierApiError(f"Plivo {action} failed: {name}: {detail}", carrier="plivo", status=status)
+    if isinstance(exc, OSError) or "requests" in type(exc).__module__:
+        return CarrierApiError(f"Plivo {action} failed: {name}", carrier="plivo", status=None)
+    return exc

@@ -40,11 +40,14 @@ from fastapi.responses import Response
 from voice_runtime import call_events as ev
 from voice_runtime.errors import CallError, ConfigError, LocalProtocolError
 from voice_runtime.protocols.plivo import content_types, parse_content_type
-from voice_runtime.server.app import Flow, VoiceServer
+from voice_runtime.server.app import VoiceServer
+from voice_runtime.transports.call_control import Flow
 from voice_runtime.session import VoiceSession
-from voice_runtime.transports._plivo_client import PlivoCredentials, build_plivo_client, credentials
+from voice_runtime.transports._plivo_client import PlivoCredentials, build_plivo_client, carrier_api_error, credentials
 from voice_runtime.transports.call_control import CallControlBase
 from voice_runtime.transports.plivo_security import PlivoSignatureValidator
+from voice_runtime.urls import to_http_url
+from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +95,14 @@ class PlivoCallControl(CallControlBase):
     ) -> None:
         import os
 
-        super().__init__(server, public_url=public_url)
+        super().__init__(server, public_url=public_url, inbound_stream_timeout=inbound_connect_timeout)
         self.creds: PlivoCredentials = credentials(auth_id, auth_token)
         self.from_number = from_number or os.environ.get("PLIVO_PHONE_NUMBER", "")
         parse_content_type(content_type)  # fail at construction on a format Plivo cannot stream
         self.content_type = content_type
         self.route_prefix = "/" + route_prefix.strip("/")
         self.inbound_flow = inbound_flow
+        self.max_webhook_body = MAX_WEBHOOK_BODY
         self.api_base_url = api_base_url
         self.http_timeout = http_timeout
         self.stream_timeout = int(stream_timeout)
@@ -129,12 +133,7 @@ class PlivoCallControl(CallControlBase):
             from voice_runtime.errors import MissingStreamUrlError
 
             raise MissingStreamUrlError()
-        base = base.rstrip("/")
-        if base.startswith("wss://"):
-            base = "https://" + base[len("wss://") :]
-        elif base.startswith("ws://"):
-            base = "http://" + base[len("ws://") :]
-        return base + self.server.path_prefix + self.route_prefix
+        return to_http_url(base).rstrip("/") + self.server.path_prefix + self.route_prefix
 
     def webhook_url(self, kind: str) -> str:
         """Public URL of one of our webhooks (``answer``, ``hangup``, ``ring``, ``machine``, ``stream-status``)."""
@@ -180,9 +179,9 @@ class PlivoCallControl(CallControlBase):
             raise TypeError(f"unknown Plivo dial option(s): {', '.join(sorted(options))}")
         try:
             response = self.client.calls.create(**params)
-        except Exception:
+        except Exception as exc:
             self._pending.pop(key, None)
-            raise
+            raise carrier_api_error(exc, "dial") from exc
         request_uuid = str(getattr(response, "request_uuid", "") or "")
         if not request_uuid:
             self._pending.pop(key, None)
@@ -213,6 +212,8 @@ class PlivoCallControl(CallControlBase):
                 self.client.calls.hangup(call_uuid)
         except ResourceNotFoundError:
             log.info("Plivo call %s had already ended", call_uuid)
+        except Exception as exc:
+            raise carrier_api_error(exc, "hangup") from exc
 
     def hangup_call(self, call_id: str) -> None:
         """Public, blocking hangup by CallUUID (or request_uuid before the answer)."""
@@ -272,7 +273,7 @@ class PlivoCallControl(CallControlBase):
             params = await self._verified(request, "answer")
             if params is None:
                 return Response(status_code=403)
-            return _xml(self._answer_inbound(params))
+            return _xml(await self._answer_inbound(params))
 
         @app.api_route(f"{base}/answer/{{key}}", methods=["GET", "POST"])
         async def plivo_outbound_answer(request: Request, key: str) -> Response:
@@ -318,7 +319,10 @@ class PlivoCallControl(CallControlBase):
 
     async def _verified(self, request: Request, kind: str) -> dict[str, str] | None:
         """Parsed callback parameters if the signature holds (or enforcement is off), else None (→ 403)."""
-        body = await request.body()
+        body = await read_limited(request, self.max_webhook_body)
+        if body is None:
+            log.warning("refused Plivo %s webhook: body over %d bytes", kind, self.max_webhook_body)
+            return None
         if request.method == "POST":
             params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         else:
@@ -351,8 +355,7 @@ class PlivoCallControl(CallControlBase):
             return
         self._answered[request_uuid] = call_uuid
         self._requests.pop(request_uuid, None)
-        self.forget(request_uuid)
-        self.track(call_uuid, session)
+        self.rekey(request_uuid, call_uuid)
         session.call_sid = call_uuid
         session.log.call_id = call_uuid
 
@@ -371,43 +374,14 @@ class PlivoCallControl(CallControlBase):
         session.log.emit(ev.CALL_STATUS, status="answered", call_uuid=call_uuid)
         return self.answer_xml(pending.stream_url, content_type=pending.content_type, extra_headers=pending.extra_headers)
 
-    def _answer_inbound(self, params: Mapping[str, str]) -> str:
-        flow = self.inbound_flow or self.server.inbound_flow
-        call_uuid = params.get("CallUUID", "")
-        if flow is None:
-            log.warning("inbound Plivo call but no inbound flow is configured; hanging up")
+    async def _answer_inbound(self, params: Mapping[str, str]) -> str:
+        if self.inbound_flow_or_none() is None or not self.server.accepting:
+            log.warning("inbound Plivo call refused: %s", "no inbound flow is configured" if self.server.accepting else "draining")
             return self.hangup_xml()
-        session = self.server.new_session(
-            caller_number=params.get("From") or None, called_number=params.get("To") or None, carrier="plivo"
+        _session, stream_url = await self.answer_inbound(
+            params.get("CallUUID", ""), caller=params.get("From") or None, called=params.get("To") or None
         )
-        session.call_sid = call_uuid or None
-        token = self.server.expect_stream(session)
-        if call_uuid:
-            self.track(call_uuid, session)
-        stream_url = self.server.stream_url(token, base_url=self.public_url)
-        self.server.start_flow(session, self._inbound_runner(flow, call_uuid))
         return self.answer_xml(stream_url)
-
-    def _inbound_runner(self, flow: Flow, call_uuid: str) -> Callable[[VoiceSession], Any]:
-        """Run ``flow`` once the stream is live; a stream that never comes ends the session instead."""
-        timeout = self.inbound_connect_timeout
-
-        def run(session: VoiceSession) -> Any:
-            try:
-                session.wait_for_ws_connect(timeout)
-            except CallError as exc:
-                log.warning("inbound Plivo call %s: %s", call_uuid, exc)
-                session.signal_disconnected("stream_never_connected")
-                if call_uuid:
-                    self.forget(call_uuid)
-                return None
-            try:
-                return flow(session)
-            finally:
-                if call_uuid:
-                    self.forget(call_uuid)
-
-        return run
 
     def _on_hangup(self, params: Mapping[str, str]) -> None:
         call_id = self._call_id_of(params)

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from voice_runtime.urls import to_http_url
+from voice_runtime.urls import to_ws_url as _to_ws_url
 from voice_runtime.errors import ConfigError, MissingStreamUrlError
 from voice_runtime.transports.twilio_client import TwilioCredentials, build_twilio_client, carrier_error
 
@@ -40,23 +42,10 @@ _SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
 
 
 def to_ws_url(url: str) -> str:
-    """``https://`` → ``wss://`` and ``http://`` → ``ws://``; ``ws(s)://`` unchanged."""
-    if url.startswith("https://"):
-        return "wss://" + url[len("https://") :]
-    if url.startswith("http://"):
-        return "ws://" + url[len("http://") :]
-    if url.startswith(("wss://", "ws://")):
-        return url
-    raise ConfigError(f"stream URL must start with wss://, ws://, https:// or http://, got {url.split(':', 1)[0]!r}")
-
-
-def to_http_url(url: str) -> str:
-    """``wss://`` → ``https://`` and ``ws://`` → ``http://`` (for webhook URLs derived from a stream base)."""
-    if url.startswith("wss://"):
-        return "https://" + url[len("wss://") :]
-    if url.startswith("ws://"):
-        return "http://" + url[len("ws://") :]
-    return url
+    """``https://`` → ``wss://`` and ``http://`` → ``ws://``; anything but a web URL is a ``ConfigError``."""
+    if not url.startswith(("wss://", "ws://", "https://", "http://")):
+        raise ConfigError(f"stream URL must start with wss://, ws://, https:// or http://, got {url.split(':', 1)[0]!r}")
+    return _to_ws_url(url)
 
 
 def _stream_url(stream_url: str, default_path: str | None) -> str:

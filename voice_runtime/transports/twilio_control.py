@@ -31,21 +31,22 @@ Hangup is REST first (``Status=completed``; 404/20404 = already ended; never DEL
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from voice_runtime.errors import CallHangupError, CallNotAnsweredError, ConfigError, MissingStreamUrlError
-from voice_runtime.server.app import Flow, VoiceServer
+from voice_runtime import call_events as ev
+
+from voice_runtime.errors import CallHangupError, ConfigError, MissingStreamUrlError
+from voice_runtime.lifecycle import EndReason
+from voice_runtime.server.app import VoiceServer
+from voice_runtime.transports.call_control import Flow
 from voice_runtime.session import VoiceSession
-from voice_runtime.transports.call_control import CallControlBase, OutboundCall
+from voice_runtime.transports.call_control import CallControlBase
 from voice_runtime.transports.twilio_call import (
     DEFAULT_STATUS_EVENTS,
     build_dial_twiml,
@@ -58,13 +59,10 @@ from voice_runtime.transports.twilio_call import (
 from voice_runtime.transports.twilio_client import TwilioCredentials, build_twilio_client
 from voice_runtime.transports.twilio_security import TwilioSignatureValidator, protect_logs
 from voice_runtime.transports.twilio_sms import send_sms_with_client
+from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited
 
 log = logging.getLogger(__name__)
 
-#: Twilio's webhook bodies are a few hundred bytes; anything far larger is not Twilio.
-MAX_WEBHOOK_BODY = 64 * 1024
-_MAX_EARLY_CALLS = 256
-_MAX_EARLY_EVENTS = 16
 #: Status-callback fields copied onto the session's ``call_status`` event (Twilio name → event field).
 _STATUS_FIELDS = {
     "CallDuration": "duration",
@@ -76,8 +74,8 @@ _STATUS_FIELDS = {
     "Direction": "direction",
 }
 
-STREAM_STATUS = "stream_status"
-CALL_TRANSFERRED = "call_transferred"
+STREAM_STATUS = ev.STREAM_STATUS
+CALL_TRANSFERRED = ev.CALL_TRANSFERRED
 
 
 class TwilioCallControl(CallControlBase):
@@ -119,18 +117,12 @@ class TwilioCallControl(CallControlBase):
             environ=self._environ,
         )
         protect_logs(*self.credentials.secrets, username=self.credentials.api_key_sid or self.credentials.account_sid)
-        super().__init__(server, public_url=public_url)
+        super().__init__(server, public_url=public_url, inbound_stream_timeout=inbound_stream_timeout)
         self.client = client if client is not None else build_twilio_client(self.credentials, http_client=http_client)
         self.route_prefix = "/" + route_prefix.strip("/") if route_prefix.strip("/") else ""
         self.inbound_flow = inbound_flow
-        self.inbound_stream_timeout = inbound_stream_timeout
         self.status_callback_events = tuple(status_callback_events)
         self.max_webhook_body = max_webhook_body
-        self._early: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()
-        self._transferred: set[str] = set()
-        self._tokens: dict[str, str] = {}  # call SID -> stream token, until the stream arrives or the call ends
-        self._finished: OrderedDict[str, None] = OrderedDict()  # recently forgotten calls: late callbacks are noise
-        self._state_lock = threading.Lock()
         server.add_upgrade_validator(self.carrier, self.validator.upgrade_validator)
         if not self.validator.enabled and server.allow_unsigned_streams is None:
             server.allow_unsigned_streams = True
@@ -152,15 +144,6 @@ class TwilioCallControl(CallControlBase):
         return f"{root}{self.server.path_prefix}{self.route_prefix}/{name}"
 
     # ---------------------------------------------------------------------------------- REST (CallControlBase)
-    def dial(self, to: str, *, session: VoiceSession | None = None, **options: Any) -> OutboundCall:
-        """Dial ``to`` (see :meth:`_dial` for ``options``); the handle's session gets the stream when answered."""
-        outbound = super().dial(to, session=session, **options)
-        with self._state_lock:
-            self._tokens[outbound.call_id] = outbound.token
-        if outbound.session.is_disconnected:  # busy/failed arrived while we were still dialling
-            self.forget(outbound.call_id)
-        return outbound
-
     def _dial(
         self,
         to: str,
@@ -204,15 +187,6 @@ class TwilioCallControl(CallControlBase):
     def _hangup_call(self, call_id: str) -> None:
         complete_call(self.client, call_id)
 
-    async def hangup(self, session: VoiceSession) -> None:
-        """Server hangup hook. A transferred call lives on at its new destination: only the socket closes."""
-        with self._state_lock:
-            transferred = session.call_sid in self._transferred
-        if transferred:
-            log.info("call %s was transferred; closing the stream without a REST hangup", session.call_sid)
-            return
-        await super().hangup(session)
-
     def hangup_call(self, call_id: str) -> bool:
         """Hang up any call of this account by SID (True: ended now; False: already ended)."""
         return complete_call(self.client, call_id)
@@ -240,13 +214,11 @@ class TwilioCallControl(CallControlBase):
         if session.is_disconnected:
             raise CallHangupError("cannot transfer a call that has ended", call_id=call_sid)
         twiml = build_dial_twiml(number, caller_id=caller_id, timeout=dial_timeout)
-        with self._state_lock:
-            self._transferred.add(call_sid)
+        self.mark_transferred(call_sid)
         try:
             update_call_twiml(self.client, call_sid, twiml)
         except Exception:
-            with self._state_lock:
-                self._transferred.discard(call_sid)
+            self.mark_transferred(call_sid, False)
             raise
         session.log.emit(CALL_TRANSFERRED, to=number)
         return session.wait_until_disconnected(wait_timeout) if wait else True
@@ -256,107 +228,24 @@ class TwilioCallControl(CallControlBase):
         sender = from_number or self.credentials.require_from_number()
         return send_sms_with_client(self.client, to=to, body=body, from_=sender)
 
-    # ---------------------------------------------------------------------------------- bookkeeping
-    def track(self, call_id: str, session: VoiceSession) -> None:
-        """Bind ``call_id`` to ``session`` and replay callbacks that arrived before we knew the call."""
-        super().track(call_id, session)
-        with self._state_lock:
-            self._finished.pop(call_id, None)
-            early = self._early.pop(call_id, [])
-        for kind, payload in early:
-            if kind == "status":
-                status, data = payload
-                super().on_call_status(call_id, status, **data)
-            elif kind == "amd":
-                super().on_answered_by(call_id, payload)
-
-    def forget(self, call_id: str) -> None:
-        """Drop the call's bookkeeping; a stream token it never used is revoked with it."""
-        super().forget(call_id)
-        with self._state_lock:
-            self._transferred.discard(call_id)
-            token = self._tokens.pop(call_id, None)
-            self._finished[call_id] = None
-            while len(self._finished) > _MAX_EARLY_CALLS:
-                self._finished.popitem(last=False)
-        if token is not None:
-            self.server.registry.revoke(token)  # no-op if the stream already claimed it
-
-    def _remember_early(self, call_id: str, kind: str, payload: Any) -> None:
-        with self._state_lock:
-            if call_id in self._finished:
-                log.debug("late %s callback for finished call %s ignored", kind, call_id)
-                return
-            events = self._early.setdefault(call_id, [])
-            self._early.move_to_end(call_id)
-            if len(events) < _MAX_EARLY_EVENTS:
-                events.append((kind, payload))
-            while len(self._early) > _MAX_EARLY_CALLS:
-                self._early.popitem(last=False)
-
-    def on_call_status(self, call_id: str, status: str, **data: Any) -> None:
-        if self.session_for_call(call_id) is None:
-            self._remember_early(call_id, "status", (status, data))
-            log.debug("status %r for a call not (yet) known; kept for replay", status)
-            return
-        super().on_call_status(call_id, status, **data)  # an ended call is forgotten: its token dies with it
-
-    def on_answered_by(self, call_id: str, answered_by: str) -> None:
-        if self.session_for_call(call_id) is None:
-            self._remember_early(call_id, "amd", answered_by)
-            return
-        super().on_answered_by(call_id, answered_by)
-
     # ---------------------------------------------------------------------------------- inbound
-    def on_inbound_call(self, flow: Flow) -> Flow:
-        """Decorator: run ``flow(session)`` in its own thread for every inbound call to our webhook."""
-        self.inbound_flow = flow
-        return flow
-
-    def _inbound_runner(self, flow: Flow, token: str, call_sid: str) -> Flow:
-        def run(session: VoiceSession) -> None:
-            try:
-                session.wait_for_ws_connect(self.inbound_stream_timeout)
-            except CallNotAnsweredError:
-                self.server.registry.revoke(token)
-                self.forget(call_sid)
-                raise
-            try:
-                flow(session)
-            finally:
-                if not session.is_disconnected:
-                    session.hangup(10.0)
-                self.forget(call_sid)
-
-        return run
-
     async def _answer_inbound(self, request: Request, params: Mapping[str, str]) -> Response:
         call_sid = params.get("CallSid", "")
         if not call_sid:
             return Response("missing CallSid", status_code=400)
-        flow = self.inbound_flow or self.server.inbound_flow
+        flow = self.inbound_flow_or_none()
         if flow is None or not self.server.accepting:
             log.warning("rejecting inbound call %s: %s", call_sid, "no inbound flow registered" if flow is None else "draining")
             return _twiml_response(_reject_twiml())
         caller, called = params.get("From") or None, params.get("To") or None
-        session = await asyncio.to_thread(
-            self.server.new_session, call_sid=call_sid, caller_number=caller, called_number=called, carrier=self.carrier
-        )
-        session.log.call_id = call_sid
         origin = self.validator.request_url(request.scope, request.headers).split("/", 3)
         request_base = "/".join(origin[:3])  # scheme://host as Twilio reached us: a last-resort public URL
         base = self._public_base(fallback=request_base)
-        token = self.server.expect_stream(session)
-        stream_url = self.server.stream_url(token, base_url=base)
+        _session, stream_url = await self.answer_inbound(call_sid, caller=caller, called=called, base_url=base)
         parameters = {"direction": "inbound", "from_number": caller or "", "to_number": called or ""}
         twiml = build_stream_twiml(
             stream_url, parameters, status_callback=self.webhook_url("stream-status", base=base), default_path=None
         )
-        with self._state_lock:
-            self._tokens[call_sid] = token
-        self.track(call_sid, session)
-        self.server.start_flow(session, self._inbound_runner(flow, token, call_sid))
-        log.info("answering inbound call %s", call_sid)
         return _twiml_response(twiml)
 
     # ---------------------------------------------------------------------------------- routes
@@ -389,7 +278,7 @@ class TwilioCallControl(CallControlBase):
             if session is not None:
                 session.log.emit(STREAM_STATUS, event=event, stream_id=params.get("StreamSid"), error=params.get("StreamError"))
                 if event == "stream-error" and not session.is_connected:
-                    session.signal_disconnected("stream_error")  # the stream will never start: release waiters
+                    session.signal_disconnected(EndReason.STREAM_ERROR)  # the stream will never start: release waiters
             return Response(status_code=204)
 
         async def amd(request: Request) -> Response:
@@ -407,7 +296,7 @@ class TwilioCallControl(CallControlBase):
 
     async def _authenticated_params(self, request: Request) -> Mapping[str, str] | Response:
         """Read the (bounded) body and check the signature before anything else looks at the request."""
-        body = await _read_limited(request, self.max_webhook_body)
+        body = await read_limited(request, self.max_webhook_body)
         if body is None:
             return Response(status_code=413)
         ok, params = await self.validator.validate_http(request, body)
@@ -423,21 +312,6 @@ class TwilioCallControl(CallControlBase):
                 return Response("JSON body must be an object", status_code=400)
             return {str(k): "" if v is None else str(v) for k, v in document.items()}
         return params
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The request body, or None once it exceeds ``limit`` bytes (checked before buffering it all)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _twiml_response(twiml: str) -> Response:

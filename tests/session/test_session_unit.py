@@ -71,7 +71,7 @@ def attached(loop_thread: LoopThread, **kwargs) -> tuple[VoiceSession, Recording
     session = VoiceSession(**kwargs)
     link = RecordingLink()
     loop_thread.run(
-        lambda: session._attach(loop_thread.loop, link, stream_id="MZ1", call_id="CA1", carrier="twilio", custom_parameters={"from_number": "+1555"})
+        lambda: session.attach_stream(loop_thread.loop, link, stream_id="MZ1", call_id="CA1", carrier="twilio", custom_parameters={"from_number": "+1555"})
     )
     return session, link
 
@@ -96,16 +96,16 @@ def test_marks_resolve_played_then_cleared_with_ordering(loop_thread: LoopThread
     session, link = attached(loop_thread)
     session.put_outbound_sync(b"\x00" * 800)
     mark = session.send_mark("a")
-    audio, m = loop_thread.run(session._take_outbound, 10_000)
+    audio, m = loop_thread.run(session.take_outbound, 10_000)
     assert (len(audio), m) == (800, None)  # audio before the mark comes out first
-    audio, m = loop_thread.run(session._take_outbound, 10_000)
+    audio, m = loop_thread.run(session.take_outbound, 10_000)
     assert m is mark and audio == b""
     loop_thread.run(session.signal_mark_received, mark.wire_name)
     assert mark.wait(1) is MarkOutcome.PLAYED
     # a mark at the carrier when a clear goes out is CLEARED, and its later echo is ignored
     second = session.send_mark("b")
-    loop_thread.run(session._take_outbound, 10_000)
-    loop_thread.run(session._on_clear_sent)
+    loop_thread.run(session.take_outbound, 10_000)
+    loop_thread.run(session.clear_sent)
     assert second.wait(1) is MarkOutcome.CLEARED
     loop_thread.run(session.signal_mark_received, second.wire_name)
     assert second.outcome is MarkOutcome.CLEARED
@@ -171,7 +171,7 @@ def test_backpressure_times_out_when_nobody_drains(loop_thread: LoopThread) -> N
 def test_inbound_queue_drops_oldest_when_full(loop_thread: LoopThread) -> None:
     session, _ = attached(loop_thread, inbound_max_frames=3)
     for i in range(5):
-        loop_thread.run(session._feed_inbound, bytes([i]))
+        loop_thread.run(session.feed_caller_audio, bytes([i]))
     assert session.stats["inbound_dropped"] == 2
     items = loop_thread.run(lambda: [session.inbound.get_nowait() for _ in range(session.inbound.qsize())])
     assert items == [b"\x02", b"\x03", b"\x04"]  # freshest audio kept
@@ -190,7 +190,7 @@ def test_listen_returns_queued_utterances_then_times_out(loop_thread: LoopThread
 def test_dtmf_collect_and_unsupported_send(loop_thread: LoopThread) -> None:
     session, _ = attached(loop_thread)
     for digit in "12#9":
-        loop_thread.run(session._on_dtmf, digit)
+        loop_thread.run(session.receive_dtmf, digit)
     assert session.collect_dtmf(timeout=1) == "12"
     assert session.wait_for_dtmf(1) == "9"
     with pytest.raises(LocalProtocolError):

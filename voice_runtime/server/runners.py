@@ -1,0 +1,153 @@
+"""Running a :class:`~voice_runtime.server.app.VoiceServer` with uvicorn (the FastAPI mode).
+
+``start_fastapi`` serves from a background thread (tests, the demo, embedding) and returns a
+:class:`RunningServer`; ``serve_fastapi`` serves in the foreground and drains on SIGTERM/SIGINT through
+:class:`GracefulServer`. The websockets-native mode has its own runners in :mod:`voice_runtime.server.ws_native`
+with the same drain. These live apart from ``app.py`` so that the server and its drain never import each
+other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from voice_runtime.server.drain import DrainReport, drain
+
+if TYPE_CHECKING:  # pragma: no cover
+    from voice_runtime.server.app import VoiceServer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunningServer", "GracefulServer", "start_fastapi", "serve_fastapi", "running"]
+
+
+@dataclass
+class RunningServer:
+    """A server running in a background thread (tests, demo). ``stop()`` ends it and joins the thread."""
+
+    host: str
+    port: int
+    _server: Any
+    _thread: threading.Thread
+    loop: asyncio.AbstractEventLoop | None = None  # the loop the calls run on (run drains and probes there)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_fastapi(server: VoiceServer, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> RunningServer:
+    """Run uvicorn in a background thread. Returns once it is listening."""
+    config = uvicorn.Config(
+        server.app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="off",
+        ws_max_size=server.connection_config.hard_max_inbound_message,
+        ws_ping_interval=None,
+    )
+    uv = uvicorn.Server(config)
+    uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=uv.run, name="voice-server", daemon=True)
+    thread.start()
+    poll = threading.Event()
+    deadline = 10.0
+    while not uv.started and thread.is_alive() and deadline > 0:
+        poll.wait(0.01)  # uvicorn exposes no "started" event to wait on
+        deadline -= 0.01
+    if not uv.started:
+        raise RuntimeError("voice server failed to start")
+    listener = uv.servers[0]
+    bound_host, bound_port = listener.sockets[0].getsockname()[:2]
+    return RunningServer(bound_host, bound_port, uv, thread, listener.get_loop())
+
+
+def serve_fastapi(server: VoiceServer, host: str = "0.0.0.0", port: int = 8080, *, drain_deadline: float = 30.0, **uvicorn_kwargs: Any) -> None:
+    """Run in the foreground until SIGTERM/SIGINT, then drain.
+
+    The signal starts a graceful drain (:mod:`voice_runtime.server.drain`): new calls are refused, live
+    calls may finish for up to ``drain_deadline`` seconds, the rest are hung up over REST and closed
+    with 1012; then the process exits 0. A second Ctrl-C exits at once.
+    """
+    uvicorn_kwargs.setdefault("ws_max_size", server.connection_config.hard_max_inbound_message)
+    config = uvicorn.Config(server.app, host=host, port=port, **uvicorn_kwargs)
+    GracefulServer(config, server, drain_deadline).run()
+
+
+@contextlib.contextmanager
+def running(server: VoiceServer, **kwargs: Any) -> Iterator[RunningServer]:
+    handle = start_fastapi(server, **kwargs)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server whose SIGTERM/SIGINT runs :func:`drain` before uvicorn's own shutdown.
+
+    The first signal starts the drain and nothing else (uvicorn would otherwise close every call with 1012
+    at once); when the drain returns, the server exits normally, with status 0 and without re-raising the
+    signal. A second SIGINT (Ctrl-C twice) forces an immediate exit.
+    """
+
+    def __init__(self, config: uvicorn.Config, voice_server: VoiceServer, deadline: float, **drain_kwargs: Any) -> None:
+        super().__init__(config)
+        self.voice_server = voice_server
+        self.drain_deadline = deadline
+        self.drain_kwargs = drain_kwargs
+        self.drain_report: DrainReport | None = None
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_requested or self._loop is None:
+            if sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        self._drain_requested = True
+        log.info("received %s: draining calls (deadline %.1fs)", signal.Signals(sig).name, self.drain_deadline)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            self.drain_report = await drain(self.voice_server, self.drain_deadline, **self.drain_kwargs)
+        except Exception:
+            log.exception("drain failed; shutting down anyway")
+        finally:
+            self.should_exit = True

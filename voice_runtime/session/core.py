@@ -1,0 +1,736 @@
+"""``VoiceSession``: one call, seen from a plain sequential Python thread.
+
+The flow thread calls *blocking intents* (``speak``, ``send_mark_and_wait``, ``listen``,
+``request_clear_buffer``, ``hangup``, ``wait_for_dtmf`` ...). The event-loop thread (the transport) drains
+outbound audio and marks and feeds back caller audio, mark echoes, DTMF and STT results through the public
+:class:`~voice_runtime.session.link.TransportSide` methods. This module imports no transport and no provider.
+
+The session is a coordinator over small collaborators, each with one job:
+
+* :mod:`~voice_runtime.lifecycle` — the call's state table; :meth:`VoiceSession._transition` is the one place
+  that moves it, wakes every waiter, resolves every mark and emits the event;
+* :class:`~voice_runtime.session.outbound.OutboundQueue` — agent audio and marks, in order, bounded;
+* :class:`~voice_runtime.session.inbox.Inbox` — utterances and DTMF keys not yet consumed, one waiter each;
+* :class:`~voice_runtime.session.speech.Speaker` — TTS driving and barge-in (provider code, never under the lock);
+* :func:`~voice_runtime.session.waits.wait_until` — the one deadline loop every blocking intent uses;
+* :class:`~voice_runtime.call_events.EventLog` and :class:`~voice_runtime.stats.CallStats`.
+
+Threading rules, which every method below obeys:
+
+* Shared state is guarded by one lock; every waiter waits on one condition with a deadline. The end of the
+  call notifies the condition and resolves every mark, so every blocked call wakes at once.
+* The loop is never blocked: loop-side methods only take the lock briefly, and never call providers.
+* Flow-side intents reach the loop with ``loop.call_soon_threadsafe`` — once per intent, never per frame.
+
+Bounded memory (the overflow policies):
+
+* Outbound agent audio not yet sent: at most ``max_outbound_seconds``; a producer that would exceed it
+  blocks (back-pressure on the TTS) until the transport drains, the buffer is cleared, or the call ends.
+* Inbound caller audio waiting for STT: at most ``inbound_max_frames`` items; when full the *oldest* frame
+  is dropped and counted (``stats["inbound_dropped"]``) — fresh audio matters more for a live call.
+* Committed utterances and DTMF digits not yet consumed: bounded, oldest dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voice_runtime import call_events as ev
+from voice_runtime.audio.frames import FRAME_BYTES, ulaw_duration
+from voice_runtime.bounded import put_drop_oldest
+from voice_runtime.call_events import CallEvent, EventLog
+from voice_runtime.errors import (
+    CallHangupError,
+    CallNotAnsweredError,
+    CallTimeoutError,
+    LocalProtocolError,
+    MissingStreamUrlError,
+)
+from voice_runtime.lifecycle import CallState, EndReason, Transition, next_state
+from voice_runtime.marks import Mark, MarkOutcome
+from voice_runtime.session.inbox import Inbox
+from voice_runtime.session.link import SessionLink
+from voice_runtime.session.outbound import OutboundQueue
+from voice_runtime.session.speech import Speaker, SpeechResult
+from voice_runtime.session.waits import wait_until
+from voice_runtime.stats import CallStats
+
+__all__ = [
+    "VoiceSession",
+    "SpeechResult",
+    "SessionLink",
+    "Mark",
+    "MarkOutcome",
+    "CallNotAnsweredError",
+    "CallHangupError",
+    "MissingStreamUrlError",
+    "FRAME_BYTES",
+]
+
+log = logging.getLogger(__name__)
+
+_DTMF_OUT = frozenset("0123456789*#ABCDabcdwW")
+
+
+@dataclass(eq=False)
+class VoiceSession:
+    """One call's coordinator. Create one per call (the server does this for you); never share one."""
+
+    call_sid: str | None = None
+    stream_sid: str | None = None
+    caller_number: str | None = None
+    stt: Any = None
+    stt_factory: Callable[[], Any] | None = None
+    stt_secondary_factory: Callable[[], Any] | None = None
+    on_stt_ready: Callable[[Any], None] | None = None
+    on_disconnected: Callable[[], None] | None = None
+    tts: Any = None
+    called_number: str | None = None
+    carrier: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    barge_in: bool = True
+    on_dtmf: Callable[[str], None] | None = None
+    max_outbound_seconds: float = 60.0
+    inbound_max_frames: int = 500
+    max_pending_utterances: int = 64
+    event_log_size: int = 128  # recent events kept for ``events``; listeners see every event regardless
+
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self.log = EventLog(self.event_log_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link: SessionLink | None = None
+        self._generation = 0
+        self._mixer: Any = None
+        self._init_call_state()
+
+    def _init_call_state(self) -> None:
+        """Everything that belongs to one call (a :meth:`reset` starts over from here)."""
+        self._state = CallState.AWAITING_STREAM
+        self._end_reason: EndReason | None = None
+        self._ended = threading.Event()  # mirrors state ENDED, for lock-free reads and plain waits
+        self.call_stats = CallStats(created_at=time.monotonic())
+        self.stats: Counter[str] = self.call_stats.counters
+        self.inbound: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=self.inbound_max_frames)
+        self._out = OutboundQueue(self.max_outbound_seconds)
+        self._utterances: Inbox[str] = Inbox("utterances (listen)", self.max_pending_utterances)
+        self._dtmf: Inbox[str] = Inbox("DTMF keys (wait_for_dtmf)", 256)
+        self._answered_by: str | None = None
+        self._speaker = Speaker(self)
+
+    # ============================================================================ the lifecycle
+    @property
+    def state(self) -> CallState:
+        return self._state
+
+    def _transition(
+        self,
+        transition: Transition,
+        reason: EndReason | str | None = None,
+        announce: tuple[ev.EventKind, dict[str, Any]] | None = None,
+    ) -> bool:
+        """The one place the call's state changes. Returns False when the state stays the same.
+
+        Under the lock: move the state (an illegal move raises ``LocalProtocolError``), resolve every mark on
+        the way to ENDED, wake every waiter. Then, outside it: emit ``announce`` (the event that caused the move,
+        e.g. ``stream_started``), ``state_changed``, and on the way to ENDED the marks' and the call's end.
+        """
+        detail = None
+        with self._cond:
+            old = self._state
+            new = next_state(old, transition)
+            if new is old and transition is not Transition.RESET:
+                return False
+            now = time.monotonic()
+            hung_up: list[Mark] = []
+            if transition is Transition.RESET:
+                self._generation += 1
+                self._link = None
+                self.stream_sid = None
+                self.stt = None
+                self._init_call_state()
+                self.log.clear()
+            else:
+                self._state = new
+            if new is CallState.LIVE:
+                self.call_stats.started_at = now
+            elif new is CallState.ENDED:
+                end = EndReason.coerce(reason if reason is not None else EndReason.DISCONNECTED)
+                if end is EndReason.OTHER:
+                    detail = str(reason)
+                self._end_reason = self.call_stats.end_reason = end
+                self.call_stats.ended_at = now
+                hung_up = self._out.hang_up()
+                self._ended.set()
+            self._cond.notify_all()
+        if announce is not None:
+            self.log.emit(announce[0], **announce[1])
+        self.log.emit(ev.STATE_CHANGED, old=old, new=new)
+        if new is CallState.ENDED:
+            for mark in hung_up:
+                self.log.emit(ev.MARK_HUNG_UP, name=mark.label, wire_name=mark.wire_name)
+            self._speaker.stop_current()
+            self._push_inbound_sentinel()
+            self.log.emit(ev.CALL_ENDED, reason=self._end_reason, detail=detail)
+            callback = self.on_disconnected
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("on_disconnected callback failed")
+        return True
+
+    @property
+    def is_disconnected(self) -> bool:
+        return self._ended.is_set()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is CallState.LIVE or self._state is CallState.ENDING
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self._end_reason
+
+    @property
+    def generation(self) -> int:
+        """Increments on every :meth:`reset`; pass it to ``request_disconnect`` to avoid hanging up a newer call."""
+        return self._generation
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def set_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Prior-art hook: remember the loop that serves this session."""
+        self._loop = loop
+
+    def reset(self) -> None:
+        """Prepare this object for another call (prior-art sequential reuse).
+
+        New code should create one session per call instead; the server does. Pending waiters of the old
+        call are released as hung up first.
+        """
+        self.signal_disconnected(EndReason.RESET)
+        stt, loop = self.stt, self._loop
+        if stt is not None and loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(stt.stop(), loop)
+        self._transition(Transition.RESET)
+
+    # ============================================================================ transport side (TransportSide)
+    def attach_stream(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        link: SessionLink,
+        *,
+        stream_id: str,
+        call_id: str,
+        carrier: str,
+        custom_parameters: dict[str, str] | None = None,
+        before_live: Callable[[], None] | None = None,
+    ) -> None:
+        """The carrier's ``start`` arrived (on the loop). See :class:`~voice_runtime.session.link.TransportSide`."""
+        params = dict(custom_parameters or {})
+        with self._cond:
+            if self._state is not CallState.AWAITING_STREAM:
+                raise LocalProtocolError(f"a stream cannot start on a call in state {self._state}")
+            self._loop, self._link = loop, link
+            self.stream_sid, self.call_sid, self.carrier = stream_id, call_id, carrier
+            self.custom_parameters.update(params)
+            self.caller_number = self.caller_number or params.get("from_number") or params.get("From")
+            self.called_number = self.called_number or params.get("to_number") or params.get("To")
+            self.log.call_id = call_id
+        if before_live is not None:
+            before_live()
+        announce = (ev.STREAM_STARTED, {"stream_id": stream_id, "carrier": carrier, "parameters": params})
+        if not self._transition(Transition.STREAM_STARTED, announce=announce):
+            return
+        with self._cond:
+            wake = self._out.pending and self._out.pump_idle
+            if wake:
+                self._out.pump_idle = False
+        if wake:
+            link.wake()
+
+    def signal_ws_connected(self, stream_sid: str) -> None:
+        """Prior-art hook for transports that do not use :meth:`attach_stream`."""
+        with self._cond:
+            self.stream_sid = stream_sid
+            if self._loop is None:
+                try:
+                    self._loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    pass
+        announce = (ev.WS_CONNECTED, {"stream_id": stream_sid})
+        if self._state is not CallState.AWAITING_STREAM or not self._transition(Transition.STREAM_STARTED, announce=announce):
+            self.log.emit(*announce[:1], **announce[1])
+
+    def signal_disconnected(self, reason: EndReason | str = EndReason.DISCONNECTED) -> None:
+        """The call is over. Idempotent; wakes every waiter at once. Safe from any thread."""
+        self._transition(Transition.END, reason)
+
+    def feed_caller_audio(self, ulaw: bytes) -> None:
+        """Loop side, per frame: hand caller audio to the STT queue (drop oldest when full)."""
+        if put_drop_oldest(self.inbound, ulaw):
+            self.stats["inbound_dropped"] += 1
+
+    def put_inbound(self, data: bytes | None) -> None:
+        """Prior-art entry point: feed caller audio (or ``None`` to end) from any thread."""
+        loop = self._loop
+        if loop is None:
+            self.stats["inbound_without_loop"] += 1
+            return
+        if data is None:
+            self._push_inbound_sentinel()
+        else:
+            self._run_on_loop(self.feed_caller_audio, data)
+
+    def take_outbound(self, max_bytes: int) -> tuple[bytes, Mark | None]:
+        """Loop side: up to ``max_bytes`` of audio, or the mark at the head, or ``(b"", None)`` (now idle)."""
+        with self._cond:
+            audio, mark = self._out.take(max_bytes)
+            if audio and self._out.blocked_producers:  # room for blocked producers; notify only then
+                self._cond.notify_all()
+            return audio, mark
+
+    def mark_sent(self, mark: Mark) -> None:
+        self.log.emit(ev.MARK_SENT, name=mark.label, wire_name=mark.wire_name)
+
+    def clear_sent(self) -> list[Mark]:
+        """Loop side: the clear is on the wire; everything the carrier still held is cleared."""
+        with self._cond:
+            cleared = self._out.clear_at_carrier()
+            self._speaker.playout_until = 0.0
+            self._cond.notify_all()
+        self.log.emit(ev.CLEAR_SENT, marks_cleared=len(cleared))
+        for mark in cleared:
+            self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name)
+        return cleared
+
+    def set_playout_until(self, when: float) -> None:
+        self._speaker.playout_until = when
+
+    def signal_mark_received(self, name: str) -> None:
+        """Loop side: the carrier echoed ``name``."""
+        with self._cond:
+            mark, expected = self._out.echoed(name)
+            if mark is not None:
+                self._cond.notify_all()
+        if mark is None:
+            if expected:
+                self.stats["mark_echo_after_clear"] += 1  # Twilio echoes cleared marks: expected
+            else:
+                self.stats["mark_echo_unknown"] += 1
+                log.debug("echo for unknown mark %r", name)
+            return
+        waited = (mark.resolved_at or 0.0) - (mark.sent_at or mark.created_at)
+        self.log.emit(ev.MARK_PLAYED, name=mark.label, wire_name=name, waited=waited)
+
+    def receive_dtmf(self, digit: str) -> None:
+        """The caller pressed ``digit`` (loop side)."""
+        with self._cond:
+            if self._dtmf.put(digit):
+                self.stats["dtmf_dropped"] += 1
+            self._cond.notify_all()
+        self.log.emit(ev.DTMF_RECEIVED, digit=digit)
+        callback = self.on_dtmf
+        if callback is not None:
+            try:
+                callback(digit)
+            except Exception:
+                log.exception("on_dtmf callback failed")
+
+    def receive_answered_by(self, answered_by: str) -> None:
+        """Answering-machine detection reported (call control side, any thread)."""
+        with self._cond:
+            self._answered_by = answered_by
+            self._cond.notify_all()
+        self.log.emit(ev.ANSWERED_BY, answered_by=answered_by)
+
+    # ---------------------------------------------------------------------------- STT sink (the STT binding calls these)
+    def receive_transcript(self, text: str) -> None:
+        """A committed utterance from the STT (any thread)."""
+        text = text.strip()
+        if not text:
+            return
+        with self._cond:
+            if self._utterances.put(text):
+                self.stats["utterances_dropped"] += 1
+            self._cond.notify_all()
+        self.log.emit(ev.STT_FINAL, text=text)
+
+    def receive_partial(self, text: str) -> None:
+        self.log.emit(ev.STT_PARTIAL, text=text)
+
+    def receive_stt_error(self, message: str) -> None:
+        self.stats["stt_errors"] += 1
+        self.log.emit(ev.STT_ERROR, error=message)
+
+    def caller_speech_started(self) -> None:
+        """The STT heard the caller start talking (barge-in decides here)."""
+        self._speaker.caller_started_talking()
+
+    def caller_speech_ended(self) -> None:
+        """The STT/VAD heard the caller stop talking (the start of the turn-latency clock)."""
+        self.log.emit(ev.SPEECH_ENDED)
+
+    def inject_transcript(self, text: str) -> None:
+        """Deliver ``text`` as if the STT had committed it (tests, text-only channels)."""
+        self.receive_transcript(text)
+
+    # ============================================================================ waiting for the call
+    def wait_for_ws_connect(self, timeout: float = 30.0) -> None:
+        """Block until the media stream has started. Raises :class:`CallNotAnsweredError` otherwise."""
+        with self._cond:
+            wait_until(
+                self._cond,
+                lambda: True if self.call_stats.started_at is not None else None,
+                timeout=timeout,
+                ended=self._ended.is_set,
+                on_end=lambda: CallNotAnsweredError(
+                    f"call ended before its media stream connected ({self._end_reason})",
+                    call_id=self.call_sid,
+                    status=None if self._end_reason is None else str(self._end_reason),
+                ),
+                on_timeout=lambda: CallNotAnsweredError(timeout, call_id=self.call_sid),
+            )
+
+    def wait_until_disconnected(self, timeout: float | None = 30.0) -> bool:
+        """Block until the call has ended; returns False at the deadline."""
+        return self._ended.wait(timeout)
+
+    # ============================================================================ outbound audio
+    def put_outbound_sync(self, data: bytes, timeout: float | None = 30.0) -> None:
+        """Queue μ-law 8 kHz agent audio. Blocks (back-pressure) while the buffer is full.
+
+        Raises :class:`CallHangupError` if the call is gone and :class:`CallTimeoutError` if the buffer
+        stayed full for ``timeout`` seconds (the transport stopped draining).
+        """
+        if not data:
+            return
+        generation = self._generation
+        ended = lambda: self._ended.is_set() or generation != self._generation  # noqa: E731
+        size = len(data)
+        with self._cond:
+            if not ended() and not self._out.has_room(size):
+                self.stats["outbound_backpressure_waits"] += 1
+                self._out.blocked_producers += 1
+                try:
+                    wait_until(
+                        self._cond,
+                        lambda: True if ended() or self._out.has_room(size) else None,
+                        timeout=timeout,
+                        ended=lambda: False,
+                        on_end=lambda: CallHangupError(call_id=self.call_sid),
+                        on_timeout=lambda: CallTimeoutError("outbound audio buffer stayed full", call_id=self.call_sid),
+                    )
+                finally:
+                    self._out.blocked_producers -= 1
+            if ended():
+                raise CallHangupError("call ended while queueing audio", call_id=self.call_sid)
+            wake = self._out.push_audio(bytes(data)) and self._link is not None
+            if not wake and self._link is None:
+                self._out.pump_idle = True  # no transport yet: attach_stream wakes it
+        if wake:
+            self._call_on_loop("wake")
+
+    @property
+    def outbound_buffered_seconds(self) -> float:
+        """Agent audio queued locally and not yet handed to the carrier."""
+        return ulaw_duration(self._out.buffered_bytes)
+
+    @property
+    def outbound_pending(self) -> bool:
+        return self._out.pending
+
+    # ============================================================================ marks
+    def send_mark(self, label: str = "mark") -> Mark:
+        """Queue a mark after all audio queued so far; returns a handle whose ``wait()`` blocks."""
+        mark = Mark(label, call_id=self.call_sid)
+        with self._cond:
+            if self._ended.is_set():
+                mark.resolve(MarkOutcome.HUNG_UP)
+                return mark
+            wake = self._out.push_mark(mark) and self._link is not None
+            if not wake and self._link is None:
+                self._out.pump_idle = True
+        if wake:
+            self._call_on_loop("wake")
+        return mark
+
+    def send_mark_and_wait(self, mark_name: str = "mark", timeout: float = 10.0) -> MarkOutcome:
+        """Queue a mark and block until the caller heard everything before it.
+
+        Returns ``PLAYED``, ``CLEARED`` (a clear dropped the audio first) or ``HUNG_UP`` (the call ended —
+        the prior art's "returns quietly when disconnected"). Raises :class:`CallTimeoutError` (also a
+        ``TimeoutError``) if the carrier did not echo in time while the call was still up.
+        """
+        return self.send_mark(mark_name).wait(timeout)
+
+    # ============================================================================ clear / barge-in
+    def request_clear_buffer(self) -> None:
+        """Drop every bit of agent audio not yet played: local queue now, carrier buffer via ``clear``.
+
+        Marks queued behind the dropped audio resolve ``CLEARED`` at once; marks already at the carrier
+        resolve ``CLEARED`` when the clear goes out (their later echoes are ignored).
+        """
+        with self._cond:
+            if self._ended.is_set():
+                return
+            cleared = self._out.drop_local()
+            self._cond.notify_all()
+            has_link = self._link is not None
+        self.log.emit(ev.CLEAR_REQUESTED, local_marks=len(cleared))
+        for mark in cleared:
+            self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name, sent=False)
+        if has_link:
+            self._call_on_loop("clear")
+
+    @property
+    def agent_speaking(self) -> bool:
+        """True while agent audio is queued, at the carrier, or a ``speak`` is producing it."""
+        return self._speaker.agent_speaking()
+
+    # ============================================================================ speaking
+    def speak(
+        self,
+        text: str,
+        *,
+        wait: bool = False,
+        timeout: float | None = 30.0,
+        tts: Any = None,
+        stop_event: threading.Event | None = None,
+    ) -> SpeechResult:
+        """Synthesize ``text`` with the session's TTS and queue it, followed by a mark.
+
+        Returns once all audio is queued (``wait=False``) or once the caller heard it, it was cleared, or
+        the call ended (``wait=True``; ``timeout`` bounds that wait). Barge-in (``barge_in=True`` and an STT
+        that signals speech start) stops synthesis and clears playback. Provider failures are reported in
+        ``result.error`` and through the provider's ``on_error``; they never raise.
+        """
+        return self._speaker.speak(text, wait=wait, timeout=timeout, tts=tts, stop_event=stop_event)
+
+    # ============================================================================ listening
+    def listen(self, timeout: float | None = 30.0) -> str:
+        """Return the next committed utterance.
+
+        Utterances that arrived earlier and were not consumed are returned first. Raises
+        :class:`CallHangupError` when the call ends (after queued utterances are consumed),
+        :class:`CallTimeoutError` at the deadline, and :class:`~voice_runtime.errors.ConcurrencyError` if
+        another thread is already listening.
+        """
+        with self._cond:
+            self._utterances.claim_waiter()
+            try:
+                return wait_until(
+                    self._cond,
+                    self._utterances.pop,
+                    timeout=timeout,
+                    ended=self._ended.is_set,
+                    on_end=lambda: CallHangupError("Call was hung up during listen operation", call_id=self.call_sid),
+                    on_timeout=lambda: CallTimeoutError(f"nothing heard within {timeout}s", call_id=self.call_sid),
+                )
+            finally:
+                self._utterances.release_waiter()
+
+    def say_and_listen(self, text: str, timeout: float | None = 30.0) -> str:
+        """Speak, wait until heard (or barged into), then return the caller's answer.
+
+        The listen timeout starts after the prompt has played, so long prompts do not eat it. Anything the
+        caller said *before* the prompt started is discarded; anything said during it (barge-in) counts.
+        """
+        self.clear_transcripts()
+        self.speak(text, wait=True, timeout=max(30.0, timeout or 0.0))
+        return self.listen(timeout)
+
+    def clear_transcripts(self) -> None:
+        with self._cond:
+            self._utterances.clear()
+
+    def clear_inbound(self) -> None:
+        """Drop caller audio waiting for the STT and any unconsumed utterances."""
+        self.clear_transcripts()
+
+        def drain() -> None:
+            q = self.inbound
+            while not q.empty():
+                if q.get_nowait() is None:  # keep the end-of-stream sentinel
+                    q.put_nowait(None)
+                    break
+
+        self._run_on_loop(drain)
+
+    # ============================================================================ DTMF
+    def wait_for_dtmf(self, timeout: float | None = 10.0) -> str:
+        """Return the next key the caller pressed (earlier unread presses first)."""
+        with self._cond:
+            self._dtmf.claim_waiter()
+            try:
+                return wait_until(
+                    self._cond,
+                    self._dtmf.pop,
+                    timeout=timeout,
+                    ended=self._ended.is_set,
+                    on_end=lambda: CallHangupError("call ended while waiting for DTMF", call_id=self.call_sid),
+                    on_timeout=lambda: CallTimeoutError(f"no key pressed within {timeout}s", call_id=self.call_sid),
+                )
+            finally:
+                self._dtmf.release_waiter()
+
+    def collect_dtmf(
+        self, max_digits: int = 32, *, timeout: float = 10.0, inter_digit_timeout: float = 5.0, terminator: str | None = "#"
+    ) -> str:
+        """Collect digits until ``max_digits``, the terminator, or a pause. Returns what was collected."""
+        digits = ""
+        first = True
+        while len(digits) < max_digits:
+            try:
+                digit = self.wait_for_dtmf(timeout if first else inter_digit_timeout)
+            except CallTimeoutError:
+                if first:
+                    raise
+                break
+            first = False
+            if terminator is not None and digit == terminator:
+                break
+            digits += digit
+        return digits
+
+    def clear_dtmf(self) -> None:
+        with self._cond:
+            self._dtmf.clear()
+
+    def send_dtmf(self, digits: str) -> None:
+        """Send DTMF to the far end over the stream (Plivo). Raises ``LocalProtocolError`` where unsupported."""
+        if not digits or any(d not in _DTMF_OUT for d in digits):
+            raise ValueError(f"invalid DTMF digits {digits!r}")
+        link = self._link
+        if link is None or self._ended.is_set():
+            raise CallHangupError("no live stream to send DTMF on", call_id=self.call_sid)
+        if not link.supports_dtmf_out:
+            raise LocalProtocolError(
+                f"{self.carrier} media streams cannot send DTMF; use SendDigits when dialling instead"
+            )
+        self.log.emit(ev.DTMF_SENT, digits=digits)
+        self._call_on_loop("send_dtmf", digits)
+
+    # ============================================================================ hangup
+    def request_disconnect(self, generation: int | None = None) -> None:
+        """Ask the transport to hang up (REST where configured, then close the socket). Non-blocking."""
+        if generation is not None and generation != self._generation:
+            log.warning("request_disconnect for stale generation %s ignored", generation)
+            return
+        if self._ended.is_set():
+            return
+        self.log.emit(ev.HANGUP_REQUESTED)
+        if self._link is None:
+            self.signal_disconnected(EndReason.HANGUP_BEFORE_CONNECT)
+            return
+        self._transition(Transition.HANGUP_REQUESTED)
+        self._call_on_loop("disconnect")
+
+    def hangup(self, timeout: float = 10.0) -> bool:
+        """Hang up and wait until the call has ended, following the rules of every other wait.
+
+        Returns True once the call is over (``end_reason`` says why). Raises :class:`CallTimeoutError` if it
+        did not end in time — where the first release returned False.
+        """
+        self.request_disconnect()
+        if not self._ended.wait(timeout):
+            raise CallTimeoutError(f"call did not end within {timeout}s of hangup", call_id=self.call_sid)
+        return True
+
+    # ============================================================================ AMD
+    def wait_for_answered_by(self, timeout: float = 30.0) -> str:
+        """Block until answering-machine detection reports (``human``, ``machine_start``, ...).
+
+        Raises :class:`CallTimeoutError` when no result came in time, :class:`CallHangupError` if the call ended.
+        """
+        with self._cond:
+            return wait_until(
+                self._cond,
+                lambda: self._answered_by,
+                timeout=timeout,
+                ended=self._ended.is_set,
+                on_end=lambda: CallHangupError("call ended before machine detection finished", call_id=self.call_sid),
+                on_timeout=lambda: CallTimeoutError("no answering-machine result in time", call_id=self.call_sid),
+            )
+
+    @property
+    def answered_by(self) -> str | None:
+        return self._answered_by
+
+    # ============================================================================ mixer taps (prior art)
+    def set_mixer(self, mixer: Any) -> None:
+        self._mixer = mixer
+
+    @property
+    def mixer(self) -> Any:
+        return self._mixer
+
+    def tap_caller(self, chunk: bytes, at: float | None = None) -> None:
+        mixer = self._mixer
+        if mixer is not None:
+            mixer.write_caller(chunk, at)
+
+    def tap_agent(self, chunk: bytes, at: float | None = None) -> None:
+        mixer = self._mixer
+        if mixer is not None:
+            mixer.write_agent(chunk, at)
+
+    # ============================================================================ events
+    def add_event_listener(self, listener: Callable[[CallEvent], None]) -> Callable[[], None]:
+        """Subscribe to this call's structured events; returns an unsubscribe function."""
+        return self.log.subscribe(listener)
+
+    @property
+    def events(self) -> list[CallEvent]:
+        return self.log.snapshot()
+
+    # ============================================================================ helpers
+    def _push_inbound_sentinel(self) -> None:
+        """End the inbound stream for the STT (``None``), dropping the oldest frame if the queue is full."""
+        self._run_on_loop(put_drop_oldest, self.inbound, None)
+
+    def _run_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the session's loop: directly when already on it, else thread-safely."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed between the check and the call
+            pass
+
+    def _call_on_loop(self, method: str, *args: Any) -> None:
+        link, loop = self._link, self._loop
+        if link is None or loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(getattr(link, method), *args)
+        except RuntimeError:  # loop closed between the check and the call
+            pass
+
+    def __enter__(self) -> VoiceSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._ended.is_set():
+            try:
+                self.hangup(timeout=5.0)
+            except CallTimeoutError:
+                log.warning("call %s did not end within 5s of hangup on leaving its block", self.call_sid)

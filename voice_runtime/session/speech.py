@@ -1,0 +1,208 @@
+"""Speech out and barge-in: driving a TTS provider into the outbound queue, and stopping it when the caller talks.
+
+Why this is its own collaborator: ``speak`` is the one intent that runs provider code (synthesis) on the flow
+thread, and barge-in is the one event that must reach into a speech in progress from another thread. Keeping
+both here keeps the rule visible: **no provider code runs under the session lock** — ``synthesize`` and
+``stt.set_speaking`` are called with the lock released, always.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from voice_runtime import call_events as ev
+from voice_runtime.audio.frames import ulaw_duration
+from voice_runtime.errors import CallHangupError, CallTimeoutError, ConfigError
+from voice_runtime.marks import Mark, MarkOutcome
+
+if TYPE_CHECKING:  # pragma: no cover
+    from voice_runtime.session.core import VoiceSession
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SpeechResult", "Speaker"]
+
+
+@dataclass(eq=False)
+class SpeechResult:
+    """What happened to one ``speak``. ``as_dict()`` gives the prior art's result shape."""
+
+    text: str
+    mark: Mark | None = None
+    error: str | None = None
+    call_disconnected: bool = False
+    stopped: bool = False  # synthesis was stopped early (barge-in or the caller's stop_event)
+    first_audio_latency: float | None = None  # seconds from speak() to the first audio chunk queued
+    audio_seconds: float = 0.0
+
+    def wait(self, timeout: float | None = 30.0) -> MarkOutcome | None:
+        """Block until the caller has heard it (or it was cleared, or the call ended)."""
+        if self.mark is None:
+            return None
+        outcome = self.mark.wait(timeout)
+        if outcome is MarkOutcome.HUNG_UP:
+            self.call_disconnected = True
+        return outcome
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped or (self.mark is not None and self.mark.outcome is MarkOutcome.CLEARED)
+
+    @property
+    def heard(self) -> bool:
+        return self.mark is not None and self.mark.outcome is MarkOutcome.PLAYED
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"last_spoken": "" if self.call_disconnected and self.mark is None else self.text}
+        result["interrupted"] = self.interrupted
+        if self.call_disconnected:
+            result["call_disconnected"] = True
+        if self.error:
+            result["error"] = self.error
+        return result
+
+
+class Speaker:
+    """Owns the speeches in progress of one session and its barge-in decision."""
+
+    def __init__(self, session: VoiceSession) -> None:
+        self._session = session
+        self._lock = threading.Lock()  # guards the fields below only; never held while calling out
+        self._stop: threading.Event | None = None  # the innermost speech's stop signal
+        self._active = 0
+        self.playout_until = 0.0  # monotonic time the carrier's buffer runs dry (set by the transport)
+
+    # ------------------------------------------------------------------ state read by others
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def agent_speaking(self) -> bool:
+        """True while a ``speak`` is producing audio, audio is queued, or the carrier is still playing it."""
+        return self._active > 0 or self._session.outbound_pending or time.monotonic() < self.playout_until
+
+    def stop_current(self) -> None:
+        with self._lock:
+            stop = self._stop
+        if stop is not None:
+            stop.set()
+
+    # ------------------------------------------------------------------ speak
+    def speak(
+        self,
+        text: str,
+        *,
+        wait: bool,
+        timeout: float | None,
+        tts: Any,
+        stop_event: threading.Event | None,
+    ) -> SpeechResult:
+        session = self._session
+        provider = tts if tts is not None else session.tts
+        if provider is None:
+            raise ConfigError("no TTS configured: set session.tts (e.g. create_tts('local'))")
+        if session.is_disconnected:
+            return SpeechResult(text, call_disconnected=True)
+        if not text.strip():
+            return SpeechResult(text)
+        synthesize = getattr(provider, "synthesize", None)
+        if synthesize is None:  # a prior-art style provider that only knows speak(text, session, stop)
+            legacy = provider.speak(text, session, stop_event)
+            return SpeechResult(
+                text,
+                error=legacy.get("error"),
+                call_disconnected=bool(legacy.get("call_disconnected")),
+                stopped=bool(legacy.get("interrupted")),
+            )
+        stop = threading.Event()
+        with self._lock:
+            previous, self._stop = self._stop, stop
+            self._active += 1
+        result = SpeechResult(text)
+        started = time.monotonic()
+        session.log.emit(ev.TTS_START, text=text)
+        self._tell_stt(True)
+        queued = 0
+        try:
+            for chunk in synthesize(text, stop):
+                if stop.is_set() or (stop_event is not None and stop_event.is_set()):
+                    result.stopped = True
+                    break
+                if not chunk:
+                    continue
+                if queued == 0:
+                    result.first_audio_latency = time.monotonic() - started
+                    session.log.emit(ev.TTS_FIRST_AUDIO, latency=result.first_audio_latency)
+                session.put_outbound_sync(chunk)
+                queued += len(chunk)
+            else:
+                result.stopped = stop.is_set()
+        except CallHangupError:
+            result.call_disconnected = True
+        except Exception as exc:  # provider failure: report, never raise into the flow
+            result.error = f"{type(exc).__name__}: {exc}"
+            session.log.emit(ev.TTS_ERROR, error=result.error)
+            on_error = getattr(provider, "on_error", None)
+            if on_error is not None:
+                try:
+                    on_error(result.error)
+                except Exception:
+                    log.exception("tts on_error callback failed")
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._stop is stop:
+                    self._stop = previous
+        result.audio_seconds = ulaw_duration(queued)
+        session.log.emit(ev.TTS_END, text=text, audio_seconds=result.audio_seconds, stopped=result.stopped, error=result.error)
+        if result.call_disconnected or session.is_disconnected:
+            result.call_disconnected = True
+            self._tell_stt(False)
+            return result
+        if stop.is_set():
+            # Barge-in cut this speech while it was still being synthesised: the clear already dropped what was
+            # queued, so the speech was not heard to its end — its mark is CLEARED, not a fresh mark that would
+            # "play" instantly behind the clear.
+            result.mark = Mark("speech", call_id=session.call_sid)
+            result.mark.resolve(MarkOutcome.CLEARED)
+            self._tell_stt(self._active > 0)
+            session.log.emit(ev.MARK_CLEARED, name="speech", wire_name=result.mark.wire_name, sent=False)
+        else:
+            result.mark = session.send_mark("speech")
+            result.mark.add_done_callback(lambda _m: self._tell_stt(self._active > 0))
+        if wait:
+            try:
+                result.wait(timeout)
+            except CallTimeoutError:
+                result.error = result.error or "timed out waiting for playback"
+        return result
+
+    def _tell_stt(self, speaking: bool) -> None:
+        """Tell the STT whether the agent is talking (echo suppression). Provider code: never under a lock."""
+        stt = self._session.stt
+        if stt is None:
+            return
+        set_speaking = getattr(stt, "set_speaking", None)
+        if set_speaking is None:
+            return
+        try:
+            set_speaking(speaking)
+        except Exception:
+            log.exception("stt.set_speaking failed")
+
+    # ------------------------------------------------------------------ barge-in
+    def caller_started_talking(self) -> None:
+        """The STT heard the caller start talking. Barge-in: stop the agent within a frame."""
+        session = self._session
+        barge = session.barge_in and self.agent_speaking() and not session.is_disconnected
+        session.log.emit(ev.STT_SPEECH_STARTED, barge_in=barge)
+        if not barge:
+            return
+        session.stats["barge_ins"] += 1
+        session.log.emit(ev.BARGE_IN)
+        self.stop_current()
+        session.request_clear_buffer()
