@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter, deque
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voice_runtime.errors import ConfigError, ProviderError
+from voice_runtime.providers.backoff import backoff_delay
 from voice_runtime.providers.azure_sdk import (
     PROVIDER,
     AzureSpeechSdk,
@@ -531,8 +531,7 @@ class AzureStt:
             return
 
     def _backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
-        return delay * (1.0 - self.backoff_jitter * random.random())
+        return backoff_delay(attempt, base=self.backoff_base_s, maximum=self.backoff_max_s, jitter=self.backoff_jitter, symmetric=False)
 
     def _fail(self, message: str) -> None:
         """Give up for good: report once, stop writing, release the recognizer."""

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from voice_runtime.urls import to_http_url, to_ws_url  # noqa: F401  (re-exported for the providers)
 from voice_runtime.errors import ConfigError, ProviderError
 
 PROVIDER = "elevenlabs"
@@ -46,23 +47,6 @@ def resolve_base_url(base_url: str | None) -> str:
     if not url.startswith(("http://", "https://", "ws://", "wss://")):
         raise ConfigError(f"ElevenLabs base URL must start with http(s):// or ws(s)://, got {url!r}")
     return url
-
-
-def to_ws_url(base_url: str) -> str:
-    """``https://host`` → ``wss://host``, ``http://host`` → ``ws://host`` (ws URLs pass through)."""
-    if base_url.startswith("https://"):
-        return "wss://" + base_url[len("https://") :]
-    if base_url.startswith("http://"):
-        return "ws://" + base_url[len("http://") :]
-    return base_url
-
-
-def to_http_url(base_url: str) -> str:
-    if base_url.startswith("wss://"):
-        return "https://" + base_url[len("wss://") :]
-    if base_url.startswith("ws://"):
-        return "http://" + base_url[len("ws://") :]
-    return base_url
 
 
 def parse_error_body(body: bytes) -> tuple[str, str]:

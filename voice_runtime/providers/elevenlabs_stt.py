@@ -53,7 +53,6 @@ import asyncio
 import base64
 import json
 import logging
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -61,6 +60,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from voice_runtime.errors import ConfigError
+from voice_runtime.providers.backoff import backoff_delay
 from voice_runtime.providers.elevenlabs_common import env_or, resolve_api_key, resolve_base_url, to_ws_url
 
 __all__ = ["ElevenLabsRealtimeStt", "PersistentSttSession", "FATAL_STT_ERRORS", "RETRYABLE_STT_ERRORS"]
@@ -378,10 +378,8 @@ class ElevenLabsRealtimeStt:
             self._fail(f"internal_error: {type(exc).__name__}: {exc}")
 
     def _backoff(self, failures: int) -> float:
-        if failures <= 1:
-            return 0.0
-        base = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 2))
-        return base * random.uniform(0.8, 1.2)
+        # failures counts from 1: the first retry is immediate, then backoff_initial * 2**n, ±20 %.
+        return backoff_delay(failures - 1, base=self.backoff_initial, maximum=self.backoff_max, immediate_first=True)
 
     async def _connect(self) -> Any:
         import websockets
