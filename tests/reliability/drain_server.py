@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=5.0)
     parser.add_argument("--rest-url", required=True)
     parser.add_argument("--recordings", required=True)
-    parser.add_argument("--mode", choices=("fastapi", "native"), default="fastapi")
+    parser.add_argument("--mode", choices=("fastapi", "native", "picows"), default="fastapi")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     server = VoiceServer(
@@ -69,6 +69,10 @@ def main() -> None:
         from voice_runtime.server.ws_native import serve_native
 
         serve_native(server, host="127.0.0.1", port=args.port, drain_deadline=args.deadline)
+    elif args.mode == "picows":
+        from voice_runtime.server.ws_picows import serve_picows
+
+        serve_picows(server, host="127.0.0.1", port=args.port, drain_deadline=args.deadline)
     else:
         server.serve(host="127.0.0.1", port=args.port, drain_deadline=args.deadline, log_level="warning", ws_ping_interval=None)
 

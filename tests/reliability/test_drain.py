@@ -127,8 +127,10 @@ def rest() -> Iterator[FakeCarrierRest]:
     fake.close()
 
 
-@pytest.mark.parametrize("mode", ["fastapi", "native"])
+@pytest.mark.parametrize("mode", ["fastapi", "native", "picows"])
 def test_sigterm_drains_live_calls_refuses_new_ones_and_exits_zero(rest: FakeCarrierRest, tmp_path: Path, mode: str) -> None:
+    if mode == "picows":
+        pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
     proc = ServerProcess(rest.url, tmp_path, mode)
     phones: list[SimulatedPhone] = []
     try:

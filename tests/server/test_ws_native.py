@@ -1,4 +1,5 @@
-"""The websockets-native server mode (``server/ws_native.py``) behaves exactly like the FastAPI mode.
+"""The fast server modes (websockets-native ``server/ws_native.py``, picows ``server/ws_picows.py``) behave
+exactly like the FastAPI mode. Every test runs against both.
 
 Real loopback sockets: the simulated phone (Twilio and Plivo dialects) calls a ``VoiceServer`` served by
 ``start_native``; the same flows, routes, token rules and upgrade validators as the default mode. No timing
@@ -21,10 +22,17 @@ from voice_runtime.testing.phone import PhoneRejected
 from ..conftest import CallHarness, FlowResult
 
 
-@pytest.fixture
-def native() -> Iterator[CallHarness]:
-    """The shared call harness, serving with ``start_native`` instead of uvicorn."""
-    h = CallHarness(start=start_native)
+def _start_picows(server: Any) -> Any:
+    pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
+    from voice_runtime.server.ws_picows import start_picows
+
+    return start_picows(server)
+
+
+@pytest.fixture(params=["native", "picows"])
+def native(request: pytest.FixtureRequest) -> Iterator[CallHarness]:
+    """The shared call harness, serving with a fast mode instead of uvicorn."""
+    h = CallHarness(start=start_native if request.param == "native" else _start_picows)
     try:
         yield h
     finally:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UpgradeRequest", "Admitted", "Refused", "admit_stream", "stream_path_token"]
+__all__ = ["UpgradeRequest", "HandshakeView", "Admitted", "Refused", "admit_stream", "admit_stream_sync", "stream_path_token"]
 
 
 class UpgradeRequest(Protocol):
@@ -43,6 +43,48 @@ class UpgradeRequest(Protocol):
     headers: Any
     url: Any
     scope: dict[str, Any]
+
+
+class HandshakeView:
+    """What a validator reads (``headers``, ``url``, ``scope``), built from any library's raw handshake.
+
+    The validators were written against Starlette's ``WebSocket`` before ``accept()``; this offers the same
+    attributes (an ASGI-shaped ``scope``, case-insensitive ``headers``, ``url``) for the server modes that do
+    not run Starlette, and a ``close()`` that records a refusal instead of sending anything (the handshake is
+    answered with 403 by the mode itself).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        headers: list[tuple[str, str]],
+        *,
+        client: tuple[str, int] | None = None,
+        server: tuple[str, int] | None = None,
+    ) -> None:
+        from urllib.parse import unquote
+
+        from starlette.datastructures import URL, Headers
+
+        path, _, query = target.partition("?")
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        self.scope: dict[str, Any] = {
+            "type": "websocket",
+            "scheme": "ws",
+            "server": server or ("127.0.0.1", 0),
+            "client": client or ("", 0),
+            "path": unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": query.encode("latin-1"),
+            "root_path": "",
+            "headers": raw,
+        }
+        self.headers = Headers(raw=raw)
+        self.url = URL(scope=self.scope)
+        self.close_code: int | None = None
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.close_code = code
 
 
 SessionFor = Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]]
@@ -97,6 +139,23 @@ async def admit_stream(server: VoiceServer, request: UpgradeRequest, token: str 
 
     dialect = get_dialect(carrier) if carrier else None
     return Admitted(routed, None, dialect)
+
+
+def admit_stream_sync(server: VoiceServer, request: UpgradeRequest, token: str | None) -> Admitted | Refused:
+    """:func:`admit_stream` for socket libraries whose handshake hook is synchronous (picows).
+
+    Every check is CPU-only (token lookup, HMAC signatures), so the coroutine completes without suspending;
+    it is driven to completion here. A validator that does await I/O cannot be used this way: the upgrade is
+    then refused (503) with a log line saying so, never accepted unchecked.
+    """
+    coro = admit_stream(server, request, token)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    log.error("an upgrade validator awaited I/O; this server mode needs validators that decide without I/O")
+    return Refused(503, "validator needs I/O")
 
 
 async def _check_signatures(server: VoiceServer, request: UpgradeRequest) -> Refused | None:

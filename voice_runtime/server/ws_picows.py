@@ -1,0 +1,233 @@
+"""Media streams served by picows: the fastest server mode (the ``[fast]`` extra).
+
+picows parses WebSocket frames in Cython and calls a listener per frame, with no per-message future, task or
+queue. This mode keeps that property all the way into the call loop: :class:`PicowsWire` *pushes* each text
+message straight into :meth:`CallConnection._dispatch` (see ``CallConnection._receive_pushed``), so a caller
+frame costs one parse and one session call. Everything else is the shared machinery:
+
+* the same routes (``{prefix}/stream``, ``{prefix}/stream/{token}``) and the same admission
+  (:func:`~voice_runtime.server.admission.admit_stream_sync`: token, draining, carrier signatures, unsigned
+  policy) *before* the 101 — a refusal is a 403, an unknown path a 404;
+* the same :class:`CallConnection`, config, recorder, hooks and hangup policy (``VoiceServer.serve_wire``);
+* the same runners and SIGTERM drain (:mod:`~voice_runtime.server.loop_runner`), workers included.
+
+picows' handshake hook is synchronous, so the admission is driven synchronously; the carrier validators never
+await I/O, and one that did would have its upgrades refused (503), never admitted unchecked. Carrier HTTP
+(webhooks) stays on ``VoiceServer.app`` with uvicorn, as in the native mode.
+
+::
+
+    handle = start_picows(server, port=8081)         # background thread (tests, benchmarks)
+    serve_picows(server, port=8081, workers=2)       # foreground, drains on SIGTERM
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync, stream_path_token
+from voice_runtime.server.app import VoiceServer
+from voice_runtime.server.connection import WireClosed
+from voice_runtime.server.loop_runner import serve_forever, start_in_thread
+from voice_runtime.server.runners import RunningServer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PicowsWire", "start_picows", "serve_picows"]
+
+
+class PicowsWire(WSListener):  # type: ignore[misc]
+    """One carrier socket: a picows listener that is also a :class:`WireSocket` with ``push_to``.
+
+    Messages that arrive before the connection takes over (the carrier's opening) are buffered for
+    ``receive``; after ``push_to`` every message goes straight to the consumer on picows' callback.
+    """
+
+    def __init__(self, server: VoiceServer, admitted: Admitted, max_pending: int = 64) -> None:
+        super().__init__()
+        self._server = server
+        self._admitted = admitted
+        self._transport: WSTransport | None = None
+        self._pending: deque[str | bytes] = deque()
+        self._max_pending = max_pending
+        self._waiter: asyncio.Future[None] | None = None
+        self._consumer: Callable[[str | bytes], None] | None = None
+        self._on_closed: Callable[[], None] | None = None
+        self._closed = False
+        self._fragments: list[bytes] | None = None
+        self._fragment_type: WSMsgType | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ picows callbacks (event loop)
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._transport = transport
+        self._task = asyncio.ensure_future(self._server.serve_wire(self, self._admitted))
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            if not frame.fin:  # a fragmented message (carriers never send them; accepted all the same)
+                self._fragments, self._fragment_type = [frame.get_payload_as_bytes()], kind
+                return
+            message = self._decode(kind, frame.get_payload_as_bytes())
+        elif kind is WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                return
+            self._fragments.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return
+            message = self._decode(self._fragment_type or WSMsgType.BINARY, b"".join(self._fragments))
+            self._fragments = self._fragment_type = None
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        else:  # PING is answered by picows itself (auto-pong); PONG needs nothing
+            return
+        consumer = self._consumer
+        if consumer is not None:
+            consumer(message)
+            return
+        if len(self._pending) >= self._max_pending:  # an opening that never ends: keep memory bounded
+            self._pending.popleft()
+        self._pending.append(message)
+        self._wake()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._closed = True
+        self._wake()
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+        on_closed = self._on_closed
+        if on_closed is not None:
+            on_closed()
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    @staticmethod
+    def _decode(kind: WSMsgType, payload: bytes) -> str | bytes:
+        if kind is WSMsgType.TEXT:
+            try:
+                return payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return payload  # counted by the connection as a binary frame
+        return payload
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------------ WireSocket
+    async def receive(self) -> str | bytes:
+        while not self._pending:
+            if self._closed:
+                raise WireClosed("carrier socket closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._pending.popleft()
+
+    def push_to(self, consume: Callable[[str | bytes], None], closed: Callable[[], None]) -> None:
+        """From now on deliver every message to ``consume`` on the frame callback; ``closed()`` at the end."""
+        while self._pending:
+            consume(self._pending.popleft())
+        self._consumer, self._on_closed = consume, closed
+        if self._closed:
+            closed()
+
+    async def send(self, text: str) -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            raise WireClosed("carrier socket closed")
+        transport.send(WSMsgType.TEXT, text.encode())
+        writable = self._writable
+        if writable is not None and not writable.done():
+            await writable  # the kernel buffer is full: back-pressure on the pump
+            if self._closed:
+                raise WireClosed("carrier socket closed")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        transport.send_close(code, reason.encode())
+        transport.disconnect()
+
+
+def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
+    prefix = server.path_prefix
+
+    def factory(request: WSUpgradeRequest) -> Any:
+        target = request.path.decode("latin-1")
+        token = stream_path_token(target.partition("?")[0], prefix)
+        if token is False:
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(http.HTTPStatus.NOT_FOUND, b"Not Found\n"), None)
+        headers = [(str(k), str(v)) for k, v in request.headers.items()]
+        verdict = admit_stream_sync(server, HandshakeView(target, headers), unquote(token) if token else None)
+        if not isinstance(verdict, Admitted):
+            status = http.HTTPStatus.SERVICE_UNAVAILABLE if verdict.status == 503 else http.HTTPStatus.FORBIDDEN
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, b"Refused\n"), None)
+        return PicowsWire(server, verdict)
+
+    return factory
+
+
+async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket | None, reuse_port: bool) -> asyncio.Server:
+    kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
+    if reuse_port and sock is None:
+        kwargs["reuse_port"] = True
+    return await ws_create_server(
+        _listener_factory(server),
+        max_frame_size=server.connection_config.hard_max_inbound_message,
+        websocket_handshake_timeout=10,
+        enable_auto_ping=False,  # carriers do not answer pings on media streams
+        **kwargs,
+    )
+
+
+def start_picows(
+    server: VoiceServer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    reuse_port: bool = False,
+    sock: socket.socket | None = None,
+    loop: str = "auto",
+    startup_timeout: float = 10.0,
+) -> RunningServer:
+    """Serve ``server``'s media streams with picows from a background thread (tests, benchmarks)."""
+    return start_in_thread(_listen, server, host, port, reuse_port=reuse_port, sock=sock, loop=loop, startup_timeout=startup_timeout)
+
+
+def serve_picows(
+    server: VoiceServer,
+    host: str = "0.0.0.0",
+    port: int = 8080,
+    *,
+    workers: int = 1,
+    loop: str = "auto",
+    drain_deadline: float = 30.0,
+) -> None:
+    """Serve media streams with picows in the foreground until SIGINT/SIGTERM, then drain (workers as in native)."""
+    serve_forever(_listen, server, host, port, workers=workers, loop=loop, drain_deadline=drain_deadline)
