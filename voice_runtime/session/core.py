@@ -55,6 +55,7 @@ from voice_runtime.errors import (
 )
 from voice_runtime.lifecycle import CallState, EndReason, Transition, next_state
 from voice_runtime.marks import Mark, MarkOutcome
+from voice_runtime.session.audio_in import AsyncAudioIn, AudioIn
 from voice_runtime.session.inbox import Inbox
 from voice_runtime.session.link import SessionLink
 from voice_runtime.session.outbound import OutboundQueue
@@ -124,6 +125,7 @@ class VoiceSession:
         self._dtmf: Inbox[str] = Inbox("DTMF keys (wait_for_dtmf)", 256)
         self._answered_by: str | None = None
         self._speaker = Speaker(self)
+        self._audio_readers: list[AudioIn | AsyncAudioIn] = []
 
     # ============================================================================ the lifecycle
     @property
@@ -177,6 +179,8 @@ class VoiceSession:
             for mark in hung_up:
                 self.log.emit(ev.MARK_HUNG_UP, name=mark.label, wire_name=mark.wire_name)
             self._speaker.stop_current()
+            for reader in tuple(self._audio_readers):
+                reader.ended()
             self._push_inbound_sentinel()
             self.log.emit(ev.CALL_ENDED, reason=self._end_reason, detail=detail)
             callback = self.on_disconnected
@@ -277,7 +281,16 @@ class VoiceSession:
         self._transition(Transition.END, reason)
 
     def feed_caller_audio(self, ulaw: bytes) -> None:
-        """Loop side, per frame: hand caller audio to the STT queue (drop oldest when full)."""
+        """Loop side, per frame: hand caller audio to raw-audio readers and the STT queue (drop oldest when full).
+
+        With raw-audio readers and no STT, the STT queue is skipped: nobody would read it.
+        """
+        readers = self._audio_readers
+        if readers:
+            for reader in readers:
+                reader.push(ulaw)
+            if self.stt is None:
+                return
         if put_drop_oldest(self.inbound, ulaw):
             self.stats["inbound_dropped"] += 1
 
@@ -449,6 +462,65 @@ class VoiceSession:
     @property
     def outbound_pending(self) -> bool:
         return self._out.pending
+
+    # ============================================================================ raw audio (speech-to-speech, echo)
+    def audio_in(self, *, timeout: float | None = 30.0, max_chunks: int = 500) -> AudioIn:
+        """A blocking iterator of the caller's μ-law audio from now on (see :mod:`~voice_runtime.session.audio_in`).
+
+        Each read returns everything that arrived since the last one; the iteration ends when the call ends.
+        Bounded: past ``max_chunks`` unread chunks the oldest are dropped (``stats["audio_in_dropped"]``).
+        It works next to the STT (both get every frame) or without one.
+        """
+        return AudioIn(self, timeout=timeout, max_chunks=max_chunks)
+
+    def audio_in_async(self, *, max_chunks: int = 500) -> AsyncAudioIn:
+        """The async form of :meth:`audio_in`, to iterate on the session's event loop (``async for``)."""
+        return AsyncAudioIn(self, max_chunks=max_chunks)
+
+    def _add_audio_reader(self, reader: AudioIn | AsyncAudioIn) -> Callable[[], None]:
+        readers = self._audio_readers
+        self._audio_readers = [*readers, reader]  # copy on write: the loop iterates without a lock
+
+        def remove() -> None:
+            self._audio_readers = [r for r in self._audio_readers if r is not reader]
+
+        return remove
+
+    def send_audio(self, ulaw: bytes, timeout: float | None = 30.0) -> bool:
+        """Queue raw agent audio (μ-law 8 kHz), the cheap path for echo and speech-to-speech flows.
+
+        From a flow thread it is :meth:`put_outbound_sync` (back-pressure, raises ``CallHangupError`` once the
+        call ended). On the session's event loop it never blocks: it appends and wakes the pump directly (no
+        thread hop), and returns False — counting ``stats["outbound_overflow"]`` — when the buffer already holds
+        ``max_outbound_seconds``. Follow it with :meth:`send_mark` to learn when the caller heard it.
+        """
+        loop = self._loop
+        if loop is not None:
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                return self._send_audio_on_loop(ulaw)
+        self.put_outbound_sync(ulaw, timeout)
+        return True
+
+    def _send_audio_on_loop(self, ulaw: bytes) -> bool:
+        if not ulaw:
+            return True
+        with self._cond:
+            if self._ended.is_set():
+                return False
+            if not self._out.has_room(len(ulaw)):
+                self.stats["outbound_overflow"] += 1
+                return False
+            link = self._link
+            wake = self._out.push_audio(bytes(ulaw)) and link is not None
+            if not wake and link is None:
+                self._out.pump_idle = True
+        if wake:
+            link.wake()  # type: ignore[union-attr]
+        return True
 
     # ============================================================================ marks
     def send_mark(self, label: str = "mark") -> Mark:

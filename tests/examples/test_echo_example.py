@@ -1,0 +1,39 @@
+"""examples/echo.py over a real socket: the caller's audio comes back to the simulated phone, byte for byte."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from voice_runtime.audio.g711 import pcm16_to_ulaw
+from voice_runtime.providers.mock import tone_speech
+
+from ..conftest import CallHarness
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "echo.py"
+
+
+def _load_flow():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("echo_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.flow
+
+
+def test_the_caller_hears_their_own_audio_back(harness: CallHarness) -> None:
+    server, running = harness.serve(_load_flow(), stt_factory=None)
+    phone = harness.phone(running)
+    speech = tone_speech(1.0, frequency=300.0)
+    phone.say(speech).wait_finished(10)
+    finished = phone.wait_for("caller_speech_end", timeout=10).at
+    expected = pcm16_to_ulaw(np.asarray(speech, dtype=np.int16))
+    # Everything the phone sends (silence, then the tone) is echoed, so playback never pauses; the tone's tail
+    # has been played once echoed audio sent well after it (past the 240 ms playout lead) has arrived.
+    phone.wait_for("media", timeout=10, after=finished + 0.6)
+    heard = phone.heard_ulaw()
+    assert expected[:7000] in heard, "the echoed tone is not in what the phone heard"
+    phone.hangup()
+    assert phone.wait_closed(5)
