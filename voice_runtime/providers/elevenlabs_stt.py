@@ -454,9 +454,14 @@ class ElevenLabsRealtimeStt:
                     return _Outcome.ENDED, "input ended"
                 self._audio_ready.clear()
                 idle = self.keepalive_interval - (time.monotonic() - last_send)
+                # A timer that sets the same event, not wait_for(): wait_for wraps every wait in a new Task, and
+                # this wait happens once per 20 ms caller frame of every call.
+                timer = asyncio.get_running_loop().call_later(max(0.0, idle), self._audio_ready.set)
                 try:
-                    await asyncio.wait_for(self._audio_ready.wait(), max(0.0, idle))
-                except asyncio.TimeoutError:
+                    await self._audio_ready.wait()
+                finally:
+                    timer.cancel()
+                if not self._pending and not self._input_ended and time.monotonic() - last_send >= self.keepalive_interval * 0.999:
                     # No protocol ping keeps a Scribe session alive: an empty chunk does.
                     await ws.send(json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": False, "sample_rate": 8000}))
                     self.stats["keepalives"] += 1
