@@ -166,11 +166,13 @@ class TwilioDialect(Dialect):
         return self.stream_id
 
     def encode_media(self, payload: bytes) -> str:
+        return self.encode_media_bytes(payload).decode()
+
+    def encode_media_bytes(self, payload: bytes) -> bytes:
+        """``encode_media`` as UTF-8 bytes, for wires that send bytes (no decode/encode round trip per frame)."""
         if not payload:
             raise LocalProtocolError("empty media payload")
-        return orjson.dumps(
-            {"event": "media", "streamSid": self._sid(), "media": {"payload": encode_base64(payload)}}
-        ).decode()
+        return orjson.dumps({"event": "media", "streamSid": self._sid(), "media": {"payload": encode_base64(payload)}})
 
     def encode_mark(self, name: str) -> str:
         return orjson.dumps({"event": "mark", "streamSid": self._sid(), "mark": {"name": name}}).decode()

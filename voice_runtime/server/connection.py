@@ -151,6 +151,9 @@ class CallConnection:
         self._pump_task: asyncio.Task[None] | None = None
         self._stt_task: asyncio.Task[None] | None = None
         self._hanging_up = False
+        self._pump_parked = False  # the pump waits on _wake with nothing to send (inline sends allowed)
+        self._send_now: Callable[[str | bytes], None] | None = getattr(wire, "send_nowait", None)
+        self._batch = 160
         self._stream_t0 = 0.0
         self._playhead = 0.0
         self._decode: Callable[[bytes], bytes] | None = None
@@ -164,7 +167,50 @@ class CallConnection:
         return bool(self.dialect and self.dialect.supports_dtmf_out)
 
     def wake(self) -> None:
+        if self._pump_parked and self._send_now is not None and not self._clear_pending and not self._dtmf_pending:
+            self._send_inline()
+        else:
+            self._wake.set()
+
+    def _send_inline(self) -> None:
+        """The pump is parked idle and the wire can send without waiting (picows): send right here.
+
+        This skips a task switch and an ``Event`` round trip per outbound chunk — for an echo or a
+        speech-to-speech flow that is one per 20 ms frame. It keeps the pump's rules: it runs only while the pump
+        is parked (so the socket still has one writer), only for μ-law streams (no resampler holding audio back
+        before a mark), only while the socket accepts data at once, and sends only what pacing allows *now*;
+        anything else is left in the queue for the pump, which it wakes.
+        """
+        session, dialect, wire = self.session, self.dialect, self.wire
+        send_now = self._send_now
+        assert session is not None and dialect is not None and send_now is not None
+        encode_bytes = getattr(dialect, "encode_media_bytes", None)
+        lead = self.config.playout_lead
+        try:
+            while wire.writable and self._playhead - time.monotonic() <= lead:  # type: ignore[attr-defined]
+                audio, mark = session.take_outbound(self._batch)
+                if mark is not None:
+                    send_now(dialect.encode_mark(mark.wire_name))
+                    session.mark_sent(mark)
+                    continue
+                if not audio:
+                    return  # drained: the pump stays parked and the queue is idle again
+                send_now(encode_bytes(audio) if encode_bytes is not None else dialect.encode_media(audio))
+                self._account_sent(audio)
+        except WireClosed:
+            session.signal_disconnected(EndReason.SEND_FAILED)
+            return
         self._wake.set()
+
+    def _account_sent(self, audio: bytes) -> None:
+        now = time.monotonic()
+        if self._playhead < now:
+            self._playhead = now
+        if self.recorder is not None:
+            self.recorder.write_agent(audio, self._playhead)
+        self._playhead += ulaw_duration(len(audio))
+        assert self.session is not None
+        self.session.set_playout_until(self._playhead)
 
     def clear(self) -> None:
         self._clear_pending = True
@@ -257,6 +303,7 @@ class CallConnection:
             decoder, encoder = L16Decoder(fmt.sample_rate), L16Encoder(fmt.sample_rate)
             self._decode, self._encode = decoder.convert, encoder.convert
             self._encoder = encoder
+            self._send_now = None  # a resampler holds audio back before marks: only the pump sends
         binding = self.stt_binding = SttBinding(session)
         session.attach_stream(
             self._loop,
@@ -377,7 +424,7 @@ class CallConnection:
         session, dialect = self.session, self.dialect
         assert session is not None and dialect is not None
         batch = int(self.config.max_batch_seconds * 8000)
-        batch = max(160, min(batch, dialect.max_media_payload()))
+        batch = self._batch = max(160, min(batch, dialect.max_media_payload()))
         lead = self.config.playout_lead
         loop = self._loop
         try:
@@ -409,7 +456,11 @@ class CallConnection:
                     continue
                 if not audio:
                     self._wake.clear()
-                    await self._wake.wait()
+                    self._pump_parked = True
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._pump_parked = False
                     continue
                 now = time.monotonic()
                 if self._playhead < now:

@@ -167,6 +167,20 @@ class PicowsWire(WSListener):  # type: ignore[misc]
             if self._closed:
                 raise WireClosed("carrier socket closed")
 
+    @property
+    def writable(self) -> bool:
+        """The socket takes data now (picows has not paused writing): an inline send will not queue up."""
+        writable = self._writable
+        return not self._closed and (writable is None or writable.done())
+
+    def send_nowait(self, text: str | bytes) -> None:
+        """Send one text message without awaiting (UTF-8 bytes accepted as is); the connection's inline path
+        checks :attr:`writable` first."""
+        transport = self._transport
+        if transport is None or self._closed:
+            raise WireClosed("carrier socket closed")
+        transport.send(WSMsgType.TEXT, text if type(text) is bytes else text.encode())  # type: ignore[union-attr]
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         transport = self._transport
         if transport is None or self._closed:

@@ -142,7 +142,8 @@ class AsyncAudioIn(_Reader):
         while not self._chunks:
             if self._session.is_disconnected:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._session.loop
+            self._waiter = (loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._waiter
             finally:

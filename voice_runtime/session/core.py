@@ -104,10 +104,13 @@ class VoiceSession:
     event_log_size: int = 128  # recent events kept for ``events``; listeners see every event regardless
 
     def __post_init__(self) -> None:
-        self._cond = threading.Condition(threading.RLock())
+        # One lock per call. Hot loop-side paths take the RLock itself (a C call); waits use the condition on it.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self.log = EventLog(self.event_log_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: SessionLink | None = None
+        self._loop_thread: int | None = None
         self._generation = 0
         self._mixer: Any = None
         self._init_call_state()
@@ -125,7 +128,8 @@ class VoiceSession:
         self._dtmf: Inbox[str] = Inbox("DTMF keys (wait_for_dtmf)", 256)
         self._answered_by: str | None = None
         self._speaker = Speaker(self)
-        self._audio_readers: list[AudioIn | AsyncAudioIn] = []
+        self._audio_readers: list[AudioIn | AsyncAudioIn] = []  # told when the call ends
+        self._audio_sinks: list[Callable[[bytes], None]] = []  # called per caller chunk, on the loop
 
     # ============================================================================ the lifecycle
     @property
@@ -246,6 +250,7 @@ class VoiceSession:
             if self._state is not CallState.AWAITING_STREAM:
                 raise LocalProtocolError(f"a stream cannot start on a call in state {self._state}")
             self._loop, self._link = loop, link
+            self._loop_thread = threading.get_ident()  # attach_stream runs on the loop's thread
             self.stream_sid, self.call_sid, self.carrier = stream_id, call_id, carrier
             self.custom_parameters.update(params)
             self.caller_number = self.caller_number or params.get("from_number") or params.get("From")
@@ -285,10 +290,10 @@ class VoiceSession:
 
         With raw-audio readers and no STT, the STT queue is skipped: nobody would read it.
         """
-        readers = self._audio_readers
-        if readers:
-            for reader in readers:
-                reader.push(ulaw)
+        sinks = self._audio_sinks
+        if sinks:
+            for sink in sinks:
+                sink(ulaw)
             if self.stt is None:
                 return
         if put_drop_oldest(self.inbound, ulaw):
@@ -307,7 +312,7 @@ class VoiceSession:
 
     def take_outbound(self, max_bytes: int) -> tuple[bytes, Mark | None]:
         """Loop side: up to ``max_bytes`` of audio, or the mark at the head, or ``(b"", None)`` (now idle)."""
-        with self._cond:
+        with self._lock:
             audio, mark = self._out.take(max_bytes)
             if audio and self._out.blocked_producers:  # room for blocked producers; notify only then
                 self._cond.notify_all()
@@ -477,12 +482,35 @@ class VoiceSession:
         """The async form of :meth:`audio_in`, to iterate on the session's event loop (``async for``)."""
         return AsyncAudioIn(self, max_chunks=max_chunks)
 
+    def add_audio_listener(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``listener(ulaw)`` with every caller chunk, inline on the event loop; returns a remover.
+
+        The lowest-overhead way to consume caller audio (no buffer, no wake-up): for loop-side code such as an
+        echo (``session.add_audio_listener(session.send_audio)``) or a speech-to-speech client's socket send.
+        It must be quick and must not block; an exception is logged and the listener removed.
+        """
+
+        def guarded(chunk: bytes) -> None:
+            try:
+                listener(chunk)
+            except Exception:
+                log.exception("audio listener %r failed; removed", listener)
+                remove()
+
+        def remove() -> None:
+            self._audio_sinks = [s for s in self._audio_sinks if s is not guarded]
+
+        self._audio_sinks = [*self._audio_sinks, guarded]  # copy on write: the loop iterates without a lock
+        return remove
+
     def _add_audio_reader(self, reader: AudioIn | AsyncAudioIn) -> Callable[[], None]:
-        readers = self._audio_readers
-        self._audio_readers = [*readers, reader]  # copy on write: the loop iterates without a lock
+        push = reader.push
+        self._audio_readers = [*self._audio_readers, reader]
+        self._audio_sinks = [*self._audio_sinks, push]  # copy on write: the loop iterates without a lock
 
         def remove() -> None:
             self._audio_readers = [r for r in self._audio_readers if r is not reader]
+            self._audio_sinks = [s for s in self._audio_sinks if s is not push]
 
         return remove
 
@@ -494,21 +522,16 @@ class VoiceSession:
         thread hop), and returns False — counting ``stats["outbound_overflow"]`` — when the buffer already holds
         ``max_outbound_seconds``. Follow it with :meth:`send_mark` to learn when the caller heard it.
         """
-        loop = self._loop
-        if loop is not None:
-            try:
-                on_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                on_loop = False
-            if on_loop:
-                return self._send_audio_on_loop(ulaw)
+        # Thread identity, not asyncio.get_running_loop(): on 3.11 that costs a getpid() syscall per call.
+        if self._loop_thread == threading.get_ident():
+            return self._send_audio_on_loop(ulaw)
         self.put_outbound_sync(ulaw, timeout)
         return True
 
     def _send_audio_on_loop(self, ulaw: bytes) -> bool:
         if not ulaw:
             return True
-        with self._cond:
+        with self._lock:
             if self._ended.is_set():
                 return False
             if not self._out.has_room(len(ulaw)):

@@ -1,0 +1,401 @@
+"""Echo benchmark: server CPU per call-second when every caller frame is echoed back, for every server mode of
+ours against a bare ``websockets`` echo and a bare ``picows`` echo — side by side, in one run.
+
+Run:  python benchmarks/echo_bench.py                          # 40 and 200 calls, 3 runs each, all servers
+      python benchmarks/echo_bench.py --calls 40,200,500 --runs 3 --duration 10
+      python benchmarks/echo_bench.py --servers vr-picows-loop,bare-picows --calls 200
+
+The workload (the same load generator for every server): N simulated Twilio calls on raw loopback sockets,
+each sending one 20 ms μ-law frame every 20 ms; every frame carries the call's frame counter in its first
+bytes, and the generator matches what comes back byte for byte, in order (0 frames lost, 0 corrupt is a
+precondition of every row). The measured figure is the server process's CPU (utime + stime from ``/proc``)
+over the window, divided by calls × window seconds. The generator runs in its own process and its CPU is
+reported too (it shares the 2 cores).
+
+Servers:
+
+* ``bare-websockets``: ``websockets`` + uvloop + orjson, a 25-line echo with no runtime at all;
+* ``bare-picows``: ``picows`` + uvloop + orjson, the same echo;
+* ``vr-<mode>-thread``: a ``VoiceServer`` whose flow thread echoes through the public API
+  (``for chunk in session.audio_in(): session.send_audio(chunk)``);
+* ``vr-<mode>-loop``: the same echo written on the event loop (``async for chunk in session.audio_in_async()``);
+* ``vr-<mode>-listener``: the echo as an inline audio listener (``session.add_audio_listener(session.send_audio)``);
+* ``<mode>`` is ``fastapi`` (the default), ``native`` (websockets) or ``picows`` (the ``[fast]`` extra).
+
+Rounds interleave the servers (run 1 of every server, then run 2 ...) so that noise from other processes on a
+shared machine spreads over all rows alike. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load_bench import cpu_seconds, free_port, ws_frame  # noqa: E402
+
+SERVERS = (
+    "bare-picows",
+    "bare-websockets",
+    "vr-picows-listener",
+    "vr-picows-loop",
+    "vr-picows-thread",
+    "vr-native-loop",
+    "vr-native-thread",
+    "vr-fastapi-loop",
+    "vr-fastapi-thread",
+)
+FRAME = 160
+MEDIA = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
+
+
+# ===================================================================================== server role
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+
+
+async def _bare_websockets(port: int) -> None:
+    import orjson
+    from websockets.asyncio.server import serve
+
+    async def handler(ws: Any) -> None:
+        sid = ""
+        async for message in ws:
+            msg = orjson.loads(message)
+            event = msg.get("event")
+            if event == "media":
+                await ws.send(orjson.dumps({"event": "media", "streamSid": sid, "media": {"payload": msg["media"]["payload"]}}).decode())
+            elif event == "start":
+                sid = msg["start"]["streamSid"]
+
+    async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None):
+        print("READY", flush=True)
+        await asyncio.Event().wait()
+
+
+async def _bare_picows(port: int) -> None:
+    import orjson
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    class Echo(WSListener):  # type: ignore[misc]
+        sid = ""
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type is not WSMsgType.TEXT:
+                return
+            msg = orjson.loads(frame.get_payload_as_bytes())
+            event = msg.get("event")
+            if event == "media":
+                transport.send(WSMsgType.TEXT, orjson.dumps({"event": "media", "streamSid": self.sid, "media": {"payload": msg["media"]["payload"]}}))
+            elif event == "start":
+                self.sid = msg["start"]["streamSid"]
+
+    await ws_create_server(lambda _request: Echo(), "127.0.0.1", port, enable_auto_ping=False)
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
+def _voice_server(kind: str) -> Any:
+    from voice_runtime import VoiceServer
+
+    mode, _, style = kind[len("vr-") :].partition("-")
+
+    def thread_echo(session: Any) -> None:
+        with session.audio_in(timeout=120) as caller:
+            for chunk in caller:
+                session.send_audio(chunk)
+
+    async def loop_echo(session: Any) -> None:
+        async for chunk in session.audio_in_async():
+            session.send_audio(chunk)
+
+    def on_started(session: Any) -> None:
+        if style == "loop":
+            asyncio.ensure_future(loop_echo(session))
+        elif style == "listener":
+            session.add_audio_listener(session.send_audio)
+
+    server = VoiceServer(inbound_flow=thread_echo if style == "thread" else None, on_call_started=on_started)
+    return server, mode
+
+
+def server_main(kind: str, port: int) -> None:
+    if kind == "bare-websockets":
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(_bare_websockets(port))
+        return
+    if kind == "bare-picows":
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(_bare_picows(port))
+        return
+    server, mode = _voice_server(kind)
+    if mode == "fastapi":
+        server.start(port=port)
+    elif mode == "native":
+        from voice_runtime.server.ws_native import start_native
+
+        start_native(server, port=port)
+    else:
+        from voice_runtime.server.ws_picows import start_picows
+
+        start_picows(server, port=port)
+    print("READY", flush=True)
+    threading.Event().wait()
+
+
+# ===================================================================================== generator role
+class EchoCall(asyncio.Protocol):
+    """One simulated Twilio call on a raw socket; checks that what comes back is what it sent, in order."""
+
+    def __init__(self, idx: int, port: int) -> None:
+        self.idx, self.port = idx, port
+        self.sid = f"MZ{idx:032d}"
+        self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self.buf = bytearray()
+        self.open = False
+        self.sent = bytearray()  # every payload byte sent
+        self.received = bytearray()
+        self.seq = 1
+        self.frames = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed during handshake"))
+
+    def data_received(self, data: bytes) -> None:
+        import orjson
+
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end])
+            del buf[: end + 4]
+            if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                self.ready.set_exception(ConnectionError(head[:80].decode("latin-1")))
+                return
+            self.open = True
+            self.ready.set_result(None)
+        while len(buf) >= 2:
+            n = buf[1] & 0x7F
+            pos = 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, pos = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < pos + n:
+                return
+            opcode = buf[0] & 0x0F
+            payload = bytes(buf[pos : pos + n])
+            del buf[: pos + n]
+            if opcode == 1:
+                msg = orjson.loads(payload)
+                if msg.get("event") == "media":
+                    self.received += base64.b64decode(msg["media"]["payload"])
+            elif opcode == 8:
+                self.open = False
+                return
+
+    def start(self) -> None:
+        assert self.transport is not None
+        self.transport.write(ws_frame(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})))
+        start = {"event": "start", "sequenceNumber": "1", "streamSid": self.sid,
+                 "start": {"streamSid": self.sid, "callSid": f"CA{self.idx:032d}", "accountSid": "AC0", "tracks": ["inbound"],
+                           "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+        self.transport.write(ws_frame(json.dumps(start)))
+
+    def send_frame(self) -> None:
+        if not self.open or self.transport is None:
+            return
+        self.frames += 1
+        self.seq += 1
+        # The frame counter in the first 8 bytes (as hex nibbles), silence after: every frame is unique.
+        frame = f"{self.idx:04x}{self.frames:04x}".encode() + b"\xff" * (FRAME - 8)
+        self.sent += frame
+        payload = base64.b64encode(frame).decode()
+        self.transport.write(ws_frame(MEDIA % (self.seq, self.frames, self.frames * 20, payload, self.sid)))
+
+
+async def generator(port: int, calls: int, ramp: float, warmup: float) -> None:
+    loop = asyncio.get_running_loop()
+    active: list[EchoCall] = []
+    for idx in range(calls):
+        _, call = await loop.create_connection(lambda idx=idx: EchoCall(idx, port), "127.0.0.1", port)
+        await asyncio.wait_for(call.ready, 10)
+        call.start()
+        active.append(call)
+        if ramp > 0:
+            await asyncio.sleep(1.0 / ramp)  # pacing the ramp: the benchmark's own clock, not a settle wait
+    sending = True
+    start = time.monotonic()
+
+    async def ticker() -> None:
+        tick = 0
+        while sending:
+            tick += 1
+            for call in active:
+                call.send_frame()
+            delay = start + tick * 0.02 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(warmup)
+    print("WINDOW", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # the orchestrator ends the window
+    sending = False
+    await task
+    # Let the echoes of the last frames arrive, then compare byte for byte.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(len(c.received) < len(c.sent) for c in active):
+        await asyncio.sleep(0.05)
+    lost = sum(max(0, len(c.sent) - len(c.received)) for c in active) // FRAME
+    corrupt = sum(1 for c in active if bytes(c.received[: len(c.sent)]) != bytes(c.sent[: len(c.received)]))
+    for call in active:
+        if call.transport is not None:
+            call.transport.close()
+    print(json.dumps({"frames_sent": sum(c.frames for c in active), "frames_lost": lost, "corrupt_calls": corrupt}), flush=True)
+
+
+# ===================================================================================== orchestrator
+def _spawn(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
+    result: dict[str, str] = {}
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                result["line"] = line.strip()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if "line" not in result:
+        raise RuntimeError(f"no {prefix!r} from {proc.args}")
+    return result["line"]
+
+
+def run_once(kind: str, calls: int, duration: float, warmup: float) -> dict[str, Any]:
+    port = free_port()
+    server = _spawn(["--role", "server", "--kind", kind, "--port", str(port)])
+    gen = None
+    try:
+        _expect(server, "READY", 30)
+        gen = _spawn(["--role", "gen", "--port", str(port), "--calls", str(calls), "--warmup", str(warmup)])
+        _expect(gen, "WINDOW", 120)
+        s0, g0, t0 = cpu_seconds(server.pid), cpu_seconds(gen.pid), time.monotonic()
+        time.sleep(duration)  # the measurement window itself
+        s1, g1, t1 = cpu_seconds(server.pid), cpu_seconds(gen.pid), time.monotonic()
+        assert gen.stdin is not None
+        gen.stdin.write("stop\n")
+        gen.stdin.flush()
+        result = json.loads(_expect(gen, "{", 60))
+        window = t1 - t0
+        return {
+            "server": kind,
+            "calls": calls,
+            "server_ms_per_call_s": round((s1 - s0) * 1000 / (calls * window), 3),
+            "generator_cpu_pct": round((g1 - g0) * 100 / window, 1),
+            **result,
+        }
+    finally:
+        for proc in (gen, server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--role", choices=("orchestrate", "server", "gen"), default="orchestrate")
+    p.add_argument("--kind", default="")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--calls", default="40,200")
+    p.add_argument("--servers", default=",".join(SERVERS))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--ramp", type=float, default=200.0, help="new calls per second")
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    if args.role == "server":
+        server_main(args.kind, args.port)
+        return
+    if args.role == "gen":
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(generator(args.port, int(args.calls), args.ramp, args.warmup))
+        return
+    servers = [s for s in args.servers.split(",") if s]
+    sizes = [int(n) for n in args.calls.split(",") if n]
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in range(args.runs):
+        for calls in sizes:
+            for kind in servers:
+                row = run_once(kind, calls, args.duration, args.warmup)
+                rows.setdefault((kind, calls), []).append(row)
+                print(json.dumps({"run": run + 1, **row}), flush=True)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps({"run": run + 1, **row}) + "\n")
+    summary = []
+    for (kind, calls), runs in rows.items():
+        values = [r["server_ms_per_call_s"] for r in runs]
+        summary.append({
+            "server": kind, "calls": calls, "median_ms": round(statistics.median(values), 3),
+            "min_ms": min(values), "max_ms": max(values), "frames_lost": sum(r["frames_lost"] for r in runs),
+            "corrupt_calls": sum(r["corrupt_calls"] for r in runs),
+            "generator_cpu_pct": round(statistics.median(r["generator_cpu_pct"] for r in runs), 1),
+        })
+    for calls in sizes:
+        base = {s["server"]: s["median_ms"] for s in summary if s["calls"] == calls}
+        for s in summary:
+            if s["calls"] == calls:
+                s["x_bare_picows"] = round(s["median_ms"] / base["bare-picows"], 2) if base.get("bare-picows") else None
+                s["x_bare_websockets"] = round(s["median_ms"] / base["bare-websockets"], 2) if base.get("bare-websockets") else None
+    print("\n%-20s %6s %9s %17s %8s %8s %5s" % ("server", "calls", "median", "min-max", "x picows", "x ws", "lost"))
+    for s in summary:
+        print("%-20s %6d %9.3f %8.3f-%-8.3f %8s %8s %5d" % (s["server"], s["calls"], s["median_ms"], s["min_ms"], s["max_ms"],
+                                                         s["x_bare_picows"], s["x_bare_websockets"], s["frames_lost"]))
+    print(json.dumps({"echo_bench": summary}))
+
+
+if __name__ == "__main__":
+    main()
