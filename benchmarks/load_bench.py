@@ -202,6 +202,11 @@ def server_main(args: argparse.Namespace) -> None:
 
         running = start_native(server, host="127.0.0.1", port=args.port, reuse_port=args.port != 0)
         port = running.port
+    elif args.server_mode == "picows":
+        from voice_runtime.server.ws_picows import start_picows
+
+        running = start_picows(server, host="127.0.0.1", port=args.port, reuse_port=args.port != 0)
+        port = running.port
     else:
         if args.port:  # a worker of several: uvicorn on a socket shared through SO_REUSEPORT
             running = start_uvicorn_on(server, reuse_port_socket("127.0.0.1", args.port))
@@ -248,7 +253,7 @@ def start_uvicorn_on(server: Any, sock: socket.socket) -> Any:
     """uvicorn on an already-bound (SO_REUSEPORT) socket, in a thread, like ``VoiceServer.start``."""
     import uvicorn
 
-    from voice_runtime.server.app import RunningServer
+    from voice_runtime.server.runners import RunningServer
 
     config = uvicorn.Config(server.app, log_level="warning", lifespan="off", ws_ping_interval=None,
                             ws_max_size=server.connection_config.hard_max_inbound_message)
@@ -844,7 +849,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")
-    p.add_argument("--server-mode", choices=("fastapi", "native"), default="fastapi")
+    p.add_argument("--server-mode", choices=("fastapi", "native", "picows"), default="fastapi")
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
     p.add_argument("--duration", type=float, default=20.0, help="measurement window, seconds")
     p.add_argument("--warmup", type=float, default=5.0)
