@@ -119,6 +119,8 @@ def stream_path_token(path: str, prefix: str) -> str | None | bool:
 
 async def admit_stream(server: VoiceServer, request: UpgradeRequest, token: str | None) -> Admitted | Refused:
     """Run every check for one upgrade (see the module docstring). Never raises."""
+    if token is not None and server.route_guard is not None and (misdirected := server.route_guard(token)) is not None:
+        return Refused(421, misdirected)  # another worker's stream (server/workers.py): say whose
     if token is not None and not server.registry.peek(token):
         log.warning("refused stream upgrade with unknown, expired or used token")
         return Refused(403, "unknown stream token")

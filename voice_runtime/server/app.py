@@ -91,6 +91,17 @@ def run_flow_thread(session: VoiceSession, flow: Flow, *, name: str | None = Non
     return thread
 
 
+async def _refuse_http(websocket: WebSocket, status: int, text: str) -> None:
+    """Answer an upgrade with a plain HTTP error and body (ASGI WebSocket Denial Response), before accept."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        body = (text + "\n").encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await websocket.send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await websocket.send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await websocket.close(code=1008, reason=text)
+
+
 class VoiceServer:
     """Owns the call registry, the ASGI app, the per-call defaults and the server-wide hooks."""
 
@@ -135,6 +146,10 @@ class VoiceServer:
         self._reported: weakref.WeakSet[VoiceSession] = weakref.WeakSet()
         self._hook_lock = threading.Lock()
         self.accepting = True
+        #: ``fn(token) -> refusal text | None``: set by ``server.workers.install_worker`` to refuse streams
+        #: owned by another worker process before the handshake (HTTP 421 + the text).
+        self.route_guard: Callable[[str], str | None] | None = None
+        self.worker_address: Any = None
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
 
@@ -281,6 +296,9 @@ class VoiceServer:
     async def _serve_starlette(self, websocket: WebSocket, token: str | None) -> None:
         verdict = await admit_stream(self, websocket, token)
         if not isinstance(verdict, Admitted):
+            if verdict.status == 421:  # misdirected (another worker's stream): say whose, in the HTTP answer
+                await _refuse_http(websocket, verdict.status, verdict.reason)
+                return
             await websocket.close(code=1008)  # before accept(): uvicorn answers the upgrade with HTTP 403
             return
         await websocket.accept()

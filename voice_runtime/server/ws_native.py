@@ -102,6 +102,8 @@ def native_handler(server: VoiceServer) -> tuple[Callable[..., Any], Callable[..
             return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         verdict = await admit_stream(server, UpgradeRequest(conn, request), unquote(token) if token else None)
         if not isinstance(verdict, Admitted):
+            if verdict.status == 421:  # misdirected (another worker's stream): say whose
+                return conn.respond(http.HTTPStatus.MISDIRECTED_REQUEST, verdict.reason + "\n")
             return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
         routes[conn] = verdict
         return None

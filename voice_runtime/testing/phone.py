@@ -340,7 +340,10 @@ class SimulatedPhone:
             )
         except websockets.exceptions.InvalidStatus as exc:
             status = exc.response.status_code
-            self._connect_error = PhoneRejected(status, f"server refused the stream upgrade with HTTP {status}")
+            body = bytes(exc.response.body or b"")[:200].decode("utf-8", "replace").strip()
+            self._connect_error = PhoneRejected(
+                status, f"server refused the stream upgrade with HTTP {status}" + (f": {body}" if body else "")
+            )
         except Exception as exc:
             self._connect_error = PhoneRejected(None, f"could not connect: {exc}")
         if self._connect_error is not None:

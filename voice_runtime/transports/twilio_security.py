@@ -69,14 +69,18 @@ def reconstruct_url(
     """The URL the client (Twilio) requested, rebuilt from an ASGI ``scope`` and its headers.
 
     Scheme: ``X-Forwarded-Proto`` when trusted, else the scope's; for upgrades mapped to ``wss``/``ws``.
-    Host: ``X-Forwarded-Host`` when trusted, else ``Host``, else the server address. Path and query are the
+    Host: ``X-Forwarded-Host`` when trusted, else ``Host``, else the server address. ``X-Forwarded-Prefix``
+    (trusted like the others) is put back in front of the path a prefix-stripping proxy forwarded. Path and query are the
     raw bytes the client sent (``raw_path``), so percent-escapes are signed exactly as Twilio signed them.
     """
     scheme = str(scope.get("scheme") or ("ws" if websocket else "http"))
     host = headers.get("host")
+    prefix = ""
     if trust_forwarded:
         scheme = _first(headers.get("x-forwarded-proto")) or scheme
         host = _first(headers.get("x-forwarded-host")) or host
+        # A proxy that maps a path prefix to one worker (``/w/3/...`` -> worker 3's ``/...``) says which.
+        prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
     scheme = scheme.lower()
     if websocket:
         scheme = {"https": "wss", "http": "ws"}.get(scheme, scheme)
@@ -87,7 +91,7 @@ def reconstruct_url(
         host = f"{server[0]}:{server[1]}" if server else "localhost"
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, (bytes, bytearray)) else str(scope.get("path", "/"))
-    path = path.split("?", 1)[0] or "/"
+    path = prefix + (path.split("?", 1)[0] or "/")
     query = scope.get("query_string", b"")
     query_text = query.decode("latin-1") if isinstance(query, (bytes, bytearray)) else str(query or "")
     return f"{scheme}://{host}{path}" + (f"?{query_text}" if query_text else "")

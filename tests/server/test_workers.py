@@ -1,0 +1,225 @@
+"""Addressable workers: 4 real worker processes, dialled and webhook-answered calls all reach their owners.
+
+The fleet is ``tests/server/fleet_app.py`` run by :func:`voice_runtime.server.workers.serve_workers` (forked
+processes, each on its own port plus a shared ``SO_REUSEPORT`` webhook port). The carrier is the fake Twilio in
+this process: real REST from the workers, real signed webhooks, real media WebSockets from simulated phones.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from voice_runtime.server.workers import WorkerAddress, WorkerRegistry, install_worker, owner_of
+from voice_runtime.testing.fake_twilio import FakeTwilio
+from voice_runtime.testing.phone import PhoneRejected
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 4
+CALLS_EACH = 50  # per worker and direction: 4 x 50 = 200 dialled + 200 webhook-answered
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _wait_listening(port: int, deadline: float) -> None:
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker on port {port} did not start") from None
+            time.sleep(0.05)  # polling a port that has no readiness signal to wait on
+
+
+class Fleet:
+    def __init__(self, fake: FakeTwilio, proc: subprocess.Popen[bytes], ports: list[int], webhook_port: int, log: Path) -> None:
+        self.fake, self.proc, self.ports, self.webhook_port, self.log = fake, proc, ports, webhook_port, log
+
+    def url(self, index: int, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}{path}"
+
+    def reports(self) -> list[dict]:
+        return [httpx.get(self.url(i, "/_test/report"), timeout=10).json() for i in range(WORKERS)]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with FakeTwilio() as fake:
+        *ports, webhook_port = _free_ports(WORKERS + 1)
+        # worker ports must be consecutive for the plan: find a free run
+        base = ports[0]
+        for _ in range(50):
+            try:
+                probes = [socket.create_server(("127.0.0.1", base + i)) for i in range(WORKERS)]
+            except OSError:
+                base = _free_ports(1)[0]
+                continue
+            for p in probes:
+                p.close()
+            break
+        ports = [base + i for i in range(WORKERS)]
+        env = dict(
+            os.environ,
+            FAKE_TWILIO_URL=fake.base_url,
+            FAKE_TWILIO_ACCOUNT_SID=fake.account_sid,
+            FAKE_TWILIO_AUTH_TOKEN=fake.auth_token,
+            FLEET_WORKERS=str(WORKERS),
+            FLEET_BASE_PORT=str(base),
+            FLEET_WEBHOOK_PORT=str(webhook_port),
+        )
+        log = tmp_path / "fleet.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "tests.server.fleet_app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            for port in ports + [webhook_port]:
+                _wait_listening(port, deadline)
+            yield Fleet(fake, proc, ports, webhook_port, log)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+def test_every_dialled_and_answered_call_reaches_its_owner(fleet: Fleet) -> None:
+    fake = fleet.fake
+    # --- 200 dialled: 50 from each worker -------------------------------------------------------------
+    owner_by_sid: dict[str, int] = {}
+    for index in range(WORKERS):
+        sids = httpx.post(fleet.url(index, "/_test/dial"), json={"count": CALLS_EACH}, timeout=60).json()["call_sids"]
+        owner_by_sid.update({sid: index for sid in sids})
+    assert len(owner_by_sid) == WORKERS * CALLS_EACH
+
+    refused: list[str] = []
+
+    def answer(sid: str) -> str:
+        call = fake.calls[sid]
+        url, _, _ = call.stream()
+        assert _port_of(url) == fleet.ports[owner_by_sid[sid]], "stream URL does not point at the dialling worker"
+        assert call.status_callback and _port_of(call.status_callback) == fleet.ports[owner_by_sid[sid]]
+        token = url.rsplit("/", 1)[-1]
+        assert owner_of(token) == f"w{owner_by_sid[sid]}"
+        try:
+            phone = fake.answer(sid)
+        except PhoneRejected as exc:
+            refused.append(f"{sid}: {exc}")
+            return "refused"
+        return "closed" if phone.wait_closed(30) else "still open"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(answer, owner_by_sid))
+    assert refused == []
+    assert outcomes.count("closed") == len(owner_by_sid), outcomes
+
+    # --- 200 webhook-answered: posted to the shared port, whichever worker the kernel picks answers --------
+    webhook = f"http://127.0.0.1:{fleet.webhook_port}/twilio/voice"
+
+    def inbound(_: int) -> tuple[str, int, str]:
+        try:
+            call, response, phone = fake.inbound_call(webhook)
+        except PhoneRejected as exc:
+            refused.append(str(exc))
+            return "", -1, "refused"
+        assert response.status_code == 200, response.text
+        assert phone is not None
+        url, _, _ = call.stream()
+        return call.sid, fleet.ports.index(_port_of(url)), "closed" if phone.wait_closed(30) else "still open"
+
+    with ThreadPoolExecutor(16) as pool:
+        answered = list(pool.map(inbound, range(WORKERS * CALLS_EACH)))
+    assert refused == []
+    assert [a[2] for a in answered].count("closed") == WORKERS * CALLS_EACH
+
+    # --- what each worker saw -----------------------------------------------------------------------------
+    reports = fleet.reports()
+    assert len({r["pid"] for r in reports}) == WORKERS
+    for index, report in enumerate(reports):
+        assert report["worker_id"] == f"w{index}"
+        assert report["misdirected"] == 0
+        mine = {sid for sid, owner in owner_by_sid.items() if owner == index}
+        assert set(report["dialled"]) == mine
+        assert set(report["dialled"].values()) == {"spoke"}, report["dialled"]
+        # an answered call's stream went to the worker whose webhook answered it, and its flow ran there
+        streamed_here = {sid for sid, stream_worker, _ in answered if stream_worker == index}
+        assert set(report["answered"]) == streamed_here
+        assert set(report["answered"].values()) <= {"spoke"}
+    # the kernel spread the webhooks: more than one worker answered
+    assert sum(1 for r in reports if r["answered"]) >= 2
+
+
+def test_stream_at_the_wrong_worker_is_refused_naming_the_owner(fleet: Fleet) -> None:
+    fake = fleet.fake
+    sid = httpx.post(fleet.url(0, "/_test/dial"), json={"count": 1}, timeout=30).json()["call_sids"][0]
+    call = fake.calls[sid]
+    url, _, _ = call.stream()
+    # a misconfigured proxy sends worker 0's stream to worker 1
+    wrong = url.replace(f":{fleet.ports[0]}/", f":{fleet.ports[1]}/")
+    phone_headers = {"X-Twilio-Signature": fake.sign(wrong)}
+    from voice_runtime.testing import SimulatedPhone
+
+    with pytest.raises(PhoneRejected) as refused:
+        SimulatedPhone(wrong, headers=phone_headers).connect()
+    assert refused.value.status == 421
+    assert "owned by worker w0, not w1" in str(refused.value)
+    reports = fleet.reports()
+    assert reports[1]["misdirected"] == 1
+    # the right worker still serves it
+    phone = fake.answer(sid)
+    assert phone.wait_closed(30)
+    deadline = time.monotonic() + 10
+    while fleet.reports()[0]["dialled"][sid] != "spoke":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # the flow's last step is recorded just after the phone closes
+    log_text = fleet.log.read_text()
+    assert f"token owned by worker w0 (http://127.0.0.1:{fleet.ports[0]}) arrived at worker w1" in log_text
+
+
+def test_worker_registry_tokens_and_addresses() -> None:
+    from voice_runtime import VoiceServer
+
+    server = VoiceServer()
+    registry = install_worker(server, WorkerAddress("w7", "https://voice.example.com/w/7"), peers={"w2": "https://voice.example.com/w/2"})
+    assert isinstance(server.registry, WorkerRegistry)
+    session = server.new_session()
+    token = server.expect_stream(session)
+    assert owner_of(token) == "w7"
+    assert server.stream_url(token) == f"wss://voice.example.com/w/7/stream/{token}"
+    assert registry.misdirected_reason(token) is None
+    foreign = "w2." + token.split(".", 1)[1]
+    assert registry.misdirected_reason(foreign) == "stream owned by worker w2, not w7"
+    assert not registry.peek(foreign)
+    assert registry.peek(token)
+    assert registry.claim(token) is session
+    assert not registry.peek(token)  # single use, as before
+    assert owner_of("plainsingleprocesstoken") is None
+    with pytest.raises(ValueError):
+        WorkerAddress("bad id!", "http://x")

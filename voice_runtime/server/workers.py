@@ -1,0 +1,275 @@
+"""Addressable workers: every call's stream reaches the process that owns its session, on one host or many.
+
+A call we dial, and a call our webhook answers, are bound to a session in one process's memory. With several
+worker processes behind one address (``SO_REUSEPORT``, a load balancer) the carrier's media stream would land
+on the owner only 1 time in N. So each worker is *addressable*:
+
+* it has its own public base URL (:class:`WorkerAddress`): its own port (``http://10.0.0.5:8083``) or a path
+  prefix that a reverse proxy maps to it (``https://voice.example.com/w/3``; the proxy strips the prefix and
+  sends ``X-Forwarded-Prefix: /w/3``, see ``docs/server-modes.md``);
+* :func:`install_worker` makes the server put that address into every stream URL, status/AMD callback URL and
+  answer-webhook ``<Stream url>`` it builds, and prefixes every stream token with the worker id
+  (``w3.Xy…``), so the owner is readable from the URL alone;
+* a stream whose token names another worker (a proxy misconfiguration) is refused before the handshake with
+  HTTP 421 *Misdirected Request* and a body naming the owner, and logged with the owner's address. The check
+  is a string split: no lookup, no state, done before the carrier signature is even read.
+
+Webhooks that start a call (the number's voice URL) may land on any worker: whichever answers owns the call and
+points the stream at itself. :func:`serve_workers` runs N such processes on one host: each listens on its own
+port and on a shared ``SO_REUSEPORT`` port for webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MISDIRECTED_STATUS",
+    "TOKEN_SEPARATOR",
+    "WorkerAddress",
+    "WorkerRegistry",
+    "WorkerPlan",
+    "install_worker",
+    "owner_of",
+    "run_worker",
+    "serve_workers",
+]
+
+#: HTTP status for a stream that reached the wrong worker (RFC 9110 §15.5.20: "Misdirected Request").
+MISDIRECTED_STATUS = 421
+#: Between the worker id and the random part of a token. Not in ``secrets.token_urlsafe``'s alphabet, and
+#: unreserved in URLs, so it needs no escaping and the split is unambiguous.
+TOKEN_SEPARATOR = "."
+_WORKER_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def owner_of(token: str) -> str | None:
+    """The worker id a stream token names, or None for a token without one (single-process servers)."""
+    owner, sep, rest = token.partition(TOKEN_SEPARATOR)
+    if not sep or not rest or not _WORKER_ID.fullmatch(owner):
+        return None
+    return owner
+
+
+@dataclass(frozen=True)
+class WorkerAddress:
+    """One worker process: its id and the public base URL that reaches it and no other process."""
+
+    worker_id: str
+    public_url: str
+
+    def __post_init__(self) -> None:
+        if not _WORKER_ID.fullmatch(self.worker_id):
+            raise ValueError(f"worker id {self.worker_id!r} must be 1-32 of A-Z a-z 0-9 _ -")
+        if not re.match(r"^(https?|wss?)://", self.public_url):
+            raise ValueError(f"worker public_url {self.public_url!r} must start with http(s):// or ws(s)://")
+
+
+class WorkerRegistry:
+    """The server's call registry, with the owning worker's id in front of every token.
+
+    Wraps the server's own registry (composition, so it keeps working whatever that registry becomes): issued
+    tokens are ``{worker_id}.{inner token}``; ``peek``/``claim``/``revoke`` strip the prefix again. Everything
+    else is delegated unchanged.
+    """
+
+    def __init__(self, inner: Any, address: WorkerAddress, peers: Mapping[str, str] | None = None) -> None:
+        self.inner = inner
+        self.address = address
+        #: worker id -> public URL of the other workers, only to name the owner's address in the log.
+        self.peers = dict(peers or {})
+        self.misdirected = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _local(self, token: str) -> str | None:
+        owner, sep, rest = token.partition(TOKEN_SEPARATOR)
+        return rest if sep and owner == self.address.worker_id else None
+
+    def issue_token(self, session: Any) -> str:
+        return f"{self.address.worker_id}{TOKEN_SEPARATOR}{self.inner.issue_token(session)}"
+
+    def peek(self, token: str) -> bool:
+        local = self._local(token)
+        return local is not None and self.inner.peek(local)
+
+    def claim(self, token: str) -> Any:
+        local = self._local(token)
+        return None if local is None else self.inner.claim(local)
+
+    def revoke(self, token: str) -> None:
+        local = self._local(token)
+        if local is not None:
+            self.inner.revoke(local)
+
+    def misdirected_reason(self, token: str) -> str | None:
+        """None if this worker may serve ``token``; else the refusal text (also logged, with the owner's URL)."""
+        owner = owner_of(token)
+        if owner is None or owner == self.address.worker_id:
+            return None
+        self.misdirected += 1
+        where = self.peers.get(owner, "address unknown here")
+        log.warning(
+            "refused misdirected stream: token owned by worker %s (%s) arrived at worker %s (%s); check the proxy's routing",
+            owner,
+            where,
+            self.address.worker_id,
+            self.address.public_url,
+        )
+        return f"stream owned by worker {owner}, not {self.address.worker_id}"
+
+
+def install_worker(server: Any, address: WorkerAddress, *, peers: Mapping[str, str] | None = None) -> WorkerRegistry:
+    """Make ``server`` (a :class:`~voice_runtime.server.app.VoiceServer`) the addressable worker ``address``.
+
+    Call it once, before dialling; call controls created before or after both pick the address up.
+    """
+    registry = server.registry if isinstance(server.registry, WorkerRegistry) else WorkerRegistry(server.registry, address, peers)
+    registry.address, registry.peers = address, dict(peers or registry.peers)
+    server.registry = registry
+    server.public_url = address.public_url
+    server.worker_address = address
+    server.route_guard = registry.misdirected_reason
+    for control in getattr(server, "call_controls", {}).values():
+        control.public_url = address.public_url
+    return registry
+
+
+# ------------------------------------------------------------------------------------------ running workers
+@dataclass
+class WorkerPlan:
+    """N workers on one host: worker ``i`` listens on ``base_port + i`` and on the shared ``webhook_port``.
+
+    ``public_url`` is a template with ``{index}``, ``{port}`` and ``{worker_id}``, e.g.
+    ``"https://voice.example.com/w/{index}"`` (behind a proxy) or ``"http://10.0.0.5:{port}"`` (direct).
+    """
+
+    workers: int
+    base_port: int
+    public_url: str
+    webhook_port: int | None = None
+    host: str = "0.0.0.0"
+    id_prefix: str = "w"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def address(self, index: int) -> WorkerAddress:
+        worker_id = f"{self.id_prefix}{index}"
+        url = self.public_url.format(index=index, port=self.base_port + index, worker_id=worker_id)
+        return WorkerAddress(worker_id, url)
+
+    def peers(self) -> dict[str, str]:
+        return {a.worker_id: a.public_url for a in map(self.address, range(self.workers))}
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(
+    server: Any,
+    address: WorkerAddress,
+    *,
+    host: str = "0.0.0.0",
+    port: int,
+    webhook_port: int | None = None,
+    peers: Mapping[str, str] | None = None,
+    drain_deadline: float = 30.0,
+    **uvicorn_kwargs: Any,
+) -> None:
+    """Serve one addressable worker in the foreground (its own ``port``, plus the shared ``webhook_port``).
+
+    Everything the FastAPI mode serves (streams, webhooks, callbacks) is on both sockets; SIGTERM drains as
+    ``VoiceServer.serve`` does. One call per process per host is the multi-host building block: run it once
+    per process on every host, each with its own address.
+    """
+    import uvicorn
+
+    from voice_runtime.server.drain import GracefulServer
+
+    install_worker(server, address, peers=peers)
+    sockets = [_listen(host, port, reuse_port=False)]
+    if webhook_port is not None:
+        sockets.append(_listen(host, webhook_port, reuse_port=True))
+    uvicorn_kwargs.setdefault("ws_max_size", server.connection_config.hard_max_inbound_message)
+    uvicorn_kwargs.setdefault("log_level", "warning")
+    uvicorn_kwargs.setdefault("ws_ping_interval", None)
+    config = uvicorn.Config(server.app, **uvicorn_kwargs)
+    log.info("worker %s serving on port %s (webhooks also on %s) as %s", address.worker_id, port, webhook_port, address.public_url)
+    GracefulServer(config, server, drain_deadline).run(sockets=sockets)
+
+
+def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan, **run_kwargs: Any) -> int:
+    """Fork ``plan.workers`` addressable workers; block until all exit. Returns the number that failed.
+
+    ``build_server(address)`` runs *in each child*, after the fork, so every worker builds its own server,
+    call controls and provider clients (nothing with threads or sockets crosses the fork). SIGTERM/SIGINT
+    are forwarded to every child, which drains. POSIX only.
+    """
+    peers = plan.peers()
+    children: dict[int, str] = {}
+    for index in range(plan.workers):
+        address = plan.address(index)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                run_worker(
+                    build_server(address),
+                    address,
+                    host=plan.host,
+                    port=plan.base_port + index,
+                    webhook_port=plan.webhook_port,
+                    peers=peers,
+                    **run_kwargs,
+                )
+            except BaseException:
+                log.exception("worker %s failed", address.worker_id)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = address.worker_id
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = 0
+    for child in list(children):
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                failed += int(os.waitstatus_to_exitcode(status) != 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+    return failed
+
+
+def new_worker_id(prefix: str = "w") -> str:
+    """A fresh id for a worker started without a plan (e.g. one per container)."""
+    return f"{prefix}{secrets.token_hex(3)}"
