@@ -26,6 +26,9 @@ import json
 import logging
 import re
 import secrets
+import socket
+import struct
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -70,6 +73,9 @@ class RecordedRequest:
     auth_ok: bool
     original_host: str | None  # the *.twilio.com host the SDK meant to reach
     at: float = field(default_factory=time.monotonic)
+    #: When the request's first byte reached the fake's socket (kernel receive timestamp, epoch seconds), so
+    #: rate measurements do not depend on when this busy test process got round to handling it.
+    arrived: float | None = None
 
     def value(self, name: str) -> str | None:
         """Last value of form field ``name``."""
@@ -100,6 +106,7 @@ class FakeCall:
     phone: SimulatedPhone | None = None
     stream_sid: str = field(default_factory=lambda: new_sid("MZ"))
     sequence: int = 0
+    created_at: float = field(default_factory=time.time)
 
     @property
     def status_callback(self) -> str | None:
@@ -181,6 +188,7 @@ class FakeTwilio:
         api_keys: Mapping[str, str] | None = None,
         end_streams_on_update: bool = True,
         completed_callbacks: bool = True,
+        on_dial: Callable[[FakeCall], None] | None = None,
     ) -> None:
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
@@ -188,6 +196,9 @@ class FakeTwilio:
         self.api_keys = dict(api_keys or {})
         self.end_streams_on_update = end_streams_on_update
         self.completed_callbacks = completed_callbacks
+        #: Called (in a background thread) for every call created over REST: lets a test play the callee
+        #: (answer, busy, no-answer ...) automatically, e.g. :class:`~voice_runtime.testing.carrier_plan.CarrierPlan`.
+        self.on_dial = on_dial
         self.requests: list[RecordedRequest] = []
         self.calls: dict[str, FakeCall] = {}
         self.messages: list[dict[str, Any]] = []
@@ -209,7 +220,15 @@ class FakeTwilio:
         class Handler(_Handler):
             owner = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # many workers dialling at once: do not refuse connections
+
+            def server_bind(self) -> None:
+                super().server_bind()
+                if _SO_TIMESTAMPNS is not None:  # inherited by accepted sockets: kernel arrival times
+                    self.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-twilio", daemon=True)
         self._thread.start()
@@ -497,7 +516,9 @@ class FakeTwilio:
         expected = self.auth_token if user == self.account_sid else self.api_keys.get(user)
         return user, expected is not None and secrets.compare_digest(secret, expected)
 
-    def _handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, Any]:
+    def _handle(
+        self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes, arrived: float | None = None
+    ) -> tuple[int, Any]:
         parts = urlsplit(raw_path)
         path = parts.path
         content_type = headers.get("content-type", "")
@@ -513,6 +534,8 @@ class FakeTwilio:
             auth_user=user,
             auth_ok=auth_ok,
             original_host=headers.get(ORIGINAL_HOST_HEADER.lower()),
+            at=time.monotonic() - (time.time() - arrived) if arrived else time.monotonic(),
+            arrived=arrived,
         )
         with self._cond:
             self.requests.append(record)
@@ -537,6 +560,8 @@ class FakeTwilio:
         values = dict(form)
         if collection == "Calls" and sid is None and method == "POST":
             return self._create_call(values, [v for k, v in form if k == "StatusCallbackEvent"])
+        if collection == "Calls" and sid is None and method == "GET":
+            return self._list_calls(record.query)
         if collection == "Calls" and sid is not None:
             return self._call_instance(method, sid, values, path)
         if collection == "Messages" and sid is None and method == "POST":
@@ -549,6 +574,20 @@ class FakeTwilio:
             "message": message,
             "more_info": f"https://www.twilio.com/docs/errors/{code}" if code else None,
             "status": status,
+        }
+
+    def _list_calls(self, query: Mapping[str, list[str]]) -> tuple[int, Any]:
+        """``GET Calls.json`` (``To``, ``Status``, ``PageSize`` filters), newest first, one page."""
+        to, status = (query.get("To") or [None])[0], (query.get("Status") or [None])[0]
+        size = int((query.get("PageSize") or ["50"])[0])
+        with self._cond:
+            calls = [c for c in self.calls.values() if (to is None or c.to == to) and (status is None or c.status == status)]
+        calls.sort(key=lambda c: -c.created_at)
+        uri = f"{API_PREFIX}{self.account_sid}/Calls.json"
+        return 200, {
+            "calls": [self._call_json(c) for c in calls[:size]],
+            "first_page_uri": uri, "next_page_uri": None, "previous_page_uri": None,
+            "page": 0, "page_size": size, "start": 0, "end": max(0, min(size, len(calls)) - 1), "uri": uri,
         }
 
     def _call_json(self, call: FakeCall) -> dict[str, Any]:
@@ -564,7 +603,7 @@ class FakeTwilio:
             "from_formatted": call.from_,
             "status": call.status,
             "direction": call.direction,
-            "date_created": now,
+            "date_created": _rfc2822(call.created_at),
             "date_updated": now,
             "start_time": None,
             "end_time": None,
@@ -599,6 +638,9 @@ class FakeTwilio:
         with self._cond:
             self.calls[call.sid] = call
             self._cond.notify_all()
+        if self.on_dial is not None:
+            on_dial = self.on_dial
+            self._background(lambda: on_dial(call))
         return 201, self._call_json(call)
 
     def _call_instance(self, method: str, sid: str, values: dict[str, str], path: str) -> tuple[int, Any]:
@@ -675,17 +717,43 @@ class FakeTwilio:
         return 201, message
 
 
+_SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+
+
+def _arrival_time(sock: socket.socket) -> float | None:
+    """Kernel receive time of the first unread byte (``SO_TIMESTAMPNS``, peeked: nothing is consumed)."""
+    if _SO_TIMESTAMPNS is None:
+        return None
+    try:
+        _, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+    except OSError:
+        return None
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", data[:16])
+            return seconds + nanoseconds / 1e9
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeTwilio
     protocol_version = "HTTP/1.1"
+
+    def handle(self) -> None:
+        # One request per connection (``Connection: close``), so the peeked first byte is this request's and
+        # the read buffer is empty when we peek.
+        self.arrived = _arrival_time(self.connection)
+        self.close_connection = True
+        self.handle_one_request()
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, document = self.owner._handle(self.command, self.path, headers, body)
+        status, document = self.owner._handle(self.command, self.path, headers, body, getattr(self, "arrived", None))
         payload = b"" if document is None else json.dumps(document).encode()
         self.send_response(status)
+        self.send_header("Connection", "close")
         if payload:
             self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
