@@ -20,7 +20,7 @@ def test_cps_reservations_from_racing_workers_never_exceed_the_rate(redis_client
 
     def reserve(n: int) -> None:
         for _ in range(n):
-            granted, wait_us = scripts.cps_reserve(keys=[keys.bucket, keys.grants], args=[10_000_000])
+            granted, wait_us, _ = scripts.cps_reserve(keys=[keys.bucket, keys.grants], args=[10_000_000])
             assert granted == 1 and wait_us >= 0
 
     threads = [threading.Thread(target=reserve, args=(25,)) for _ in range(8)]
@@ -41,8 +41,8 @@ def test_reservation_beyond_the_max_wait_is_not_taken(redis_client: Any) -> None
     keys = CpsKeys("ACslow")
     scripts = Scripts(redis_client)
     assert scripts.cps_reserve(keys=[keys.bucket, keys.grants], args=[100_000])[0] == 1
-    granted, wait_us = scripts.cps_reserve(keys=[keys.bucket, keys.grants], args=[100_000])
-    assert granted == 0 and 900_000 < wait_us <= 1_000_000
+    granted, wait_us, interval = scripts.cps_reserve(keys=[keys.bucket, keys.grants], args=[100_000])
+    assert granted == 0 and 900_000 < wait_us <= 1_000_000 and interval == 1_000_000
     assert redis_client.zcard(keys.grants) == 1
 
 

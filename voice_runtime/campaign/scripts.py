@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 #: KEYS: bucket, grants. ARGV: max wait (us). Reserves the next send slot of the account:
-#: returns {1, wait_us} (reserved: dial after wait_us) or {0, wait_us} (next slot beyond max wait: ask again).
+#: returns {1, wait_us, interval_us} (reserved: dial after wait_us) or {0, wait_us, interval_us} (the next slot
+#: is beyond the max wait: ask again later).
 #: GCRA without burst: slots are ``interval_us`` apart, so no 1-s window holds more than 1/interval of them.
 CPS_RESERVE = """
 local interval = tonumber(redis.call('HGET', KEYS[1], 'interval_us'))
@@ -24,11 +25,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
 local at = math.max(tat, now)
-if at - now > tonumber(ARGV[1]) then return {0, at - now} end
+if at - now > tonumber(ARGV[1]) then return {0, at - now, interval} end
 redis.call('HSET', KEYS[1], 'tat', string.format('%d', at + interval))
 redis.call('ZADD', KEYS[2], at, string.format('%d', at))
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000000)
-return {1, at - now}
+return {1, at - now, interval}
 """
 
 #: KEYS: slots. ARGV: lease id, ttl ms, cap. 1 = a global call slot is ours until now+ttl (heartbeats extend).

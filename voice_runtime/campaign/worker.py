@@ -84,6 +84,7 @@ class WorkerStats:
     reconciled_not_dialled: int = 0
     redis_errors: int = 0
     stale: int = 0
+    cps_forfeits: int = 0
 
 
 @dataclass
@@ -397,14 +398,26 @@ class CampaignWorker:
         return True
 
     def _reserve_cps(self, account: str) -> bool:
+        """Wait for a send slot of the account's fleet-wide schedule; False if stopping.
+
+        A slot is only good on time: a worker that wakes later than ``min(interval / 2, 50 ms)`` after its slot
+        (a starved process, a GC pause) forfeits it and asks again, instead of sending late and bunching with
+        the next slots at the carrier. Forfeits cost throughput, never the limit; they are counted.
+        """
         bucket = CpsKeys(account)
         while not self._stop.is_set():
-            granted, wait_us = self.scripts.cps_reserve(keys=[bucket.bucket, bucket.grants], args=[int(self.max_cps_wait * 1_000_000)])
-            if granted:
-                if wait_us > 0:
-                    time.sleep(wait_us / 1_000_000)  # our reserved send slot, on the fleet-wide schedule
+            granted, wait_us, interval_us = self.scripts.cps_reserve(
+                keys=[bucket.bucket, bucket.grants], args=[int(self.max_cps_wait * 1_000_000)]
+            )
+            slot = time.monotonic() + wait_us / 1_000_000
+            if not granted:
+                self._stop.wait(min(wait_us / 1_000_000, 1.0))
+                continue
+            if wait_us > 0:
+                time.sleep(wait_us / 1_000_000)  # our reserved send slot
+            if time.monotonic() - slot <= min(interval_us / 2_000_000, 0.05):
                 return True
-            self._stop.wait(min(wait_us / 1_000_000, 1.0))
+            self.stats.cps_forfeits += 1
         return False
 
     def _dial_and_run(self, attempt: _Attempt, keys: CampaignKeys, job: CallJob, flow: CampaignFlow, policy: RetryPolicy) -> None:

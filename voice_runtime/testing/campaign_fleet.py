@@ -210,5 +210,39 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
     return best
 
 
+
+
+def mix_plan(index: int) -> list[str]:
+    """The issue's callee mix by job index: 10 % busy (half of them on every attempt, half once), 5 % no-answer
+    on every attempt, 5 % answering machines, the rest humans."""
+    kind = index % 20
+    if kind == 0:
+        return ["busy"]
+    if kind == 1:
+        return ["busy", "human"]
+    if kind == 2:
+        return ["no-answer"]
+    if kind == 3:
+        return ["machine"]
+    return ["human"]
+
+
+def mix_number(index: int) -> str:
+    return f"+1555{index:07d}"
+
+
+def mix_decide(number: str, nth: int) -> str:
+    plan = mix_plan(int(number[5:]))
+    return plan[min(nth, len(plan)) - 1]
+
+
+def mix_expected_dials(index: int, max_attempts: int) -> int:
+    """Dials the retry policy allows for job ``index`` under :func:`mix_plan` (busy/no-answer retried)."""
+    plan = mix_plan(index)
+    if plan == ["busy"] or plan == ["no-answer"]:
+        return max_attempts
+    return len(plan)
+
+
 if __name__ == "__main__":
     worker_main()
