@@ -14,6 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--providers", choices=["auto", "local", "mock"], default="auto", help="speech providers (auto: local if installed)")
     demo.add_argument("--wav", default="demo-call.wav", help="where to write the stereo recording ('' to skip)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show runtime log messages")
+    from voice_runtime.campaign.cli import add_calls_parser, add_campaign_parser  # campaign|calls (Redis)
+
+    add_campaign_parser(sub)
+    add_calls_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
@@ -21,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report = run_demo(providers=args.providers, wav_path=args.wav or None)
         return 0 if report.ok else 1
+    if callable(getattr(args, "run", None)):
+        return int(args.run(args))
     return 2
 
 
