@@ -41,7 +41,9 @@ class Outcome:
 
 #: Outcomes that count as "reached": the job is done, not failed, even on the first attempt.
 REACHED = frozenset({Outcome.HUMAN, Outcome.MACHINE})
-RETRYABLE_BY_DEFAULT = {Outcome.BUSY: 60.0, Outcome.NO_ANSWER: 300.0}
+#: ``canceled`` is retried too: it is what a call gets when it was still ringing as its worker died (the
+#: reconciler cancels it), so nobody was reached.
+RETRYABLE_BY_DEFAULT = {Outcome.BUSY: 60.0, Outcome.NO_ANSWER: 300.0, Outcome.CANCELED: 60.0}
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
