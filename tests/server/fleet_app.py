@@ -99,7 +99,7 @@ def main() -> None:
         workers=int(env["FLEET_WORKERS"]),
         base_port=int(env["FLEET_BASE_PORT"]),
         webhook_port=int(env["FLEET_WEBHOOK_PORT"]),
-        public_url="http://127.0.0.1:{port}",
+        public_url=env.get("FLEET_PUBLIC_URL", "http://127.0.0.1:{port}"),
         host="127.0.0.1",
     )
     raise SystemExit(serve_workers(build_server, plan, drain_deadline=5.0))

@@ -8,6 +8,8 @@ and fetch one call's status, which is how a reclaimed job is reconciled instead 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -33,10 +35,13 @@ class CallRecord:
 class Dialer(Protocol):
     account: str
 
-    def dial(self, number: str, **options: Any) -> Any:
+    def dial(self, number: str, *, before_send: Callable[[], None] | None = None, **options: Any) -> Any:
         """Place the call; returns an ``OutboundCall`` (``call_id``, ``session``, ``wait_answered``).
 
-        Raises :class:`DialRejected` when the carrier refused it; any other exception means *unknown*."""
+        ``before_send`` runs right before the dial request goes on the wire (the CPS gate: everything that
+        can be prepared — session, TwiML, the request — is done before it, so the send follows the slot
+        closely). Raises :class:`DialRejected` when the carrier refused it; any other exception means
+        *unknown*."""
 
     def find_calls(self, number: str, since: float) -> list[CallRecord]:
         """The account's calls to ``number`` created at or after ``since`` (epoch s), newest first."""
@@ -49,11 +54,19 @@ class Dialer(Protocol):
 
 
 class TwilioDialer:
-    """A :class:`Dialer` over a :class:`~voice_runtime.transports.twilio_control.TwilioCallControl`."""
+    """A :class:`Dialer` over a :class:`~voice_runtime.transports.twilio_control.TwilioCallControl`.
+
+    It wraps the SDK client's HTTP layer once, so that ``before_send`` runs inside ``http_client.request``
+    for the ``POST …/Calls.json`` of this thread's dial: after the SDK built the request, before it is sent.
+    """
 
     def __init__(self, control: Any) -> None:
         self.control = control
         self.account = control.credentials.account_sid
+        self._gate = threading.local()
+        client = control.client
+        if not isinstance(client.http_client, _GatedHttpClient):
+            client.http_client = _GatedHttpClient(client.http_client, self._gate)
 
     def warm_up(self) -> None:
         """One cheap authenticated request, so the first real dial does not pay for imports and TLS/TCP setup.
@@ -69,13 +82,16 @@ class TwilioDialer:
         except Exception as exc:
             log.warning("carrier warm-up request failed: %s", exc)
 
-    def dial(self, number: str, **options: Any) -> Any:
+    def dial(self, number: str, *, before_send: Callable[[], None] | None = None, **options: Any) -> Any:
         from twilio.base.exceptions import TwilioRestException
 
+        self._gate.before_send = before_send
         try:
             return self.control.dial(number, **options)
         except TwilioRestException as exc:
             raise DialRejected(f"HTTP {exc.status} code {exc.code}: {exc.msg}") from exc
+        finally:
+            self._gate.before_send = None
 
     def find_calls(self, number: str, since: float) -> list[CallRecord]:
         records = []
@@ -93,6 +109,24 @@ class TwilioDialer:
 
     def forget(self, sid: str) -> None:
         self.control.forget(sid)
+
+
+class _GatedHttpClient:
+    """The SDK's HTTP client, running this thread's ``before_send`` (once) before a call-create request."""
+
+    def __init__(self, inner: Any, gate: threading.local) -> None:
+        self.inner = inner
+        self.gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        before_send = getattr(self.gate, "before_send", None)
+        if before_send is not None and method.upper() == "POST" and url.split("?", 1)[0].endswith("/Calls.json"):
+            self.gate.before_send = None
+            before_send()
+        return self.inner.request(method, url, *args, **kwargs)
 
 
 def utc_now() -> datetime:

@@ -375,11 +375,9 @@ class CampaignWorker:
             if self._begin(attempt, keys):
                 self._finish(attempt, keys, job, policy, Outcome.FAILED, self.worker_id, error=f"no flow named {job.flow!r} on worker {self.worker_id}")
             return
-        if not self._reserve_cps(meta.get("account", "")):
-            return  # stopping
         if not self._begin(attempt, keys):
             return
-        self._dial_and_run(attempt, keys, job, flow, policy)
+        self._dial_and_run(attempt, keys, job, flow, policy, meta.get("account", ""))
 
     def _begin(self, attempt: _Attempt, keys: CampaignKeys) -> bool:
         verdict = _s(
@@ -397,38 +395,41 @@ class CampaignWorker:
             return False
         return True
 
-    def _reserve_cps(self, account: str) -> bool:
-        """Wait for a send slot of the account's fleet-wide schedule; False if stopping.
+    def _reserve_cps(self, account: str, attempt: _Attempt) -> None:
+        """Wait for a send slot of the account's fleet-wide schedule (runs right before the dial is sent).
 
         A slot is only good on time: a worker that wakes later than ``min(interval / 2, 50 ms)`` after its slot
         (a starved process, a GC pause) forfeits it and asks again, instead of sending late and bunching with
-        the next slots at the carrier. Forfeits cost throughput, never the limit; they are counted.
+        the next slots at the carrier. Forfeits cost throughput, never the limit; they are counted. It does
+        not give up when the worker is stopping: the dial intent is already recorded, and a drain lets this
+        call happen and finish.
         """
         bucket = CpsKeys(account)
-        while not self._stop.is_set():
+        while True:
             granted, wait_us, interval_us = self.scripts.cps_reserve(
                 keys=[bucket.bucket, bucket.grants], args=[int(self.max_cps_wait * 1_000_000)]
             )
             slot = time.monotonic() + wait_us / 1_000_000
             if not granted:
-                self._stop.wait(min(wait_us / 1_000_000, 1.0))
+                time.sleep(min(wait_us / 1_000_000, 1.0))
                 continue
             if wait_us > 0:
                 time.sleep(wait_us / 1_000_000)  # our reserved send slot
             if time.monotonic() - slot <= min(interval_us / 2_000_000, 0.05):
-                return True
+                attempt.dial_at = time.time()
+                return
             self.stats.cps_forfeits += 1
-        return False
 
-    def _dial_and_run(self, attempt: _Attempt, keys: CampaignKeys, job: CallJob, flow: CampaignFlow, policy: RetryPolicy) -> None:
+    def _dial_and_run(
+        self, attempt: _Attempt, keys: CampaignKeys, job: CallJob, flow: CampaignFlow, policy: RetryPolicy, account: str
+    ) -> None:
         started = time.time()
         self.stats.dials += 1
         options: dict[str, Any] = {}
         if flow.machine_detection:
             options["machine_detection"] = "Enable"
-        attempt.dial_at = time.time()
         try:
-            outbound = self.dialer.dial(job.number, **options)
+            outbound = self.dialer.dial(job.number, before_send=lambda: self._reserve_cps(account, attempt), **options)
         except DialRejected as exc:
             self._finish(attempt, keys, job, policy, Outcome.FAILED, self.worker_id, error=str(exc))
             return
@@ -442,6 +443,8 @@ class CampaignWorker:
             self._adopt(attempt, keys, job, policy, records[0].sid, self.worker_id)
             return
         sid = outbound.call_id
+        if not attempt.dial_at:
+            log.error("dialer %r placed call %s without running before_send: the CPS limit was bypassed", self.dialer, sid)
         attempt.call_sid, attempt.number = sid, job.number
         self.scripts.set_call(keys=[keys.job(job.job_id)], args=[attempt.attempt, self.worker_id, sid])
         with self._lock:
