@@ -2,10 +2,13 @@
 # The whole test suite, with every optional provider installed so nothing is skipped for lack of an SDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# System packages that tests use for real (campaigns run on a real redis-server): installed as root when missing;
-# elsewhere those tests skip with one line saying what to install.
-if [ "$(id -u)" = 0 ] && ! command -v redis-server >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+# System packages that tests use for real (campaigns on a real redis-server, the reverse-proxy recipe on a real
+# nginx): installed as root when missing; elsewhere those tests skip with one line saying what to install.
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
+if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis"
 exec .venv/bin/python -m pytest -q "$@"
