@@ -58,7 +58,7 @@ def build_server(address: WorkerAddress) -> VoiceServer:
             record(dialled, outbound.call_id, f"error: {type(exc).__name__}: {exc}")
         finally:
             if not session.is_disconnected:
-                session.hangup(10)
+                session.hangup(10)  # raises CallTimeoutError if it does not end: recorded as an error above
             twilio.forget(outbound.call_id)
 
     async def dial(request: Request) -> Any:

@@ -97,8 +97,8 @@ class WorkerRegistry:
         owner, sep, rest = token.partition(TOKEN_SEPARATOR)
         return rest if sep and owner == self.address.worker_id else None
 
-    def issue_token(self, session: Any) -> str:
-        return f"{self.address.worker_id}{TOKEN_SEPARATOR}{self.inner.issue_token(session)}"
+    def issue_token(self, session: Any, *args: Any, **kwargs: Any) -> str:
+        return f"{self.address.worker_id}{TOKEN_SEPARATOR}{self.inner.issue_token(session, *args, **kwargs)}"
 
     def peek(self, token: str) -> bool:
         local = self._local(token)
@@ -107,6 +107,10 @@ class WorkerRegistry:
     def claim(self, token: str) -> Any:
         local = self._local(token)
         return None if local is None else self.inner.claim(local)
+
+    def claim_with_carrier(self, token: str) -> Any:
+        local = self._local(token)
+        return None if local is None else self.inner.claim_with_carrier(local)
 
     def revoke(self, token: str) -> None:
         local = self._local(token)
@@ -202,7 +206,7 @@ def run_worker(
     """
     import uvicorn
 
-    from voice_runtime.server.drain import GracefulServer
+    from voice_runtime.server.runners import GracefulServer
 
     install_worker(server, address, peers=peers)
     sockets = [_listen(host, port, reuse_port=False)]
