@@ -223,3 +223,34 @@ def test_worker_registry_tokens_and_addresses() -> None:
     assert owner_of("plainsingleprocesstoken") is None
     with pytest.raises(ValueError):
         WorkerAddress("bad id!", "http://x")
+
+
+@pytest.mark.parametrize("mode", ["fastapi", "native", "picows"])
+def test_every_server_mode_refuses_another_workers_stream_with_421(mode: str) -> None:
+    from voice_runtime import VoiceServer
+    from voice_runtime.testing import SimulatedPhone
+
+    server = VoiceServer()
+    install_worker(server, WorkerAddress("w1", "http://127.0.0.1:1"), peers={"w0": "http://10.0.0.9:8100"})
+    if mode == "fastapi":
+        running = server.start()
+    elif mode == "native":
+        from voice_runtime.server.ws_native import start_native
+
+        running = start_native(server)
+    else:
+        pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
+        from voice_runtime.server.ws_picows import start_picows
+
+        running = start_picows(server)
+    try:
+        with pytest.raises(PhoneRejected) as refused:
+            SimulatedPhone(f"{running.ws_url}/stream/w0.{'x' * 24}").connect()
+        assert refused.value.status == 421
+        assert "stream owned by worker w0, not w1" in str(refused.value)
+        assert server.registry.misdirected == 1
+        with pytest.raises(PhoneRejected) as unknown:  # this worker's own prefix, unknown token: the usual 403
+            SimulatedPhone(f"{running.ws_url}/stream/w1.{'x' * 24}").connect()
+        assert unknown.value.status == 403
+    finally:
+        running.stop()

@@ -200,6 +200,9 @@ def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
         headers = [(str(k), str(v)) for k, v in request.headers.items()]
         verdict = admit_stream_sync(server, HandshakeView(target, headers), unquote(token) if token else None)
         if not isinstance(verdict, Admitted):
+            if verdict.status == 421:  # misdirected (another worker's stream): say whose
+                body = (verdict.reason + "\n").encode()
+                return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(http.HTTPStatus.MISDIRECTED_REQUEST, body), None)
             status = http.HTTPStatus.SERVICE_UNAVAILABLE if verdict.status == 503 else http.HTTPStatus.FORBIDDEN
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, b"Refused\n"), None)
         return PicowsWire(server, verdict)
