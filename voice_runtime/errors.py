@@ -22,7 +22,8 @@ can catch "anything the runtime decided" with one clause and still tell the case
 Why a tree and not ad-hoc ``RuntimeError``s: flows written as plain sequential code need to branch on *what*
 went wrong (caller hung up vs. we timed out vs. the provider died) without parsing messages.
 ``CallTimeoutError`` also subclasses the builtin ``TimeoutError`` so code written against the prior art,
-which raised bare ``TimeoutError`` from ``send_mark_and_wait``, keeps working.
+which raised bare ``TimeoutError`` from ``send_mark_and_wait``, keeps working; ``ConfigError`` is also a
+``RuntimeError``/``ValueError`` for the same reason.
 """
 
 from __future__ import annotations
@@ -162,8 +163,12 @@ class SignatureError(VoiceRuntimeError):
     """A request did not carry a valid carrier signature."""
 
 
-class ConfigError(VoiceRuntimeError):
-    """Configuration is missing or invalid."""
+class ConfigError(VoiceRuntimeError, RuntimeError, ValueError):
+    """Configuration is missing or invalid.
+
+    Also a ``RuntimeError`` (what 0.1.x raised for a missing setting) and a ``ValueError`` (what it raised for
+    an invalid one), so ``except RuntimeError`` / ``except ValueError`` written against 0.1.x keeps working.
+    """
 
 
 class MissingStreamUrlError(ConfigError):

@@ -51,7 +51,7 @@ class TwilioDialect(Dialect):
         if event == "connected":  # Twilio's exact opening; any other "connected" is some other carrier's
             return message.get("protocol") == "Call" and isinstance(message.get("version"), str)
         start = message.get("start")
-        return event == "start" and isinstance(start, dict) and "streamSid" in start
+        return event == "start" and isinstance(start, dict) and ("streamSid" in start or "streamSid" in message)
 
     def parse(self, text: str | bytes) -> CarrierEvent:
         msg = loads_object(text)
@@ -130,7 +130,9 @@ class TwilioDialect(Dialect):
         if self.stream_id is not None:
             raise RemoteProtocolError("duplicate_start", "stream already started")
         start = require_dict(msg, "start")
-        stream_id = require_str(start, "streamSid")
+        # Twilio puts streamSid both in "start" and at the top level; hand-written 0.1.x-style fakes often
+        # send only the top-level one, which identifies the stream just as well.
+        stream_id = require_str(start if "streamSid" in start else msg, "streamSid")
         call_id = require_str(start, "callSid")
         fmt = start.get("mediaFormat") if isinstance(start.get("mediaFormat"), dict) else {}
         media_format = MediaFormat(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,6 +27,16 @@ from voice_runtime.urls import to_http_url
 from voice_runtime.urls import to_ws_url as _to_ws_url
 from voice_runtime.errors import ConfigError, MissingStreamUrlError
 from voice_runtime.transports.twilio_client import TwilioCredentials, build_twilio_client, carrier_error
+from voice_runtime.transports.twilio_regions import (
+    TwilioCallListIncompleteError,
+    TwilioCallNotFoundError,
+    TwilioCallRow,
+    TwilioRegion,
+    hangup_in_regions,
+    list_calls_with_client,
+    validate_sid,
+    validated_regions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +50,9 @@ PRIOR_ART_STREAM_PATH = "/voice"
 DEFAULT_STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 MACHINE_DETECTION_MODES = ("Enable", "DetectMessageEnd")
 
-_SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
+# A path segment that cannot change the request's meaning (no "/", "?", "%", "."): Twilio's own SIDs are
+# 34 letters and digits; "-" and "_" are let through for the test doubles 0.1.x users hang up (CA-...).
+_SID = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
 
 
 def to_ws_url(url: str) -> str:
@@ -266,6 +280,7 @@ def initiate_outbound_call(
     environ: Mapping[str, str] | None = None,
     status_callback: str | None = None,
     stream_status_callback: str | None = None,
+    from_: str | None = None,
     **options: Any,
 ) -> str:
     """Dial ``to`` and connect the answered call to the media stream; returns the CallSid (blocking).
@@ -273,7 +288,7 @@ def initiate_outbound_call(
     The stream URL comes from ``stream_url`` or ``VOICE_STREAM_URL`` (a bare base gets ``/voice``, the prior
     art's route); without one, :class:`MissingStreamUrlError`. Credentials and caller id come from
     ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``/``TWILIO_PHONE_NUMBER`` unless ``client``/``from_number`` are
-    given. ``options`` go to :func:`create_call` (``machine_detection``, ``amd_status_callback``,
+    given (``from_`` is the 0.1.x spelling of ``from_number``). ``options`` go to :func:`create_call` (``machine_detection``, ``amd_status_callback``,
     ``send_digits``, ``ring_timeout``, ...). New code should prefer ``TwilioCallControl.call()``, which also
     binds the stream to a session with a single-use token and handles status callbacks.
     """
@@ -281,6 +296,7 @@ def initiate_outbound_call(
     base = stream_url or env.get("VOICE_STREAM_URL")
     if not base:
         raise MissingStreamUrlError()
+    from_number = from_number or from_
     credentials: TwilioCredentials | None = None
     if client is None:
         client, credentials = _env_client(env)
@@ -291,15 +307,117 @@ def initiate_outbound_call(
     return create_call(client, to=to, from_=sender, twiml=twiml, status_callback=status_callback, **options)
 
 
-def hangup_call(call_sid: str, *, client: Any = None, environ: Mapping[str, str] | None = None) -> bool:
-    """Hang up ``call_sid`` over REST (blocking). True if it ended now, False if it had already ended."""
+def hangup_call(
+    call_sid: str,
+    *,
+    regions: tuple[TwilioRegion, ...] | None = None,
+    client: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> bool | None:
+    """Hang up ``call_sid`` over REST (blocking, bounded by ``TWILIO_HTTP_TIMEOUT``).
+
+    *Ambient* (no ``regions``): credentials from ``TWILIO_*``; returns True if it ended now, False if Twilio
+    says it had already ended or does not exist (404/20404, 400/21220) — hanging up twice is harmless.
+
+    *Explicit regions* (0.1.14): ``regions`` is a non-empty tuple of :class:`TwilioRegion` tried in order;
+    404/20404 moves to the next region, 400/21220 is success; absent everywhere raises
+    :class:`TwilioCallNotFoundError` (absence in the regions you named is not proof the call ended). Returns
+    None, as in 0.1.x. Other failures raise :class:`~voice_runtime.errors.CarrierApiError`, which is also the
+    SDK's own exception class (``TwilioRestException``, ``requests`` timeouts), never retried.
+    """
+    if regions is not None:
+        from voice_runtime.transports import _twilio_client
+
+        sid = validate_sid(call_sid)
+        checked = _validated_regions(regions)
+        hangup_in_regions(sid, checked, _twilio_client.build_explicit_twilio_client)
+        return None
     if client is None:
         client, _ = _env_client(environ)
     return complete_call(client, call_sid)
 
 
+def _validated_regions(regions: object) -> tuple[TwilioRegion, ...]:
+    """The one region validator, shared by :func:`hangup_call` and ``register_voice_websocket(hangup_regions=)``."""
+    return validated_regions(regions)
+
+
+def list_calls(
+    *,
+    api_host: str,
+    account_sid: str,
+    auth: tuple[str, str],
+    to: str,
+    start_after: datetime,
+    page_size: int = 200,
+    max_pages: int = 10,
+) -> list[TwilioCallRow]:
+    """Every call to ``to`` that started after ``start_after``, from one explicit region (0.1.14).
+
+    All arguments are validated before any client exists (``ValueError``). Every page is read, up to
+    ``max_pages`` (more left raises :class:`TwilioCallListIncompleteError`); a malformed page or record, a
+    continuation URL that leaves the host or collection, or a transport error raises — a partial list is
+    never returned. Rows whose ``start_time`` is unknown are kept with ``start_time=None``.
+    """
+    from pydantic import ValidationError
+
+    from voice_runtime.transports import _twilio_client
+    from voice_runtime.transports.twilio_regions import _check_list_arguments
+
+    try:
+        region = TwilioRegion(api_host=api_host, account_sid=account_sid, auth=auth)
+    except ValidationError:
+        raise ValueError("api_host/account_sid/auth do not form a valid TwilioRegion") from None
+    _check_list_arguments(to, start_after, page_size, max_pages)
+    client = _twilio_client.build_explicit_twilio_client(region)
+    return list_calls_with_client(client, region, to=to, start_after=start_after, page_size=page_size, max_pages=max_pages)
+
+
+def list_recent_calls(lookback_s: float = 3600.0, *, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Deprecated (0.1.10): calls to ``TWILIO_PHONE_NUMBER`` in the last ``lookback_s`` seconds, at most 200.
+
+    Use :func:`list_calls`, which is typed, reads every page and names its region. Without credentials this
+    returns ``[]`` (0.1.x behaviour). Rows: ``{"call_sid", "status", "start_time"}`` (epoch seconds, 0 when
+    unknown).
+    """
+    warnings.warn(
+        "list_recent_calls() is deprecated: it silently stops at 200 calls; use list_calls(...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    env = os.environ if environ is None else environ
+    if not (env.get("TWILIO_ACCOUNT_SID") and (env.get("TWILIO_AUTH_TOKEN") or env.get("TWILIO_API_SECRET"))):
+        return []
+    client, credentials = _env_client(env)
+    since = datetime.now(timezone.utc) - timedelta(seconds=float(lookback_s))
+    kwargs: dict[str, Any] = {"start_time_after": since, "limit": 200}
+    if credentials.from_number:
+        kwargs["to"] = credentials.from_number
+    try:
+        records = client.calls.list(**kwargs)
+    except Exception as exc:
+        raise carrier_error(exc, "call list") from None
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        start = getattr(record, "start_time", None)
+        rows.append(
+            {
+                "call_sid": str(record.sid),
+                "status": str(record.status or ""),
+                "start_time": start.timestamp() if isinstance(start, datetime) else 0,
+            }
+        )
+    return rows
+
+
 __all__ = [
     "DEFAULT_STATUS_EVENTS",
+    "TwilioCallListIncompleteError",
+    "TwilioCallNotFoundError",
+    "TwilioCallRow",
+    "TwilioRegion",
+    "list_calls",
+    "list_recent_calls",
     "MAX_PARAMETER_CHARS",
     "build_dial_twiml",
     "build_route_stream_xml",

@@ -47,6 +47,20 @@ def set_http_client_factory(factory: Callable[[float], Any] | None) -> Callable[
     return previous
 
 
+def http_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``TWILIO_HTTP_TIMEOUT`` in seconds (default 15); a non-number, zero, negative or non-finite value is a
+    :class:`ConfigError` (never an unbounded or instant timeout)."""
+    env = os.environ if environ is None else environ
+    raw_timeout = env.get("TWILIO_HTTP_TIMEOUT")
+    try:
+        timeout = float(raw_timeout) if raw_timeout else DEFAULT_HTTP_TIMEOUT
+    except ValueError:
+        raise ConfigError(f"TWILIO_HTTP_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from None
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"TWILIO_HTTP_TIMEOUT must be a positive number of seconds, got {raw_timeout!r}")
+    return timeout
+
+
 @dataclass(frozen=True)
 class TwilioCredentials:
     """Who we are at Twilio. Secrets are excluded from ``repr`` so they never reach a log line."""
@@ -74,11 +88,7 @@ class TwilioCredentials:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TwilioCredentials:
         """Credentials from ``environ`` (default ``os.environ``); non-None ``overrides`` win."""
         env = os.environ if environ is None else environ
-        raw_timeout = env.get("TWILIO_HTTP_TIMEOUT")
-        try:
-            timeout = float(raw_timeout) if raw_timeout else DEFAULT_HTTP_TIMEOUT
-        except ValueError:
-            raise ConfigError(f"TWILIO_HTTP_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from None
+        timeout = http_timeout_from_env(env)
         values: dict[str, Any] = {
             "account_sid": env.get("TWILIO_ACCOUNT_SID", ""),
             "auth_token": env.get("TWILIO_AUTH_TOKEN") or None,
@@ -143,6 +153,7 @@ def build_twilio_client(credentials: TwilioCredentials, *, http_client: Any = No
 
 __all__ = [
     "DEFAULT_HTTP_TIMEOUT",
+    "http_timeout_from_env",
     "TwilioCredentials",
     "build_http_client",
     "build_twilio_client",
@@ -151,14 +162,49 @@ __all__ = [
 
 
 def carrier_error(exc: BaseException, action: str) -> Exception:
-    """Translate an SDK/transport failure of ``action`` into :class:`CarrierApiError` (code and status kept)."""
+    """Translate an SDK/transport failure of ``action`` into :class:`CarrierApiError` (code and status kept).
+
+    The result is *also* an instance of the original exception's class (``TwilioRestException``,
+    ``requests.ReadTimeout`` ...): 0.1.x let those propagate, so ``except TwilioRestException`` written
+    against it keeps working, while new code catches ``CarrierApiError``.
+    """
     from twilio.base.exceptions import TwilioRestException
 
     from voice_runtime.errors import CarrierApiError
 
     if isinstance(exc, TwilioRestException):
-        return CarrierApiError(f"Twilio {action} failed: {exc.msg}", carrier="twilio", code=exc.code, status=exc.status)
-    return CarrierApiError(f"Twilio {action} failed: {type(exc).__name__}: {exc}", carrier="twilio")
+        error = CarrierApiError(f"Twilio {action} failed: {exc.msg}", carrier="twilio", code=exc.code, status=exc.status)
+    else:
+        error = CarrierApiError(f"Twilio {action} failed: {type(exc).__name__}: {exc}", carrier="twilio")
+    return _also_original(error, exc)
+
+
+_DUAL_CLASSES: dict[type[BaseException], type[Exception]] = {}
+
+
+def _also_original(error: Exception, original: BaseException) -> Exception:
+    """``error`` re-classed as a subclass of both its own class and ``type(original)`` (cached per pair)."""
+    from voice_runtime.errors import CarrierApiError
+
+    kind = type(original)
+    if isinstance(original, CarrierApiError) or not isinstance(original, Exception):
+        return error
+    cls = _DUAL_CLASSES.get(kind)
+    if cls is None:
+        try:
+            cls = type(
+                f"CarrierApiError[{kind.__name__}]",
+                (CarrierApiError, kind),
+                {"__module__": __name__, "__str__": BaseException.__str__, "__repr__": BaseException.__repr__},
+            )
+        except TypeError:  # an exception class that cannot be mixed in (layout conflict): keep ours
+            return error
+        _DUAL_CLASSES[kind] = cls
+    dual = cls.__new__(cls)
+    dual.__dict__.update(vars(original))  # the SDK's own attributes (uri, method, details, request ...)
+    dual.__dict__.update(vars(error))  # ours win: code, status, carrier, retryable, provider
+    dual.args = error.args
+    return dual
 
 
 __all__ += ["carrier_error"]

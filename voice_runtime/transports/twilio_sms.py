@@ -36,7 +36,8 @@ def send_sms_with_client(
     except Exception as exc:
         raise carrier_error(exc, "SMS send") from None
     log.info("sent SMS %s (status %s)", message.sid, message.status)
-    return {"message_sid": str(message.sid), "status": str(message.status), "to": str(message.to or to)}
+    # "to" is the number as the caller gave it (0.1.x shape), so callers can match results to requests.
+    return {"message_sid": str(message.sid), "status": str(message.status), "to": to}
 
 
 def send_sms(
@@ -47,14 +48,16 @@ def send_sms(
     client: Any = None,
     status_callback: str | None = None,
     environ: Mapping[str, str] | None = None,
+    from_: str | None = None,
 ) -> dict[str, str]:
     """Send ``body`` to ``to``; returns ``{"message_sid", "status", "to"}`` (blocking, bounded timeout).
 
-    ``from_number`` (default ``TWILIO_PHONE_NUMBER``) may also be a Messaging Service SID (``MG…``).
+    ``from_number`` (or its 0.1.x spelling ``from_``; default ``TWILIO_PHONE_NUMBER``) may also be a
+    Messaging Service SID (``MG…``). With an explicit sender, ``TWILIO_PHONE_NUMBER`` is not needed.
     """
     if not to or not body:
         raise ValueError("send_sms needs a recipient and a body")
-    sender = from_number
+    sender = from_number or from_
     if client is None:
         credentials = TwilioCredentials.from_env(environ)
         client = build_twilio_client(credentials)
