@@ -119,8 +119,11 @@ def test_settings_from_env_never_show_the_key(monkeypatch):
         assert "super-secret-key" not in text
     assert AzureSpeechSettings.from_env(host="ws://127.0.0.1:1").region is None  # host replaces the region
     monkeypatch.delenv("AZURE_SPEECH_KEY")
+    keyless = AzureStt()  # 0.1.x: constructs without credentials, fails at first use
     with pytest.raises(ConfigError, match="AZURE_SPEECH_KEY"):
-        AzureStt()
+        keyless.check_credentials()
+    with pytest.raises(ConfigError, match="AZURE_SPEECH_KEY"):
+        keyless.sdk.speech_config()
     with pytest.raises(ConfigError, match="100-5000"):
         AzureStt(subscription_key="k", silence_timeout_ms=50)
 

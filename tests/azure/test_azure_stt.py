@@ -28,7 +28,8 @@ from tests.azure.fakes import (  # noqa: E402
     recognizing_event,
 )
 from voice_runtime.errors import ProviderError  # noqa: E402
-from voice_runtime.providers.azure_stt import AzurePersistentStt, AzureStt  # noqa: E402
+from voice_runtime.providers.azure_stt import AzureStt  # noqa: E402
+from voice_runtime.providers.azure_stt import _AzurePersistentStt as AzurePersistentStt  # noqa: E402
 
 
 class Recorder:
@@ -90,7 +91,7 @@ async def test_factory_names_resolve_to_the_provider():
     from voice_runtime import create_stt
     from voice_runtime.stt import get_stt_class
 
-    assert get_stt_class("azure") is AzureStt is AzurePersistentStt
+    assert get_stt_class("azure") is AzurePersistentStt and issubclass(AzurePersistentStt, AzureStt)
     stt = create_stt("azure", sdk=FakeSpeechSdk(), language_code="fi-FI", silence_timeout_ms=600)
     assert stt.options.language == "fi-FI" and stt.options.segmentation_silence_timeout_ms == 600
 

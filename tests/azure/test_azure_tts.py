@@ -18,7 +18,8 @@ pytest.importorskip("azure.cognitiveservices.speech")
 from tests.azure.fakes import CancellationErrorCode, FakeSpeechSdk, FakeSynthesizer, fake_speech_audio  # noqa: E402
 from voice_runtime import VoiceSession  # noqa: E402
 from voice_runtime.errors import ProviderError  # noqa: E402
-from voice_runtime.providers.azure_tts import AzureTts, AzureTTS  # noqa: E402
+from voice_runtime.providers.azure_tts import AzureTts  # noqa: E402
+from voice_runtime.providers.azure_tts import _AzureTTS as AzureTTS  # noqa: E402  (the 0.1.x name)
 
 
 def make(synth_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> tuple[AzureTts, FakeSpeechSdk]:
@@ -31,7 +32,7 @@ def test_factory_name_and_voice():
     from voice_runtime import create_tts
     from voice_runtime.tts import get_tts_class
 
-    assert get_tts_class("azure") is AzureTts is AzureTTS
+    assert get_tts_class("azure") is AzureTTS and issubclass(AzureTTS, AzureTts) and AzureTTS.__name__ == "AzureTTS"
     tts = create_tts("azure", sdk=FakeSpeechSdk(), voice_name="fi-FI-NooraNeural")
     assert tts.options.voice == "fi-FI-NooraNeural"
 

@@ -14,7 +14,8 @@ import pytest
 
 from voice_runtime import VoiceServer, create_stt
 from voice_runtime.errors import ConfigError
-from voice_runtime.providers.elevenlabs_stt import ElevenLabsRealtimeStt, PersistentSttSession
+from voice_runtime.providers.elevenlabs_stt import ElevenLabsRealtimeStt
+from voice_runtime.providers.elevenlabs_stt import _PersistentSttSession as PersistentSttSession
 from voice_runtime.testing import SimulatedPhone
 from voice_runtime.testing.fake_elevenlabs import FakeElevenLabs, encode_text_as_speech
 
@@ -337,12 +338,13 @@ async def test_manual_commit_strategy(fake: FakeElevenLabs) -> None:
 
 def test_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ELEVENLABS_API_KEY", raising=False)
-    with pytest.raises(ConfigError):
-        ElevenLabsRealtimeStt()
+    keyless = ElevenLabsRealtimeStt()  # 0.1.x: constructs without credentials ...
+    with pytest.raises(ConfigError, match="ELEVENLABS_API_KEY"):
+        keyless.check_credentials()  # ... and says so at first use
     monkeypatch.setenv("ELEVENLABS_API_KEY", "k")
     monkeypatch.setenv("STT_LANGUAGE_CODE", "fi")
     stt = create_stt("elevenlabs")
-    assert isinstance(stt, ElevenLabsRealtimeStt) and PersistentSttSession is ElevenLabsRealtimeStt
+    assert isinstance(stt, ElevenLabsRealtimeStt) and type(stt) is PersistentSttSession and type(stt).__name__ == "PersistentSttSession"
     assert stt.language_code == "fi" and stt.url().startswith("wss://api.elevenlabs.io/v1/speech-to-text/realtime?")
     with pytest.raises(ConfigError):
         ElevenLabsRealtimeStt(vad_silence_threshold_secs=10)

@@ -10,7 +10,8 @@ import pytest
 from voice_runtime import VoiceServer, create_tts
 from voice_runtime.errors import ConfigError, ProviderError
 from voice_runtime.providers.elevenlabs_stt import ElevenLabsRealtimeStt
-from voice_runtime.providers.elevenlabs_tts import DEFAULT_MODEL_ID, ElevenLabsTts, ElevenLabsTTS
+from voice_runtime.providers.elevenlabs_tts import DEFAULT_MODEL_ID, ElevenLabsTts
+from voice_runtime.providers.elevenlabs_tts import _ElevenLabsTTS as ElevenLabsTTS
 from voice_runtime.testing import SimulatedPhone
 from voice_runtime.testing.fake_elevenlabs import FakeElevenLabs, encode_text_as_speech
 
@@ -241,13 +242,14 @@ def test_speak_stream_in_a_call(fake: FakeElevenLabs) -> None:
 
 def test_configuration_is_read_per_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ELEVENLABS_API_KEY", raising=False)
-    with pytest.raises(ConfigError):
-        ElevenLabsTts()
+    keyless = ElevenLabsTts()  # 0.1.x: constructs without credentials ...
+    with pytest.raises(ConfigError, match="ELEVENLABS_API_KEY"):
+        keyless.check_credentials()  # ... and says so at first use
     monkeypatch.setenv("ELEVENLABS_API_KEY", "k1")
     monkeypatch.setenv("ELEVENLABS_VOICE_ID", "voice-from-env")
     monkeypatch.setenv("ELEVENLABS_VOICE_SETTINGS", '{"stability": 0.4, "speed": 1.1}')
     tts = create_tts("elevenlabs")
-    assert isinstance(tts, ElevenLabsTts) and ElevenLabsTTS is ElevenLabsTts
+    assert isinstance(tts, ElevenLabsTts) and type(tts) is ElevenLabsTTS and type(tts).__name__ == "ElevenLabsTTS"
     assert (tts.api_key, tts.voice_id, tts.model_id) == ("k1", "voice-from-env", "eleven_flash_v2_5")
     assert tts.voice_settings == {"stability": 0.4, "speed": 1.1}
     assert ElevenLabsTts(voice_id="arg", model_id="eleven_turbo_v2_5").voice_id == "arg"

@@ -100,6 +100,12 @@ class AzureSpeechSettings:
     region: str | None = None
     endpoint: str | None = None
     host: str | None = None
+    missing: str | None = None  # why the service cannot be reached yet (no key); raised at first use
+
+    def require(self) -> None:
+        """Raise :class:`ConfigError` if there is nothing to authenticate with (called at first use)."""
+        if self.missing:
+            raise ConfigError(self.missing)
 
     @classmethod
     def from_env(
@@ -113,7 +119,8 @@ class AzureSpeechSettings:
     ) -> AzureSpeechSettings:
         """Explicit arguments win over ``AZURE_SPEECH_KEY`` / ``_REGION`` / ``_ENDPOINT`` / ``_HOST``.
 
-        Raises :class:`ConfigError` when there is neither a key nor an endpoint/host to talk to.
+        Neither a key nor an endpoint/host is not an error *here* (0.1.x constructed providers without
+        credentials): it is recorded in ``missing`` and :meth:`require` raises :class:`ConfigError` at first use.
         """
         key = key or os.environ.get("AZURE_SPEECH_KEY") or None
         endpoint = endpoint or os.environ.get("AZURE_SPEECH_ENDPOINT") or None
@@ -125,10 +132,11 @@ class AzureSpeechSettings:
         else:
             region = region or os.environ.get("AZURE_SPEECH_REGION") or default_region
             if not key:
-                raise ConfigError(
+                missing = (
                     "no Azure Speech key: pass subscription_key= or set AZURE_SPEECH_KEY "
                     "(or AZURE_SPEECH_ENDPOINT / AZURE_SPEECH_HOST for a keyless container)"
                 )
+                return cls(key=None, region=region, missing=missing)
         return cls(key=key, region=region, endpoint=endpoint, host=host)
 
     def describe(self) -> str:
@@ -173,6 +181,7 @@ class AzureSpeechSdk:
         self.settings = settings
 
     def speech_config(self) -> Any:
+        self.settings.require()
         sdk = import_speechsdk()
         s = self.settings
         try:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError, ProviderError
 from voice_runtime.providers.backoff import backoff_delay
 from voice_runtime.providers.azure_sdk import (
@@ -55,7 +56,7 @@ from voice_runtime.providers.azure_sdk import (
     run_blocking,
 )
 
-__all__ = ["AzureStt", "AzurePersistentStt"]
+__all__ = ["AzureStt"]
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,11 @@ class AzureStt:
         self._eof = False
         self._in_speech = False
         self._discard_until = 0.0
+
+    def check_credentials(self) -> None:
+        """Fail fast: raise :class:`ConfigError` now if no key/endpoint is configured (e.g. at server start-up)."""
+        if self.settings is not None:
+            self.settings.require()
 
     def __repr__(self) -> str:
         where = self.settings.describe() if self.settings is not None else type(self.sdk).__name__
@@ -691,4 +697,5 @@ def _name(value: Any) -> str:
     return str(getattr(value, "name", value))
 
 
-AzurePersistentStt = AzureStt  # the prior art's name (and the registry's)
+_AzurePersistentStt = prior_art_class(AzureStt, "AzurePersistentStt")  # what the factory builds (see voice_runtime.compat.names)
+__getattr__ = deprecated_module_names(__name__, {"AzurePersistentStt": (_AzurePersistentStt, "AzureStt")})

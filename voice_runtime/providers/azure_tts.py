@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ProviderError
 from voice_runtime.providers.azure_sdk import (
     PROVIDER,
@@ -50,7 +51,7 @@ from voice_runtime.providers.azure_sdk import (
 )
 from voice_runtime.providers.base import StreamingTtsBase
 
-__all__ = ["AzureTts", "AzureTTS", "DEFAULT_VOICE"]
+__all__ = ["AzureTts", "DEFAULT_VOICE"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,11 @@ class AzureTts(StreamingTtsBase):
         self._current: _Utterance | None = None
         self._closed = False
         self.last_stop_seconds: float | None = None  # stop_speaking → terminal event, last barge-in
+
+    def check_credentials(self) -> None:
+        """Fail fast: raise :class:`ConfigError` now if no key/endpoint is configured (e.g. at server start-up)."""
+        if self.settings is not None:
+            self.settings.require()
 
     def __repr__(self) -> str:
         where = self.settings.describe() if self.settings is not None else type(self.sdk).__name__
@@ -357,4 +363,5 @@ def _release(synth: Any, connection: Any) -> None:
     del synth, connection
 
 
-AzureTTS = AzureTts  # the prior art's name (and the registry's)
+_AzureTTS = prior_art_class(AzureTts, "AzureTTS")  # what the factory builds (see voice_runtime.compat.names)
+__getattr__ = deprecated_module_names(__name__, {"AzureTTS": (_AzureTTS, "AzureTts")})

@@ -11,6 +11,19 @@ Audio conventions (the one thing every provider must agree on):
   but any size is legal). ``None`` is the end-of-stream sentinel: the call is over.
 * ``TtsProvider.synthesize`` yields **G.711 μ-law, 8 kHz, mono** ``bytes`` chunks of any size.
 
+**What a provider may use of a session** (:class:`ProviderSession`; nothing else, so a provider works with
+any object that offers these — a hand-written session, a test double):
+
+* ``is_disconnected`` (property, bool) — the call is over: stop and report ``call_disconnected``;
+* ``put_outbound_sync(chunk)`` — queue μ-law 8 kHz agent audio (blocks while the buffer is full; raises
+  :class:`~voice_runtime.errors.CallHangupError` once the call is gone);
+* ``tap_agent(chunk)`` — hand the same audio to the session's monitor/recorder taps;
+* ``send_mark_and_wait(name, timeout=...)`` — block until the caller has heard everything queued so far
+  (may raise ``TimeoutError``).
+
+A real :class:`~voice_runtime.session.VoiceSession` is driven through its public ``speak(...)`` instead,
+which adds barge-in, STT echo handling and the event log on top of the same four steps.
+
 Threads: ``SttProvider.start``/``stop`` run on the event loop. Callbacks (``on_committed`` and friends) may
 be invoked from the event loop or from a provider's own thread; the session's handlers are thread-safe.
 ``TtsProvider.synthesize`` and ``speak`` run on the *flow* thread (a plain thread), never on the loop.
@@ -19,6 +32,7 @@ be invoked from the event loop or from a provider's own thread; the session's ha
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -27,6 +41,25 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from voice_runtime.session import VoiceSession
 
 InboundQueue = asyncio.Queue  # asyncio.Queue[bytes | None]; kept un-subscripted for 3.11 runtime use
+
+log = logging.getLogger(__name__)
+
+#: The session methods a provider may call (see the module docstring). Tested against an object offering
+#: exactly these in ``tests/compat/test_provider_session_contract.py``.
+PROVIDER_SESSION_METHODS = ("is_disconnected", "put_outbound_sync", "tap_agent", "send_mark_and_wait")
+
+
+class ProviderSession(Protocol):
+    """The part of a session a TTS provider drives (0.1.x's contract, unchanged)."""
+
+    @property
+    def is_disconnected(self) -> bool: ...
+
+    def put_outbound_sync(self, data: bytes) -> None: ...
+
+    def tap_agent(self, chunk: bytes) -> None: ...
+
+    def send_mark_and_wait(self, mark_name: str, timeout: float = 10.0) -> Any: ...
 
 
 class SttProvider(Protocol):
@@ -83,8 +116,9 @@ class StreamingTts(Protocol):
 class StreamingTtsBase:
     """Mixin giving a :class:`StreamingTts` the prior-art ``speak(text, session, stop_event)`` for free.
 
-    ``speak`` routes through :meth:`VoiceSession.speak` so that marks, barge-in, the event log and error
-    reporting behave identically for every provider.
+    On a :class:`VoiceSession`, ``speak`` routes through :meth:`VoiceSession.speak` so that marks, barge-in,
+    the event log and error reporting behave identically for every provider. On any other session-like
+    object it uses only the :class:`ProviderSession` methods (:func:`speak_on`).
     """
 
     on_error: Callable[[str], None] | None = None
@@ -95,8 +129,62 @@ class StreamingTtsBase:
     def speak(
         self, text: str, session: VoiceSession, stop_event: threading.Event | None = None
     ) -> dict[str, Any]:
-        result = session.speak(text, wait=True, tts=self, stop_event=stop_event)  # type: ignore[arg-type]
-        return result.as_dict()
+        from voice_runtime.session import VoiceSession
+
+        if isinstance(session, VoiceSession):
+            result = session.speak(text, wait=True, tts=self, stop_event=stop_event)  # type: ignore[arg-type]
+            return result.as_dict()
+        return speak_on(self, text, session, stop_event)
 
     def close(self) -> None:
         """Release long-lived resources (sockets, worker processes). Default: nothing to release."""
+
+
+def speak_on(
+    tts: StreamingTts, text: str, session: ProviderSession, stop_event: threading.Event | None = None
+) -> dict[str, Any]:
+    """Say ``text`` on any :class:`ProviderSession` (the 0.1.x ``speak`` contract).
+
+    Returns ``{"last_spoken", "interrupted"}`` plus ``call_disconnected`` (the call was already gone:
+    ``last_spoken`` is ``""``) or ``error`` (synthesis failed; ``tts.on_error`` was called once). A mark
+    ``tts_complete`` follows the audio and is waited for (30 s; a timeout is logged, not raised).
+    """
+    from voice_runtime.errors import CallHangupError
+
+    if not text or not text.strip():
+        return {"last_spoken": "", "interrupted": False}
+    if _flag(session.is_disconnected):
+        return {"last_spoken": "", "interrupted": False, "call_disconnected": True}
+    stop = stop_event if stop_event is not None else threading.Event()
+    interrupted = False
+    try:
+        for chunk in tts.synthesize(text, stop):
+            if stop.is_set():
+                interrupted = True
+                break
+            if chunk:
+                session.put_outbound_sync(chunk)
+                session.tap_agent(chunk)
+    except CallHangupError:
+        return {"last_spoken": "", "interrupted": False, "call_disconnected": True}
+    except Exception as exc:  # a provider failure is reported, never raised into the flow
+        message = f"{type(exc).__name__}: {exc}"
+        on_error = getattr(tts, "on_error", None)
+        if on_error is not None:
+            try:
+                on_error(message)
+            except Exception:
+                log.exception("tts on_error callback failed")
+        return {"last_spoken": text, "interrupted": False, "error": message}
+    if interrupted or stop.is_set():
+        return {"last_spoken": text, "interrupted": True}
+    try:
+        session.send_mark_and_wait("tts_complete", timeout=30.0)
+    except TimeoutError:
+        log.warning("no playback confirmation for %r within 30 s", text[:40])
+    return {"last_spoken": text, "interrupted": False}
+
+
+def _flag(value: object) -> bool:
+    """A session's boolean property; anything that is not a real ``True`` (e.g. an unset test double) is False."""
+    return value is True

@@ -59,11 +59,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError
 from voice_runtime.providers.backoff import backoff_delay
 from voice_runtime.providers.elevenlabs_common import env_or, resolve_api_key, resolve_base_url, to_ws_url
 
-__all__ = ["ElevenLabsRealtimeStt", "PersistentSttSession", "FATAL_STT_ERRORS", "RETRYABLE_STT_ERRORS"]
+__all__ = ["ElevenLabsRealtimeStt", "FATAL_STT_ERRORS", "RETRYABLE_STT_ERRORS"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class ElevenLabsRealtimeStt:
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
     ) -> None:
-        self.api_key = resolve_api_key(api_key)
+        self._api_key: str | None = env_or(api_key, "ELEVENLABS_API_KEY")  # checked at first use
         self.language_code = env_or(language_code, "STT_LANGUAGE_CODE", "en")
         self.model_id = str(env_or(model_id, "STT_MODEL_ID", "scribe_v2_realtime"))
         self.ws_base_url = to_ws_url(resolve_base_url(base_url))
@@ -200,6 +201,21 @@ class ElevenLabsRealtimeStt:
         self._commit_in_session = False
 
     # ================================================================================ protocol
+
+    @property
+    def api_key(self) -> str:
+        """The API key; missing raises :class:`ConfigError` here, at first use (construction never needs it)."""
+        if not self._api_key:
+            self._api_key = resolve_api_key(None)  # the environment may have been set since construction
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._api_key = value
+
+    def check_credentials(self) -> None:
+        """Fail fast: raise :class:`ConfigError` now if no API key is configured (e.g. at server start-up)."""
+        self.api_key  # noqa: B018
     def set_speaking(self, speaking: bool) -> None:
         """The agent started/stopped talking (any thread). Stopping opens the echo-discard window."""
         if speaking:
@@ -625,4 +641,5 @@ def _check_range(name: str, value: float | None, low: float, high: float) -> Non
 
 
 # Prior-art name kept for compatibility (``create_stt("elevenlabs")`` resolves it).
-PersistentSttSession = ElevenLabsRealtimeStt
+_PersistentSttSession = prior_art_class(ElevenLabsRealtimeStt, "PersistentSttSession")  # what the factory builds (see voice_runtime.compat.names)
+__getattr__ = deprecated_module_names(__name__, {"PersistentSttSession": (_PersistentSttSession, "ElevenLabsRealtimeStt")})

@@ -45,6 +45,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError, ProviderError
 from voice_runtime.providers.base import StreamingTtsBase
 from voice_runtime.providers.elevenlabs_common import (
@@ -61,7 +62,7 @@ from voice_runtime.providers.elevenlabs_common import (
 if TYPE_CHECKING:  # pragma: no cover
     from voice_runtime.session import SpeechResult, VoiceSession
 
-__all__ = ["ElevenLabsTts", "ElevenLabsTTS", "DEFAULT_VOICE_ID", "DEFAULT_MODEL_ID"]
+__all__ = ["ElevenLabsTts", "DEFAULT_VOICE_ID", "DEFAULT_MODEL_ID"]
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class ElevenLabsTts(StreamingTtsBase):
         chunk_length_schedule: Iterable[int] = (50, 90, 120, 150),
         http_client: httpx.Client | None = None,
     ) -> None:
-        self.api_key = resolve_api_key(api_key)
+        self._api_key: str | None = env_or(api_key, "ELEVENLABS_API_KEY")  # checked at first use
         self.voice_id = str(env_or(voice_id, "ELEVENLABS_VOICE_ID", DEFAULT_VOICE_ID))
         self.model_id = str(env_or(model_id, "ELEVENLABS_MODEL", DEFAULT_MODEL_ID))
         self.base_url = to_http_url(resolve_base_url(base_url))
@@ -135,6 +136,21 @@ class ElevenLabsTts(StreamingTtsBase):
         self._client_lock = threading.Lock()
 
     # ================================================================================ HTTP plumbing
+
+    @property
+    def api_key(self) -> str:
+        """The API key; missing raises :class:`ConfigError` here, at first use (construction never needs it)."""
+        if not self._api_key:
+            self._api_key = resolve_api_key(None)  # the environment may have been set since construction
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._api_key = value
+
+    def check_credentials(self) -> None:
+        """Fail fast: raise :class:`ConfigError` now if no API key is configured (e.g. at server start-up)."""
+        self.api_key  # noqa: B018
     def _http(self) -> httpx.Client:
         with self._client_lock:
             if self._client is None:
@@ -402,4 +418,5 @@ def _read_capped(response: httpx.Response) -> bytes:
 
 
 # Prior-art name kept for compatibility (``create_tts("elevenlabs")`` resolves it).
-ElevenLabsTTS = ElevenLabsTts
+_ElevenLabsTTS = prior_art_class(ElevenLabsTts, "ElevenLabsTTS")  # what the factory builds (see voice_runtime.compat.names)
+__getattr__ = deprecated_module_names(__name__, {"ElevenLabsTTS": (_ElevenLabsTTS, "ElevenLabsTts")})

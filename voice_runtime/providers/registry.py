@@ -6,15 +6,15 @@ import importlib
 from typing import Any
 
 STT_PROVIDERS: dict[str, str] = {
-    "elevenlabs": "voice_runtime.providers.elevenlabs_stt:PersistentSttSession",
-    "azure": "voice_runtime.providers.azure_stt:AzurePersistentStt",
+    "elevenlabs": "voice_runtime.providers.elevenlabs_stt:_PersistentSttSession",
+    "azure": "voice_runtime.providers.azure_stt:_AzurePersistentStt",
     "local": "voice_runtime.providers.local_stt:LocalWhisperStt",
     "mock": "voice_runtime.providers.mock:MockStt",
 }
 
 TTS_PROVIDERS: dict[str, str] = {
-    "elevenlabs": "voice_runtime.providers.elevenlabs_tts:ElevenLabsTTS",
-    "azure": "voice_runtime.providers.azure_tts:AzureTTS",
+    "elevenlabs": "voice_runtime.providers.elevenlabs_tts:_ElevenLabsTTS",
+    "azure": "voice_runtime.providers.azure_tts:_AzureTTS",
     "local": "voice_runtime.providers.local_tts:PiperTts",
     "mock": "voice_runtime.providers.mock:MockTts",
 }
