@@ -30,14 +30,17 @@ class MarkOutcome(str, enum.Enum):
         return self.value
 
 
-_counter = itertools.count(1)
-_process_tag = os.urandom(3).hex()
+_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
 def make_wire_name(label: str) -> str:
-    """A name unique per process and call, so an echo can never be matched to the wrong waiter."""
+    """``<label>__<8 hex>``: unique per process for 2**32 marks, so an echo never meets the wrong waiter.
+
+    The shape is 0.1.x's (NC-236), which hand-written transports and tests match; a counter from a random
+    start replaces its random suffix, so two live marks can never collide.
+    """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:40] or "mark"
-    return f"{safe}__{_process_tag}{next(_counter):x}"
+    return f"{safe}__{next(_counter) & 0xFFFFFFFF:08x}"
 
 
 class Mark:

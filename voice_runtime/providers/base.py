@@ -147,7 +147,8 @@ def speak_on(
 
     Returns ``{"last_spoken", "interrupted"}`` plus ``call_disconnected`` (the call was already gone:
     ``last_spoken`` is ``""``) or ``error`` (synthesis failed; ``tts.on_error`` was called once). A mark
-    ``tts_complete`` follows the audio and is waited for (30 s; a timeout is logged, not raised).
+    ``tts_complete`` follows the audio and is waited for (``tts.mark_timeout``, default 30 s; a timeout is
+    logged, not raised).
     """
     from voice_runtime.errors import CallHangupError
 
@@ -178,10 +179,11 @@ def speak_on(
         return {"last_spoken": text, "interrupted": False, "error": message}
     if interrupted or stop.is_set():
         return {"last_spoken": text, "interrupted": True}
+    timeout = float(getattr(tts, "mark_timeout", 30.0))
     try:
-        session.send_mark_and_wait("tts_complete", timeout=30.0)
+        session.send_mark_and_wait("tts_complete", timeout=timeout)
     except TimeoutError:
-        log.warning("no playback confirmation for %r within 30 s", text[:40])
+        log.warning("no playback confirmation for %r within %.0f s", text[:40], timeout)
     return {"last_spoken": text, "interrupted": False}
 
 

@@ -189,6 +189,8 @@ def tone_speech(seconds: float, *, frequency: float = 220.0, amplitude: float = 
 class MockTts(StreamingTtsBase):
     """Real audio of plausible duration for any text; optional synthesis delay and injected failures."""
 
+    mark_timeout = 10.0  # 0.1.x MockTts waited 10 s for its mark (the real providers 30 s)
+
     def __init__(
         self,
         on_spoken: Callable[[str], None] | None = None,
