@@ -43,7 +43,7 @@ tar -xzf "$sdist" -C "$scratch" --strip-components=1 "voice_runtime-$version/tes
 # 2. the four files that import tests.twilio_http_fakes, which the sdist does not ship
 rm -f "$scratch"/tests/test_vr004_migration_example.py "$scratch"/tests/test_vr004_region_hangup.py \
       "$scratch"/tests/test_vr006_migration_example.py "$scratch"/tests/test_vr006_region_cdr.py
-# 3. the conftest the sdist lacks
+# 3. the conftest the sdist lacks (plus one line of ours: vendor URLs go to a closed loopback port)
 cat >"$scratch/tests/conftest.py" <<'PY'
 import importlib.util
 import os
@@ -54,6 +54,11 @@ _PREFIXES = ("TWILIO_", "ELEVENLABS_", "AZURE_", "VOICE_", "STT_")
 for _name in list(os.environ):
     if _name.startswith(_PREFIXES) or _name in ("TRANSPORT", "NGROK_URL"):
         del os.environ[_name]
+
+
+# No network: the run is offline by rule. Providers that would call a vendor (a test that passes a fake key)
+# are pointed at a closed loopback port, so they fail at once instead of reaching out.
+os.environ["ELEVENLABS_BASE_URL"] = "http://127.0.0.1:9"
 
 
 def _azure_importable() -> bool:

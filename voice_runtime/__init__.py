@@ -36,7 +36,7 @@ from voice_runtime.session import SpeechResult, VoiceSession
 from voice_runtime.stats import CallStats
 from voice_runtime.stt import create_stt, get_stt_class
 from voice_runtime.stt_tee import SttTee
-from voice_runtime.transport import get_sms_transport
+from voice_runtime.transport import create_transport, get_sms_transport
 from voice_runtime.transports.twilio_ws import register_voice_websocket
 from voice_runtime.tts import create_tts, get_tts_class
 
@@ -49,6 +49,11 @@ _LAZY = {
     "build_stream_xml": "voice_runtime.transports.twilio_call",
     "hangup_call": "voice_runtime.transports.twilio_call",
     "build_route_stream_xml": "voice_runtime.transports.twilio_call",
+    "list_calls": "voice_runtime.transports.twilio_call",
+    "TwilioRegion": "voice_runtime.transports.twilio_call",
+    "TwilioCallRow": "voice_runtime.transports.twilio_call",
+    "TwilioCallNotFoundError": "voice_runtime.transports.twilio_call",
+    "LiveMonitor": "voice_runtime.audio.monitor",
     "TwilioCallControl": "voice_runtime.transports.twilio_control",
     "PlivoCallControl": "voice_runtime.transports.plivo_control",
     "CarrierApiError": "voice_runtime.errors",
@@ -97,6 +102,7 @@ __all__ = [
     "VoiceServer",
     "VoiceSession",
     "create_stt",
+    "create_transport",
     "create_tts",
     "get_sms_transport",
     "get_stt_class",

@@ -1,6 +1,7 @@
 """SMS transports (prior-art import path ``voice_runtime.transport``).
 
 ``get_sms_transport(name)`` returns an object with ``send_sms(to, body) -> {"message_sid", "status", "to"}``.
+``create_transport(provider)`` (the 0.1.x README's factory) returns a carrier's transport functions.
 ``"mock"`` records messages in memory (demos and tests); carrier transports live in
 ``voice_runtime.transports.<carrier>_sms`` and are imported lazily.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -46,4 +49,47 @@ def get_sms_transport(provider: str = "twilio") -> Any:
     return carrier.load_sms()
 
 
-__all__ = ["get_sms_transport", "MockSmsTransport"]
+@dataclass(frozen=True)
+class Transport:
+    """One carrier's transport, as 0.1.x's ``create_transport(provider=...)`` described it.
+
+    The functions are the carrier's prior-art-level ones (environment-configured, blocking); ``call_control``
+    builds the carrier's call control for a :class:`~voice_runtime.server.VoiceServer` (the new way).
+    Members a carrier lacks are ``None``.
+    """
+
+    name: str
+    register_voice_websocket: Callable[..., Any] | None = None
+    initiate_outbound_call: Callable[..., Any] | None = None
+    hangup_call: Callable[..., Any] | None = None
+    send_sms: Callable[..., Any] | None = None
+    call_control: Callable[..., Any] | None = None
+
+
+def create_transport(provider: str = "twilio") -> Transport:
+    """The transport named ``provider``: ``twilio``, ``plivo`` or ``mock`` (the 0.1.x mock bridge)."""
+    if provider == "twilio":
+        from voice_runtime.transports import twilio_call, twilio_sms
+        from voice_runtime.transports.twilio_control import TwilioCallControl
+        from voice_runtime.transports.twilio_ws import register_voice_websocket
+
+        return Transport(
+            "twilio", register_voice_websocket, twilio_call.initiate_outbound_call, twilio_call.hangup_call,
+            twilio_sms.send_sms, TwilioCallControl,
+        )
+    if provider == "plivo":
+        from voice_runtime.transports import plivo_sms
+        from voice_runtime.transports.plivo_control import PlivoCallControl
+
+        return Transport("plivo", send_sms=plivo_sms.send_sms, call_control=PlivoCallControl)
+    if provider == "mock":
+        from voice_runtime.transports import mock_bridge
+        from voice_runtime.transports.twilio_ws import register_voice_websocket
+
+        return Transport(
+            "mock", register_voice_websocket, mock_bridge.initiate_mock_call, send_sms=_mock.send_sms,
+        )
+    raise ValueError(f"Unknown transport: {provider!r}; valid: mock, plivo, twilio")
+
+
+__all__ = ["create_transport", "get_sms_transport", "MockSmsTransport", "Transport"]

@@ -346,11 +346,15 @@ class VoiceServer:
 
         return start_fastapi(self, host, port, log_level=log_level)
 
-    def serve(self, host: str = "0.0.0.0", port: int = 8080, *, drain_deadline: float = 30.0, **uvicorn_kwargs: Any) -> None:
-        """Run in the foreground until SIGTERM/SIGINT, then drain (see :mod:`voice_runtime.server.drain`)."""
+    def serve(self, host: str = "0.0.0.0", port: int | None = None, *, drain_deadline: float = 30.0, **uvicorn_kwargs: Any) -> None:
+        """Run in the foreground until SIGTERM/SIGINT, then drain (see :mod:`voice_runtime.server.drain`).
+
+        ``port`` defaults to ``VOICE_SERVER_PORT`` (0.1.x's variable), else 8080.
+        """
+        from voice_runtime.compat.env import server_port
         from voice_runtime.server.runners import serve_fastapi
 
-        serve_fastapi(self, host, port, drain_deadline=drain_deadline, **uvicorn_kwargs)
+        serve_fastapi(self, host, server_port() if port is None else port, drain_deadline=drain_deadline, **uvicorn_kwargs)
 
     async def drain(self, deadline: float = 30.0, **kwargs: Any) -> Any:
         """Stop accepting calls, let live ones finish up to ``deadline``, then hang up and close the rest.

@@ -19,6 +19,8 @@ What 0.1.x callers rely on, kept here:
   ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``. Twilio then closes the stream from its side; only if REST
   failed, was impossible (no credentials, no CallSid) or Twilio did not close within
   :data:`REST_CLOSE_WAIT_S` does the server close the socket (1000) — once.
+* **Live monitor**: ``VOICE_MONITOR=1`` plays both sides of each call through ``ffplay``
+  (:mod:`voice_runtime.audio.monitor`), fed by the same taps as the recorder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 
 from voice_runtime import call_events as ev
+from voice_runtime.audio.monitor import monitor_enabled, monitor_factory
 from voice_runtime.compat.legacy_stream import CallbackWire, serve_session_like
 from voice_runtime.protocols import Dialect, StreamStarted
 from voice_runtime.server.connection import CallConnection, ConnectionConfig
@@ -168,7 +171,8 @@ def register_voice_websocket(
             async def session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession:
                 return session
 
-            await CallConnection(wire, session_for, config=config, hangup=hangup_hook).run()
+            monitor = monitor_factory() if monitor_enabled() else None  # VOICE_MONITOR=1: hear the call live
+            await CallConnection(wire, session_for, config=config, hangup=hangup_hook, recorder_factory=monitor).run()
         finally:
             busy["active"] = False
 
