@@ -92,3 +92,19 @@ def test_empty_text_is_a_no_op(text: str) -> None:
     session = MinimalSession()
     assert create_tts("mock").speak(text, session)["last_spoken"] == ""
     assert session.audio == [] and session.marks == []
+
+
+def test_a_failed_speak_with_no_audio_does_not_wait_for_playback() -> None:
+    """NC-260 Gap A: on a provider failure the flow gets the error now, not after a mark timeout."""
+    import time
+
+    from voice_runtime import VoiceSession
+
+    session = VoiceSession()
+    tts = create_tts("mock", fail_with="auth failed")
+    errors: list[str] = []
+    tts.on_error = errors.append
+    started = time.monotonic()
+    result = session.speak("hello", wait=True, timeout=30, tts=tts)
+    assert "auth failed" in (result.error or "") and result.mark is None and len(errors) == 1
+    assert time.monotonic() - started < 5  # bounded by the failure, not by the 30 s playback wait
