@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import wave
 from pathlib import Path
@@ -75,7 +77,8 @@ def test_mix_short_and_unequal_inputs() -> None:
     assert mix_frames(b"", short) == explicit_mix(b"", short)
 
 
-def test_audio_mixer_without_path_is_noop() -> None:
+def test_audio_mixer_without_path_or_player_is_noop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_MONITOR_PLAYER", "no-such-player-on-path")  # monitor-only form, player missing
     m = AudioMixer()
     m.start()
     m.write_caller(b"\x01" * 160)

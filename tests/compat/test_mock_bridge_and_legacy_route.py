@@ -119,3 +119,23 @@ def test_voice_monitor_plays_the_mixed_call(monkeypatch: pytest.MonkeyPatch, tmp
     assert len(data) >= 160 * 10 and len(data) % 160 == 0
     assert set(data) - {0xFF, 0x7F}, "the agent's audio was mixed in"
     assert os.path.getsize(out) == len(data)
+
+
+def test_audio_mixer_without_a_path_is_the_0_1_live_monitor(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from voice_runtime.audio import SILENCE_FRAME, AudioMixer
+
+    out = tmp_path / "heard.ulaw"
+    player = tmp_path / "player.sh"
+    player.write_text(f"#!/bin/sh\nexec cat > {out}\n")
+    player.chmod(player.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("VOICE_MONITOR_PLAYER", str(player))
+    session = VoiceSession()
+    mixer = AudioMixer()
+    mixer.start()
+    session.set_mixer(mixer)
+    session.tap_agent(b"\x10" * 1600)  # 0.2 s of agent audio through the session's tap
+    assert mixer._monitor.wait_for_frames(20, timeout=5)  # played in real time: ~0.4 s
+    mixer.shutdown()
+    data = out.read_bytes()
+    frames = [data[i : i + 160] for i in range(0, len(data), 160)]
+    assert len(frames) >= 20 and frames.count(SILENCE_FRAME) < len(frames) - 5  # the agent's 10 frames were heard

@@ -12,11 +12,13 @@ thread; it only records, delegating to :class:`~.recorder.CallRecorder`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +62,14 @@ def mix_frames(caller: bytes, agent: bytes) -> bytes:
 
 
 class AudioMixer:
-    """Records a call's two sides; prior-art API over :class:`CallRecorder`.
+    """Records a call's two sides and/or plays them live; prior-art API.
 
-    With ``record_path=None`` every method is a cheap no-op (the prior art's
-    live ``ffplay`` monitor is gone). The recorder is created by
-    :meth:`start`, or implicitly by the first write so no audio is lost if
-    ``start`` is forgotten. Writes after :meth:`shutdown` are ignored.
+    ``AudioMixer(record_path)`` records (a stereo 16-bit WAV via :class:`CallRecorder`; 0.1.x wrote mono
+    μ-law). ``AudioMixer()`` — the 0.1.x "monitor only" form — plays the mixed call through ``ffplay`` with
+    a :class:`~voice_runtime.audio.monitor.LiveMonitor` once started (``monitor=True`` adds that to a
+    recording too). Without ``ffplay`` on PATH the monitor logs one warning and stays silent instead of
+    failing the call. The recorder is created by :meth:`start`, or implicitly by the first write so no
+    audio is lost if ``start`` is forgotten. Writes after :meth:`shutdown` are ignored.
     """
 
     def __init__(
@@ -74,8 +78,11 @@ class AudioMixer:
         *,
         stereo: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        monitor: bool | None = None,
     ) -> None:
         self.record_path = Path(record_path) if record_path is not None else None
+        self.monitor = record_path is None if monitor is None else monitor
+        self._monitor: Any = None
         self.stereo = stereo
         self._clock = clock
         self._lock = threading.Lock()
@@ -92,11 +99,26 @@ class AudioMixer:
         return self._recorder is not None and not self._shut
 
     def start(self) -> None:
-        """Open the recording. Idempotent; a no-op without a record path or after shutdown."""
+        """Open the recording and start the live monitor (as configured). Idempotent; no-op after shutdown."""
         with self._lock:
-            if self._shut or self._recorder is not None or self.record_path is None:
+            if self._shut:
+                return
+            if self.monitor and self._monitor is None:
+                self._monitor = self._start_monitor()
+            if self._recorder is not None or self.record_path is None:
                 return
             self._recorder = CallRecorder(self.record_path, stereo=self.stereo, clock=self._clock)
+
+    @staticmethod
+    def _start_monitor() -> Any:
+        from voice_runtime.audio.monitor import LiveMonitor
+        from voice_runtime.errors import ConfigError
+
+        try:
+            return LiveMonitor().start()
+        except (ConfigError, OSError) as exc:
+            logging.getLogger(__name__).warning("AudioMixer: live monitor unavailable (%s)", exc)
+            return False  # tried: do not try again per write
 
     def _active(self) -> CallRecorder | None:
         rec = self._recorder
@@ -110,26 +132,35 @@ class AudioMixer:
         rec = self._active()
         if rec is not None:
             rec.write_caller(chunk, at)
+        if self._monitor:
+            self._monitor.write_caller(chunk, at)
 
     def write_agent(self, chunk: bytes, at: float | None = None) -> None:
         """Record agent μ-law audio at its scheduled play time ``at``."""
         rec = self._active()
         if rec is not None:
             rec.write_agent(chunk, at)
+        if self._monitor:
+            self._monitor.write_agent(chunk, at)
 
     def truncate_agent(self, at: float) -> None:
         """Erase agent audio scheduled at/after ``at`` (after a barge-in ``clear``)."""
         rec = self._recorder
         if rec is not None:
             rec.truncate_agent(at)
+        if self._monitor:
+            self._monitor.truncate_agent(at)
 
     def shutdown(self) -> None:
-        """Finalize the WAV file. Idempotent."""
+        """Finalize the WAV file and stop the monitor. Idempotent."""
         with self._lock:
             self._shut = True
             rec = self._recorder
+            monitor, self._monitor = self._monitor, None
         if rec is not None:
             rec.close()
+        if monitor:
+            monitor.close()
 
     def __enter__(self) -> AudioMixer:
         self.start()

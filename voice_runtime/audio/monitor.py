@@ -65,6 +65,7 @@ class LiveMonitor:
         self._agent_tail = b""
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._played = threading.Condition()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
 
@@ -98,6 +99,13 @@ class LiveMonitor:
         return None
 
     shutdown = close  # the prior-art mixer's name
+
+    def wait_for_frames(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until ``count`` frames have gone to the player (False at the deadline or if it stopped)."""
+        with self._played:
+            return self._played.wait_for(lambda: self.stats["frames"] >= count or self._stop.is_set(), timeout) and (
+                self.stats["frames"] >= count
+            )
 
     # ------------------------------------------------------------------ the mixer protocol (transport side)
     def _push(self, chunk: bytes, side: str) -> None:
@@ -144,7 +152,9 @@ class LiveMonitor:
             except (BrokenPipeError, OSError, ValueError):
                 log.info("monitor player went away; monitoring stopped")
                 return
-            self.stats["frames"] += 1
+            with self._played:
+                self.stats["frames"] += 1
+                self._played.notify_all()
             deadline += self.frame_interval
             delay = deadline - time.monotonic()
             if delay < -0.1:  # fell behind (machine busy): resynchronise instead of bursting
