@@ -30,20 +30,27 @@ from voice_runtime.server.connection import WireClosed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallbackWire", "serve_session_like"]
+__all__ = ["CallbackWire", "opening_dialect", "serve_session_like"]
 
 
 class CallbackWire:
     """``WireSocket`` over ``receive_text``/``send_text``/``close(code)``; closes at most once, never after the peer."""
 
-    __slots__ = ("ws", "peer_closed", "closed_by_us")
+    __slots__ = ("ws", "peer_closed", "closed_by_us", "_pushed_back")
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.peer_closed = False
         self.closed_by_us = False
+        self._pushed_back: list[str | bytes] = []
+
+    def push_back(self, message: str | bytes) -> None:
+        """Return a message already read (it is the next one :meth:`receive` gives)."""
+        self._pushed_back.append(message)
 
     async def receive(self) -> str | bytes:
+        if self._pushed_back:
+            return self._pushed_back.pop()
         if self.peer_closed or self.closed_by_us:
             raise WireClosed("closed")
         try:
@@ -74,6 +81,36 @@ class CallbackWire:
             raise
         except Exception:
             pass
+
+
+async def opening_dialect(wire: CallbackWire) -> Any:
+    """The dialect for this stream, read from its first message (which is pushed back for the loop).
+
+    The carriers' own openings are detected as everywhere else. A bare ``{"event": "connected"}`` — what
+    0.1.x-era fakes and bridges send, without Twilio's ``protocol``/``version`` — is Twilio's: the 0.1.x route
+    was a Twilio Media Streams route. Anything else is left to the connection (which refuses it).
+    """
+    from voice_runtime.errors import RemoteProtocolError
+    from voice_runtime.protocols import detect_dialect, get_dialect
+
+    try:
+        first = await wire.receive()
+    except WireClosed:
+        return None
+    wire.push_back(first)
+    if isinstance(first, bytes):
+        return None
+    try:
+        return detect_dialect(first)
+    except RemoteProtocolError:
+        pass
+    try:
+        message = json.loads(first)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and message.get("event") == "connected":
+        return get_dialect("twilio")
+    return None
 
 
 def _media(stream_sid: str | None, chunk: bytes) -> str:

@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import FRAME_BYTES, ulaw_duration
@@ -62,6 +62,9 @@ from voice_runtime.session.outbound import OutboundQueue
 from voice_runtime.session.speech import Speaker, SpeechResult
 from voice_runtime.session.waits import wait_until
 from voice_runtime.stats import CallStats
+
+if TYPE_CHECKING:  # the provider protocols type the fields; the session imports no provider at run time
+    from voice_runtime.providers.base import StreamingTts, SttProvider, TtsProvider
 
 __all__ = [
     "VoiceSession",
@@ -87,12 +90,12 @@ class VoiceSession:
     call_sid: str | None = None
     stream_sid: str | None = None
     caller_number: str | None = None
-    stt: Any = None
-    stt_factory: Callable[[], Any] | None = None
-    stt_secondary_factory: Callable[[], Any] | None = None
-    on_stt_ready: Callable[[Any], None] | None = None
+    stt: SttProvider | None = None
+    stt_factory: Callable[[], SttProvider] | None = None
+    stt_secondary_factory: Callable[[], SttProvider] | None = None
+    on_stt_ready: Callable[[SttProvider], None] | None = None
     on_disconnected: Callable[[], None] | None = None
-    tts: Any = None
+    tts: StreamingTts | TtsProvider | None = None
     called_number: str | None = None
     carrier: str | None = None
     custom_parameters: dict[str, str] = field(default_factory=dict)
@@ -247,7 +250,10 @@ class VoiceSession:
         """The carrier's ``start`` arrived (on the loop). See :class:`~voice_runtime.session.link.TransportSide`."""
         params = dict(custom_parameters or {})
         with self._cond:
-            if self._state is not CallState.AWAITING_STREAM:
+            # LIVE without a link: a 0.1.x-style ``signal_ws_connected`` announced the stream before the
+            # transport attached (hand-written transports, tests); the transport now takes it over.
+            announced = self._state is CallState.LIVE and self._link is None
+            if self._state is not CallState.AWAITING_STREAM and not announced:
                 raise LocalProtocolError(f"a stream cannot start on a call in state {self._state}")
             self._loop, self._link = loop, link
             self._loop_thread = threading.get_ident()  # attach_stream runs on the loop's thread
@@ -259,7 +265,9 @@ class VoiceSession:
         if before_live is not None:
             before_live()
         announce = (ev.STREAM_STARTED, {"stream_id": stream_id, "carrier": carrier, "parameters": params})
-        if not self._transition(Transition.STREAM_STARTED, announce=announce):
+        if announced:
+            self.log.emit(announce[0], **announce[1])
+        elif not self._transition(Transition.STREAM_STARTED, announce=announce):
             return
         with self._cond:
             wake = self._out.pending and self._out.pump_idle
@@ -300,10 +308,20 @@ class VoiceSession:
             self.stats["inbound_dropped"] += 1
 
     def put_inbound(self, data: bytes | None) -> None:
-        """Prior-art entry point: feed caller audio (or ``None`` to end) from any thread."""
+        """Prior-art entry point: feed caller audio (or ``None`` to end) from any thread.
+
+        Without a loop the frame is dropped, counted, and one WARNING says so (a transport that forgot
+        ``set_loop`` would otherwise lose all caller audio silently). The first frame that is not 160 bytes
+        (20 ms) logs one DEBUG line: legal, but worth knowing when an STT misbehaves.
+        """
+        if data and len(data) != FRAME_BYTES and not self.stats["nonstandard_frames"]:
+            self.stats["nonstandard_frames"] += 1
+            log.debug("put_inbound: non-standard frame size %d bytes (expected %d)", len(data), FRAME_BYTES)
         loop = self._loop
         if loop is None:
             self.stats["inbound_without_loop"] += 1
+            if self.stats["inbound_without_loop"] == 1:
+                log.warning("put_inbound: session._loop is None (call set_loop first); caller audio is dropped")
             return
         if data is None:
             self._push_inbound_sentinel()
@@ -649,9 +667,14 @@ class VoiceSession:
         with self._cond:
             self._utterances.clear()
 
-    def clear_inbound(self) -> None:
-        """Drop caller audio waiting for the STT and any unconsumed utterances."""
+    def clear_inbound(self, timeout: float = 1.0) -> None:
+        """Drop caller audio waiting for the STT and any unconsumed utterances.
+
+        From a flow thread this returns once the loop has drained the queue (at most ``timeout`` seconds,
+        0.1.x's bound), so audio heard *before* this call is not transcribed after it.
+        """
         self.clear_transcripts()
+        done = threading.Event()
 
         def drain() -> None:
             q = self.inbound
@@ -659,8 +682,12 @@ class VoiceSession:
                 if q.get_nowait() is None:  # keep the end-of-stream sentinel
                     q.put_nowait(None)
                     break
+            done.set()
 
         self._run_on_loop(drain)
+        loop = self._loop
+        if loop is not None and loop.is_running() and not done.is_set() and not done.wait(timeout):
+            log.debug("clear_inbound drain did not finish within %.1fs", timeout)
 
     # ============================================================================ DTMF
     def wait_for_dtmf(self, timeout: float | None = 10.0) -> str:
@@ -772,13 +799,37 @@ class VoiceSession:
 
     def tap_caller(self, chunk: bytes, at: float | None = None) -> None:
         mixer = self._mixer
-        if mixer is not None:
-            mixer.write_caller(chunk, at)
+        if mixer is not None:  # 0.1.x mixers take (chunk) only: pass ``at`` just when there is one
+            mixer.write_caller(chunk) if at is None else mixer.write_caller(chunk, at)
 
     def tap_agent(self, chunk: bytes, at: float | None = None) -> None:
         mixer = self._mixer
         if mixer is not None:
-            mixer.write_agent(chunk, at)
+            mixer.write_agent(chunk) if at is None else mixer.write_agent(chunk, at)
+
+    # ============================================================================ hand-written transports (0.1.x)
+    @property
+    def outbound(self) -> asyncio.Queue[bytes]:
+        """0.1.x: agent audio as an ``asyncio.Queue`` (a view of the ordered outbound queue; see
+        :mod:`voice_runtime.session.hand_written`)."""
+        from voice_runtime.session.hand_written import OutboundQueueView
+
+        view = self.__dict__.get("_outbound_view")
+        if view is None:
+            view = self.__dict__["_outbound_view"] = OutboundQueueView(self)
+        return view
+
+    async def get_outbound(self) -> bytes:
+        """For hand-written transports (on the loop): the next chunk of agent audio to send."""
+        from voice_runtime.session.hand_written import get_outbound
+
+        return await get_outbound(self)
+
+    async def get_pending_mark(self) -> str:
+        """For hand-written transports (on the loop): the next wire mark name to send and later echo back."""
+        from voice_runtime.session.hand_written import get_pending_mark
+
+        return await get_pending_mark(self)
 
     # ============================================================================ events
     def add_event_listener(self, listener: Callable[[CallEvent], None]) -> Callable[[], None]:

@@ -163,6 +163,9 @@ class Speaker:
             result.call_disconnected = True
             self._tell_stt(False)
             return result
+        if result.error and queued == 0:  # the provider failed before any audio: no playback to wait for
+            self._tell_stt(self._active > 0)
+            return result
         if stop.is_set():
             # Barge-in cut this speech while it was still being synthesised: the clear already dropped what was
             # queued, so the speech was not heard to its end — its mark is CLEARED, not a fresh mark that would

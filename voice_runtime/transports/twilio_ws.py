@@ -35,7 +35,7 @@ from fastapi import FastAPI, WebSocket
 
 from voice_runtime import call_events as ev
 from voice_runtime.audio.monitor import monitor_enabled, monitor_factory
-from voice_runtime.compat.legacy_stream import CallbackWire, serve_session_like
+from voice_runtime.compat.legacy_stream import CallbackWire, opening_dialect, serve_session_like
 from voice_runtime.protocols import Dialect, StreamStarted
 from voice_runtime.server.connection import CallConnection, ConnectionConfig
 from voice_runtime.session import VoiceSession
@@ -172,7 +172,10 @@ def register_voice_websocket(
                 return session
 
             monitor = monitor_factory() if monitor_enabled() else None  # VOICE_MONITOR=1: hear the call live
-            await CallConnection(wire, session_for, config=config, hangup=hangup_hook, recorder_factory=monitor).run()
+            dialect = await opening_dialect(wire)
+            await CallConnection(
+                wire, session_for, config=config, hangup=hangup_hook, recorder_factory=monitor, dialect=dialect
+            ).run()
         finally:
             busy["active"] = False
 

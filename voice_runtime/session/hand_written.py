@@ -1,4 +1,4 @@
-"""The 0.1.x transport-side session API, for people who wrote their own transport.
+"""The 0.1.x transport-side session API, for people who wrote their own transport (part of the session).
 
 0.1.x documented that a transport reads agent audio with ``await session.get_outbound()`` and marks to send
 with ``await session.get_pending_mark()``, and that ``session.outbound`` is an ``asyncio.Queue``. Our session
@@ -59,7 +59,7 @@ class HandWrittenTransportLink:
             self._audio.get_nowait()
         if not self.clear_requests.full():
             self.clear_requests.put_nowait(self._session.stream_sid)
-        self._session._on_clear_sent()
+        self._session.clear_sent()
 
     def disconnect(self) -> None:
         self.disconnect_requested.set()
@@ -73,9 +73,9 @@ class HandWrittenTransportLink:
         """Move head items into the local queues until one of the wanted kind arrived; True if one did."""
         session = self._session
         while True:
-            audio, mark = session._take_outbound(READ_BYTES)
+            audio, mark = session.take_outbound(READ_BYTES)
             if mark is not None:
-                session._on_mark_sent(mark)
+                session.mark_sent(mark)
                 self._marks.put_nowait(mark.wire_name)
                 if want_mark:
                     return True
@@ -115,10 +115,10 @@ def link_for(session: VoiceSession) -> HandWrittenTransportLink:
         raise RuntimeError("this session is driven by the built-in transport; get_outbound() is for hand-written ones")
     loop = asyncio.get_running_loop()
     new = HandWrittenTransportLink(session)
-    with session._lock:
+    with session._cond:  # the session's own adapter: it installs itself as the session's transport link
         session._loop = session._loop or loop
         session._link = new
-        session._pump_idle = True
+        session._out.pump_idle = True
 
     def on_event(event: object) -> None:  # a hangup must wake a transport blocked in get_outbound()
         if getattr(event, "kind", None) == ev.CALL_ENDED and not loop.is_closed():
@@ -137,6 +137,17 @@ async def get_outbound(session: VoiceSession) -> bytes:
 async def get_pending_mark(session: VoiceSession) -> str:
     """Next wire mark name to send; echo it back with ``session.signal_mark_received(name)``."""
     return await link_for(session).get_pending_mark()
+
+
+def _queued(session: VoiceSession) -> list[object]:
+    """A snapshot of the session's ordered outbound items (audio chunks and marks)."""
+    with session._cond:
+        return list(session._out._items)
+
+
+def _head_is_audio(session: VoiceSession) -> bool:
+    items = _queued(session)
+    return bool(items) and not isinstance(items[0], Mark)
 
 
 class OutboundQueueView(asyncio.Queue):  # type: ignore[type-arg]
@@ -166,8 +177,8 @@ class OutboundQueueView(asyncio.Queue):  # type: ignore[type-arg]
             if not link._audio.empty():
                 return link._audio.get_nowait()
             raise asyncio.QueueEmpty
-        if session._link is None and session._out and not isinstance(session._out[0], Mark):
-            audio, _ = session._take_outbound(READ_BYTES)  # head is audio: no mark can be taken here
+        if session._link is None and _head_is_audio(session):
+            audio, _ = session.take_outbound(READ_BYTES)  # head is audio: no mark can be taken here
             return audio
         raise asyncio.QueueEmpty
 
@@ -177,7 +188,7 @@ class OutboundQueueView(asyncio.Queue):  # type: ignore[type-arg]
     def qsize(self) -> int:
         link = self._session._link
         local = link._audio.qsize() if isinstance(link, HandWrittenTransportLink) else 0
-        return local + sum(1 for item in self._session._out if isinstance(item, (bytes, bytearray)))
+        return local + sum(1 for item in _queued(self._session) if not isinstance(item, Mark))
 
     def empty(self) -> bool:
         return self.qsize() == 0

@@ -66,7 +66,7 @@ def test_a_hangup_wakes_a_transport_blocked_in_get_outbound(loop: asyncio.Abstra
 
 
 def test_request_disconnect_and_clear_reach_the_hand_written_link(loop: asyncio.AbstractEventLoop) -> None:
-    from voice_runtime.compat.transport_side import link_for
+    from voice_runtime.session.hand_written import link_for
 
     session = VoiceSession()
     session.set_loop(loop)
