@@ -3,7 +3,9 @@
 # public-API subset listed in tests/compat/public-tests.txt pass. Fails when fewer than COMPAT_TARGET pass.
 #
 # Why: 0.1.x users must be able to upgrade without edits; the prior art's suite is the most honest statement
-# of what 0.1.x promised. The procedure is the one in tests/compat/README.md (steps 1-5).
+# of what 0.1.x promised. Procedure (tests/compat/README.md): download the sdist, keep tests/, drop the four
+# files that import the unshipped tests.twilio_http_fakes, add the missing conftest, link the package, stub
+# ffplay, run pytest with a 10 s per-test timeout, count the listed ids that passed.
 #
 # Usage: scripts/compat.sh [-v]      (-v also prints every failing id)
 # Env:   COMPAT_TARGET (default 212), COMPAT_CACHE (default .cache/compat), PYTHON (default .venv/bin/python),
@@ -23,7 +25,7 @@ verbose=0
 mkdir -p "$cache"
 sdist="$(ls "$cache"/voice_runtime-"$version".tar.gz 2>/dev/null || true)"
 if [ -z "$sdist" ]; then
-  if ! "$python" -m pip download --quiet --no-deps --no-binary :all: "voice-runtime==$version" -d "$cache" \
+  if ! "$python" -m pip download --quiet --timeout 10 --retries 1 --no-deps --no-binary :all: "voice-runtime==$version" -d "$cache" \
       >"$cache/download.log" 2>&1; then
     echo "compat: SKIPPED - voice-runtime $version sdist not cached in $cache and pip could not download it (offline?)"
     exit 0

@@ -11,4 +11,6 @@ if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis"
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+# The prior art's (voice-runtime 0.1.15) own public tests against this package; skips with one line offline.
+scripts/compat.sh
