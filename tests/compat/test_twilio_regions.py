@@ -147,3 +147,30 @@ def test_send_sms_with_explicit_from_needs_no_phone_number(fake: FakeTwilio) -> 
     assert result["to"] == "+15557654321"
     (request,) = fake.requests_for("POST", "/Messages.json")
     assert request.form_dict["From"] == "+15550009999"
+
+
+def test_list_calls_reads_every_page_from_the_named_region(fake: FakeTwilio) -> None:
+    with fake.installed():
+        sids = {dial(fake) for _ in range(5)}
+        rows = list_calls(
+            api_host=HOSTS[1], account_sid=fake.account_sid, auth=(KEY, SECRET), to="+15551234567",
+            start_after=datetime(2026, 1, 1, tzinfo=timezone.utc), page_size=2,
+        )
+    assert {r.call_sid for r in rows} == sids and all(r.direction == "outbound-api" for r in rows)
+    assert all(r.start_time is None for r in rows)  # unknown start times are kept, as None
+    pages = fake.requests_for("GET", "/Calls.json")
+    assert len(pages) == 3 and {p.original_host for p in pages} == {HOSTS[1]} and all(p.auth_user == KEY for p in pages)
+
+
+def test_list_calls_refuses_an_incomplete_read(fake: FakeTwilio) -> None:
+    from voice_runtime.transports.twilio_call import TwilioCallListIncompleteError
+
+    with fake.installed():
+        for _ in range(3):
+            dial(fake)
+        with pytest.raises(TwilioCallListIncompleteError) as caught:
+            list_calls(
+                api_host=HOSTS[0], account_sid=fake.account_sid, auth=(KEY, SECRET), to="+15551234567",
+                start_after=datetime(2026, 1, 1, tzinfo=timezone.utc), page_size=1, max_pages=2,
+            )
+    assert caught.value.pages_fetched == 2

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 from twilio.http.http_client import TwilioHttpClient
@@ -577,17 +577,23 @@ class FakeTwilio:
         }
 
     def _list_calls(self, query: Mapping[str, list[str]]) -> tuple[int, Any]:
-        """``GET Calls.json`` (``To``, ``Status``, ``PageSize`` filters), newest first, one page."""
+        """``GET Calls.json`` (``To``, ``Status``, ``PageSize`` filters), newest first, paged by ``Page`` with
+        ``next_page_uri`` links like Twilio's (so clients that read every page can be tested)."""
         to, status = (query.get("To") or [None])[0], (query.get("Status") or [None])[0]
         size = int((query.get("PageSize") or ["50"])[0])
+        page = max(0, int((query.get("Page") or ["0"])[0]))
         with self._cond:
             calls = [c for c in self.calls.values() if (to is None or c.to == to) and (status is None or c.status == status)]
         calls.sort(key=lambda c: -c.created_at)
         uri = f"{API_PREFIX}{self.account_sid}/Calls.json"
+        start = page * size
+        chunk = calls[start : start + size]
+        keep = [(k, v) for k, values in query.items() if k not in ("Page", "PageToken") for v in values]
+        next_uri = f"{uri}?{urlencode([*keep, ('Page', str(page + 1))])}" if start + size < len(calls) else None
         return 200, {
-            "calls": [self._call_json(c) for c in calls[:size]],
-            "first_page_uri": uri, "next_page_uri": None, "previous_page_uri": None,
-            "page": 0, "page_size": size, "start": 0, "end": max(0, min(size, len(calls)) - 1), "uri": uri,
+            "calls": [self._call_json(c) for c in chunk],
+            "first_page_uri": uri, "next_page_uri": next_uri, "previous_page_uri": None,
+            "page": page, "page_size": size, "start": start, "end": max(start, start + len(chunk) - 1), "uri": uri,
         }
 
     def _call_json(self, call: FakeCall) -> dict[str, Any]:
