@@ -37,7 +37,10 @@ The kinds (:class:`EventKind`; the ``data`` fields each carries):
 ``call_status``               a carrier status callback (``status`` and carrier fields)
 ``stream_status``             a carrier stream-status callback (``event``, ...)
 ``call_transferred``          the call was handed to another number (``to``)
-``recording_saved``           the recorder finished (``path``)
+``recording_started``         a recording sink began (``path``, ``started_at``: monotonic time of its sample 0)
+``recording_paused``          ``session.pause_recording()``: every audio tap records silence from here
+``recording_resumed``         ``session.resume_recording()``
+``recording_saved``           the recorder finished and kept a file (``path``)
 ``provider_error``            a provider factory or start failed (``provider``, ``error``)
 ============================  =========================================================================
 
@@ -90,6 +93,9 @@ class EventKind(StrEnum):
     CALL_STATUS = "call_status"
     STREAM_STATUS = "stream_status"
     CALL_TRANSFERRED = "call_transferred"
+    RECORDING_STARTED = "recording_started"
+    RECORDING_PAUSED = "recording_paused"
+    RECORDING_RESUMED = "recording_resumed"
     RECORDING_SAVED = "recording_saved"
     PROVIDER_ERROR = "provider_error"
 
@@ -123,6 +129,9 @@ ANSWERED_BY = EventKind.ANSWERED_BY
 CALL_STATUS = EventKind.CALL_STATUS
 STREAM_STATUS = EventKind.STREAM_STATUS
 CALL_TRANSFERRED = EventKind.CALL_TRANSFERRED
+RECORDING_STARTED = EventKind.RECORDING_STARTED
+RECORDING_PAUSED = EventKind.RECORDING_PAUSED
+RECORDING_RESUMED = EventKind.RECORDING_RESUMED
 RECORDING_SAVED = EventKind.RECORDING_SAVED
 PROVIDER_ERROR = EventKind.PROVIDER_ERROR
 

@@ -269,8 +269,10 @@ def test_recording_is_stereo_and_aligned(harness: CallHarness, flow_result: Flow
     import wave
 
     saved = threading.Event()
+    phone_sessions = []
 
     def body(session) -> None:
+        phone_sessions.append(session)
         session.add_event_listener(lambda e: e.kind == "recording_saved" and saved.set())
         session.speak("Recording check.", wait=True)
         session.hangup(timeout=5)
@@ -279,7 +281,9 @@ def test_recording_is_stereo_and_aligned(harness: CallHarness, flow_result: Flow
     phone = harness.phone(running)
     flow_result.wait()
     assert saved.wait(5)
-    with wave.open(str(tmp_path / f"{phone.codec.call_id}.wav")) as wav:
+    recorded = [e.data["path"] for e in phone_sessions[0].events if e.kind == "recording_saved"]
+    assert len(recorded) == 1 and phone.codec.call_id in recorded[0]  # unique name: time, call id, random tag
+    with wave.open(recorded[0]) as wav:
         assert wav.getnchannels() == 2 and wav.getframerate() == 8000
         assert wav.getnframes() / 8000 >= 0.9
 

@@ -45,7 +45,6 @@ MAX_AHEAD_SECONDS: float = 120.0
 #: pause in the stream still shows up as silence at the right place.
 JITTER_SECONDS: float = 0.060
 
-_COMMIT_MIN_SAMPLES = SAMPLE_RATE  # commit in >= 1 s steps to amortise file I/O
 _CALLER, _AGENT = 0, 1
 
 
@@ -60,6 +59,11 @@ class CallRecorder:
     * ``truncate_agent(at)`` erases agent audio scheduled at/after ``at``.
     * Gaps are silence. The clock origin (sample 0) is the construction time.
 
+    ``path=None`` keeps no file: committed audio only goes to ``on_frames(pcm)`` (little-endian int16 WAV
+    frames, interleaved when stereo), which is also called alongside a file. ``hold_seconds`` is how long
+    audio stays changeable before it is committed (a live listener wants it short; a clear must land inside
+    it to erase agent audio), ``commit_seconds`` the smallest step committed (1 s amortises file I/O).
+
     Input is 8 kHz μ-law; with ``sample_rate`` != 8000 the committed audio is
     resampled (streaming, so no seams) as it is written.
 
@@ -70,16 +74,22 @@ class CallRecorder:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | None,
         *,
         stereo: bool = True,
         sample_rate: int = SAMPLE_RATE,
         clock: Callable[[], float] = time.monotonic,
         max_seconds: float = 4 * 3600,
+        on_frames: Callable[[bytes], None] | None = None,
+        hold_seconds: float = HOLD_SECONDS,
+        commit_seconds: float = 1.0,
     ) -> None:
         if max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
-        self.path = Path(path)
+        if hold_seconds <= JITTER_SECONDS or commit_seconds <= 0:
+            raise ValueError("hold_seconds must exceed JITTER_SECONDS and commit_seconds must be > 0")
+        self.path = Path(path) if path is not None else None
+        self._on_frames = on_frames
         self.stereo = stereo
         self.sample_rate = int(sample_rate)
         self.max_seconds = float(max_seconds)
@@ -88,7 +98,8 @@ class CallRecorder:
         self._resampler = StreamResampler(SAMPLE_RATE, self.sample_rate, channels=2 if stereo else 1)
 
         self._max_samples = int(round(self.max_seconds * SAMPLE_RATE))
-        self._hold = int(HOLD_SECONDS * SAMPLE_RATE)
+        self._hold = int(hold_seconds * SAMPLE_RATE)
+        self._commit_min = max(1, int(commit_seconds * SAMPLE_RATE))
         self._jitter = int(JITTER_SECONDS * SAMPLE_RATE)
         self._max_ahead = int(MAX_AHEAD_SECONDS * SAMPLE_RATE)
 
@@ -104,10 +115,12 @@ class CallRecorder:
         self._ignored = 0  # written after close
         self._closed = False
 
-        self._wav = wave.open(str(self.path), "wb")
-        self._wav.setnchannels(2 if stereo else 1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(self.sample_rate)
+        self._wav: wave.Wave_write | None = None
+        if self.path is not None:
+            self._wav = wave.open(str(self.path), "wb")
+            self._wav.setnchannels(2 if stereo else 1)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(self.sample_rate)
         self._t0 = clock()
 
     # ------------------------------------------------------------------ info
@@ -228,7 +241,7 @@ class CallRecorder:
 
     def _maybe_commit(self, now: float) -> None:
         upto = min(self._pos(now) - self._hold, max(self._hw))
-        if upto - self._committed >= _COMMIT_MIN_SAMPLES:
+        if upto - self._committed >= self._commit_min:
             self._commit(upto)
 
     def _commit(self, upto: int) -> None:
@@ -254,8 +267,12 @@ class CallRecorder:
     def _write_pcm(self, pcm: np.ndarray) -> None:
         if pcm.shape[0] == 0:
             return
-        self._wav.writeframes(pcm.astype("<i2", copy=False).tobytes())
+        data = pcm.astype("<i2", copy=False).tobytes()
+        if self._wav is not None:
+            self._wav.writeframes(data)
         self._frames_written += pcm.shape[0]
+        if self._on_frames is not None:
+            self._on_frames(data)
 
     # ------------------------------------------------------------- closing
     def close(self) -> None:
@@ -268,7 +285,8 @@ class CallRecorder:
                 self._commit(max(self._committed, *self._hw))
                 self._write_pcm(self._resampler.flush())
             finally:
-                self._wav.close()
+                if self._wav is not None:
+                    self._wav.close()
                 self._buf = np.zeros((0, 2), dtype=np.int16)
 
     def __enter__(self) -> CallRecorder:

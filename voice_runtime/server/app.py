@@ -128,7 +128,11 @@ class VoiceServer:
         self.public_url = public_url
         self.path_prefix = path_prefix.rstrip("/")
         self.recordings_dir = Path(recordings_dir) if recordings_dir else None
-        self.recorder_factory = recorder_factory or (self._local_wav_recorder if self.recordings_dir else None)
+        if recorder_factory is None and self.recordings_dir is not None:
+            from voice_runtime.recording import wav_recorder_factory
+
+            recorder_factory = wav_recorder_factory(self.recordings_dir)
+        self.recorder_factory = recorder_factory  # fn(session) -> Recorder | None (the call's sink; None: none)
         self.connection_config = connection_config or ConnectionConfig()
         self.hangup = hangup
         self.session_defaults = dict(session_defaults or {})
@@ -319,7 +323,7 @@ class VoiceServer:
             wire,
             admitted.session_for,
             config=self.connection_config,
-            recorder_factory=self.recorder_factory,
+            recorder_factory=self._call_audio_for,
             hangup=self.hangup_via_carrier,
             dialect=admitted.dialect,
             on_started=on_started,
@@ -332,12 +336,11 @@ class VoiceServer:
             if connection.session is not None:
                 self._report_ended(connection.session)
 
-    def _local_wav_recorder(self, session: VoiceSession) -> Recorder:
-        from voice_runtime.audio import CallRecorder
+    def _call_audio_for(self, session: VoiceSession) -> Recorder:
+        """Every call's audio goes through a CallAudio: its sink, ``set_mixer`` taps, live listeners, pauses."""
+        from voice_runtime.recording import CallAudio
 
-        assert self.recordings_dir is not None
-        self.recordings_dir.mkdir(parents=True, exist_ok=True)
-        return CallRecorder(self.recordings_dir / f"{session.call_sid or 'call'}.wav", stereo=True)
+        return CallAudio.create(session, self.recorder_factory)
 
     # ---------------------------------------------------------------------------------- running
     def start(self, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> Any:

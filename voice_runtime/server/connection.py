@@ -47,6 +47,7 @@ from voice_runtime.protocols import (
     detect_dialect,
 )
 from voice_runtime.offloop import run_off_loop
+from voice_runtime.recording.base import Recorder
 from voice_runtime.server.stt_binding import SttBinding
 from voice_runtime.session import VoiceSession
 
@@ -91,24 +92,6 @@ class ConnectionConfig:
 
 SessionFor = Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]]
 """Resolves the session for a stream once ``start`` is known (None: refuse the stream)."""
-
-
-class Recorder(Protocol):
-    """What a recording sink implements (``VoiceServer(recorder_factory=...)``).
-
-    The ``write_*`` methods run on the event loop, per chunk, and must only buffer (hand file or network I/O to
-    a thread); ``close`` is called off the loop when the call ends and may block.
-    """
-
-    def write_caller(self, ulaw: bytes, at: float | None = None) -> None: ...
-
-    def write_agent(self, ulaw: bytes, at: float | None = None) -> None: ...
-
-    def truncate_agent(self, at: float) -> None:
-        """A clear at ``at`` dropped agent audio not yet played: forget what was written after it."""
-
-    def close(self) -> Any:
-        """Finish the recording; return its path (or None)."""
 
 
 class SessionUnavailable(Exception):
@@ -317,8 +300,6 @@ class CallConnection:
         if self.recorder_factory is not None:
             try:
                 self.recorder = self.recorder_factory(session)
-                if self.recorder is not None:
-                    session.set_mixer(self.recorder)
             except Exception:
                 log.exception("recorder could not be created; call continues unrecorded")
         self._pump_task = asyncio.ensure_future(self._pump())
@@ -542,8 +523,8 @@ class CallConnection:
         try:
             finish = getattr(recorder, "shutdown", None) or recorder.close
             path = await run_off_loop(finish, name="recorder-close")
-            if session is not None:
-                session.log.emit(ev.RECORDING_SAVED, path=str(path or getattr(recorder, "path", "") or ""))
+            if session is not None and path is not None:  # None: nothing kept (no sink, or handed off)
+                session.log.emit(ev.RECORDING_SAVED, path=str(path))
         except Exception:
             log.exception("recorder close failed")
 

@@ -831,6 +831,19 @@ class VoiceSession:
 
         return await get_pending_mark(self)
 
+    # ============================================================================ recording pause
+    def pause_recording(self) -> None:
+        """Record silence from now on (every tap: the file, mixers, live listeners) until :meth:`resume_recording`.
+
+        For the part of a call that must not be kept, such as a card number. Agent audio queued during the
+        pause stays silent even if it plays after the resume. (The recorders follow these two events.)
+        """
+        self.log.emit(ev.RECORDING_PAUSED)
+
+    def resume_recording(self) -> None:
+        """Record again from now on (see :meth:`pause_recording`)."""
+        self.log.emit(ev.RECORDING_RESUMED)
+
     # ============================================================================ events
     def add_event_listener(self, listener: Callable[[CallEvent], None]) -> Callable[[], None]:
         """Subscribe to this call's structured events; returns an unsubscribe function."""
