@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import wave
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from voice_runtime import call_events as ev
 from voice_runtime.call_events import CallEvent
 from voice_runtime.errors import CallError
 from voice_runtime.providers.mock import tone_speech
+from voice_runtime.recording import WavRecorder
+from voice_runtime.report.calllog import CallLogWriter
 from voice_runtime.server import VoiceServer
 from voice_runtime.session import VoiceSession
 from voice_runtime.stt import create_stt
@@ -78,6 +81,8 @@ class DemoReport:
     sms: dict[str, str] | None = None
     wav_path: Path | None = None
     wav_seconds: float = 0.0
+    log_path: Path | None = None  # the call's events as JSON lines (what ``voice-runtime report`` reads)
+    timeline_path: Path | None = None  # the call's timeline picture, next to the WAV
     ok: bool = False
     error: str | None = None
 
@@ -216,12 +221,18 @@ def run_demo(
     caller = CallerVoice(providers)
     caller_audio = [caller.audio(line) for line in CALLER_LINES]
 
-    server = VoiceServer(stt_factory=stt_factory, tts_factory=lambda: tts)
+    # The runtime's own recorder writes the WAV (stereo, aligned to the call's clock), so the timeline can
+    # put the waveform under the events it belongs to.
+    recorder_factory = (lambda _session: WavRecorder(Path(wav_path))) if wav_path else None
+    server = VoiceServer(stt_factory=stt_factory, tts_factory=lambda: tts, recorder_factory=recorder_factory)
     t0 = time.monotonic()
     printer = TranscriptPrinter(out, t0, report)
     flow_done = threading.Event()
     session = server.new_session()
     session.add_event_listener(printer.on_call_event)
+    call_log = CallLogWriter(Path(wav_path).with_suffix(".jsonl")).attach(session) if wav_path else None
+    saved = threading.Event()
+    session.add_event_listener(lambda e: e.kind == ev.RECORDING_SAVED and saved.set())
 
     def flow() -> None:
         try:
@@ -247,12 +258,27 @@ def run_demo(
             phone.close()
         if report.barge_in_clear_latency is not None and printer.caller_speech_started is not None:
             report.agent_audio_after_barge_in = _agent_audio_after(phone, printer.caller_speech_started)
-        if wav_path:
-            report.wav_path = phone.save_wav(wav_path)
-            report.wav_seconds = len(phone.agent_track) / 8000
+        if wav_path and saved.wait(15):
+            report.wav_path = Path(wav_path)
+            with wave.open(str(wav_path)) as recorded:
+                report.wav_seconds = recorded.getnframes() / recorded.getframerate()
+    if call_log is not None and call_log.written.wait(10):
+        report.log_path = call_log.flush()  # again, now that the recording_saved event is in it too
+        report.timeline_path = _draw_timeline(report.log_path, out)
     report.ok = report.error is None and report.branch in ("confirmed", "reschedule")
     _summary(out, report)
     return report
+
+
+def _draw_timeline(log_path: Path, out: TextIO) -> Path | None:
+    """The timeline picture next to the WAV; skipped with one line when matplotlib is not installed."""
+    try:
+        from voice_runtime.report import render
+
+        return render(log_path, log_path.with_suffix(".png"))
+    except ImportError:
+        out.write("timeline picture skipped: pip install 'voice-runtime[report]' to draw it\n")
+        return None
 
 
 def _caller_script(phone: SimulatedPhone, audio: list[tuple[np.ndarray, int]], printer: TranscriptPrinter, barge_in_after: float) -> None:
@@ -314,4 +340,8 @@ def _summary(out: TextIO, report: DemoReport) -> None:
         out.write(f"SMS: {report.sms}\n")
     if report.wav_path:
         out.write(f"recording: {report.wav_path} (stereo: left caller, right agent; {report.wav_seconds:.1f} s)\n")
+    if report.log_path:
+        out.write(f"call log: {report.log_path} (voice-runtime report {report.log_path} -o call.html)\n")
+    if report.timeline_path:
+        out.write(f"timeline: {report.timeline_path}\n")
     out.write("result: " + ("OK" if report.ok else f"FAILED {report.error or ''}") + "\n")
