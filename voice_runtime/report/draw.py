@@ -31,6 +31,7 @@ def _require_matplotlib() -> Any:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
+        matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, selectable, small
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError("drawing a call timeline needs matplotlib: pip install 'voice-runtime[report]'") from exc
@@ -44,9 +45,11 @@ def _ms(seconds: float) -> str:
 def _fit(text: str, width_px: float, font_px: float, lines: int = 2) -> str:
     """``text`` wrapped into at most ``lines`` lines of the bar's width, the rest cut with an ellipsis."""
     chars = int(width_px / (font_px * 0.56))
-    if chars < 4:
+    if chars < 8:
         return ""
-    wrapped = textwrap.wrap(text, chars) or [""]
+    wrapped = textwrap.wrap(text, chars, break_long_words=False) or [""]
+    if any(len(line) > chars for line in wrapped[:lines]):
+        return ""
     if len(wrapped) > lines:
         last = wrapped[lines - 1]
         wrapped = wrapped[: lines - 1] + [(last[: chars - 1] if len(last) >= chars else last).rstrip() + "…"]
