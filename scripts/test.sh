@@ -3,10 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages that tests use for real (campaigns on a real redis-server, the reverse-proxy recipe on a real
-# nginx): installed as root when missing; elsewhere those tests skip with one line saying what to install.
+# nginx, the live calls page in a real headless chromium): installed as root when missing; elsewhere those
+# tests skip with one line saying what to install.
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
