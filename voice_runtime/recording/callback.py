@@ -4,8 +4,9 @@ Typical use is uploading to object storage (see ``examples/recording_upload_s3.p
 
     server = VoiceServer(recorder_factory=callback_recorder_factory(on_file=upload, directory="/var/spool/calls"))
 
-Where each callback runs, and why: ``on_chunk`` on the recording's writer thread (so a slow chunk consumer
-delays only that recording, never the calls; keep it quick or queue to your own thread), ``on_file`` in
+Where each callback runs, and why: ``on_chunk`` on the process's recording writer thread, never on the
+event loop (a slow consumer cannot stall calls, but it does delay every recording's writes, and a queue that
+fills is dropped and counted: keep it quick or hand the chunk to your own thread); ``on_file`` in
 ``close()``, which the server calls off the event loop when the call is over, so a blocking upload is fine.
 A callback that raises is logged and counted (``callback_errors``); the call never notices.
 """

@@ -225,7 +225,14 @@ def _turns_from_events(timeline: Timeline, events: list[dict[str, Any]], t0: flo
         elif kind in ("audio_sent", "tts_first_audio") and agent and agent[-1]["start"] is None:
             playout = data.get("playout_at")
             agent[-1]["start"] = float(playout) - t0 if isinstance(playout, (int, float)) else at
+        elif kind == "clear_sent":
+            for turn in agent:  # a clear cuts off whatever agent speech is playing
+                if turn["end"] is None and turn["start"] is not None and turn["start"] <= at:
+                    turn["end"], turn["outcome"] = at, "cleared"
+                    timeline.markers.append(Marker(at, "mark_cleared", "cleared", "agent"))
         elif kind in ("mark_played", "mark_cleared"):
+            # A speech stopped during synthesis sends its mark after the clear; its echo says "played" about
+            # what was left, so the clear above has already decided that turn's outcome.
             for turn in agent:
                 if turn["end"] is None and turn["start"] is not None:
                     turn["end"], turn["outcome"] = at, kind.removeprefix("mark_")
