@@ -22,11 +22,11 @@ def load_timeline(jsonl_path: str | Path) -> Timeline:
     return build_timeline(events, report)
 
 
-def render(jsonl_path: str | Path, out_path: str | Path, *, wav_path: str | Path | None = None) -> Path:
+def render(jsonl_path: str | Path, out_path: str | Path, *, wav_path: str | Path | None = None, dpi: int = 110) -> Path:
     """Draw the call in ``jsonl_path`` to ``out_path``; the format follows the suffix (.png, .svg, .html).
 
     The waveform comes from ``wav_path``, else from the recording the log names (``recording_saved``); a
-    recording that is missing is left out, not an error.
+    recording that is missing is left out, not an error. ``dpi`` scales the PNG (16 inches wide).
     """
     from voice_runtime.report import draw
 
@@ -35,7 +35,7 @@ def render(jsonl_path: str | Path, out_path: str | Path, *, wav_path: str | Path
     if suffix not in FORMATS:
         raise ValueError(f"cannot render to {out.name!r}: use one of {', '.join(FORMATS)}")
     timeline = load_timeline(jsonl_path)
-    fig = draw.figure(timeline, wav_path=Path(wav_path) if wav_path else None)
+    fig = draw.figure(timeline, wav_path=Path(wav_path) if wav_path else None, dpi=dpi)
     if suffix == ".html":
         from voice_runtime.report.html import page
 

@@ -76,13 +76,13 @@ def read_waveform(path: Path, bins: int) -> tuple[np.ndarray, np.ndarray, float]
     return env_c, env_a, data.shape[0] / rate
 
 
-def figure(timeline: Timeline, *, wav_path: Path | None = None, width: float = 16.0) -> Any:
+def figure(timeline: Timeline, *, wav_path: Path | None = None, width: float = 16.0, dpi: int = 110) -> Any:
     """The matplotlib Figure for ``timeline`` (``wav_path`` overrides the recording named in the log)."""
     plt = _require_matplotlib()
     wav = wav_path or timeline.recording_path
     wave_data = read_waveform(wav, 3000) if wav is not None and Path(wav).exists() else None
     rows = [3.2, 1.3] if wave_data is not None else [3.2]
-    fig = plt.figure(figsize=(width, 2.0 + sum(rows)), dpi=110)
+    fig = plt.figure(figsize=(width, 2.0 + sum(rows)), dpi=dpi)
     grid = fig.add_gridspec(len(rows), 1, height_ratios=rows, hspace=0.08, left=0.06, right=0.985, top=0.86, bottom=0.09)
     ax = fig.add_subplot(grid[0])
     span = max(timeline.duration, 1.0)
