@@ -111,7 +111,8 @@ def test_socket_fault_releases_every_waiter_once_and_leaks_nothing(
     if phase == "clear":
         assert values["cleared"] in (MarkOutcome.CLEARED, MarkOutcome.HUNG_UP)
     probe.assert_ended_once()
-    assert (tmp_path / f"{phone.codec.call_id}.wav").exists()
+    (recording,) = probe.recordings  # unique, time-stamped name that carries the call id
+    assert Path(recording).exists() and Path(recording).parent == tmp_path and phone.codec.call_id in recording
     leaks.assert_clean()
     assert not server.connections
 

@@ -62,3 +62,4 @@ class RecordingChunk:
     sample_rate: int
     channels: int
     final: bool = False  # the last chunk of the call (may be empty)
+

@@ -129,10 +129,14 @@ def callback_recorder_factory(
     if on_file is not None and directory is None:
         raise ValueError("on_file needs a directory for the local file")
 
+    made: list[bool] = []
+
     def factory(session: VoiceSession) -> Recorder | None:
         path = None
         if directory is not None:
-            Path(directory).mkdir(parents=True, exist_ok=True)
+            if not made:  # once per server, not per call (this runs on the event loop)
+                Path(directory).mkdir(parents=True, exist_ok=True)
+                made.append(True)
             path = recording_path(directory, session.call_sid)
         return CallbackRecorder(path, call_id=session.call_sid, on_file=on_file, on_chunk=on_chunk, keep_file=keep_file)
 

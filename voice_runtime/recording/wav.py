@@ -51,7 +51,7 @@ class _Writer:
     """One thread for every recording in the process: drains their queues every ``WRITER_PERIOD_SECONDS``.
 
     One thread, not one per call, so a thousand calls cost one thread and the loop's writes never wake
-    anything. A recording's own failure (disk full, bad path) stops that recording only.
+    anything; it exists only while something is recording. A recording's own failure (disk full, bad path) stops that recording only.
     """
 
     def __init__(self) -> None:
@@ -63,7 +63,7 @@ class _Writer:
     def add(self, recording: WavRecorder) -> None:
         with self._lock:
             self._recordings.add(recording)
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="recording-writer", daemon=True)
                 self._thread.start()
 
@@ -80,6 +80,10 @@ class _Writer:
                 if recording._drain():
                     with self._lock:
                         self._recordings.discard(recording)
+            with self._lock:
+                if not self._recordings:  # nothing recording: the thread ends (the next recording starts one)
+                    self._thread = None
+                    return
 
 
 _writer = _Writer()

@@ -179,7 +179,8 @@ class CallBoard:
     def call_started(self, session: VoiceSession, audio: CallAudio | None = None) -> LiveCall:
         key = f"{next(self._keys)}-{self._salt}"
         call = LiveCall(key, session, audio)
-        for event in session.events:  # what happened before the board was told
+        events = session.events
+        for event in events() if callable(events) else events:  # what happened before the board was told
             call.on_event(event)
         with self._lock:
             self._calls[key] = call
