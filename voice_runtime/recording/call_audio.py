@@ -107,25 +107,35 @@ class CallAudio:
         return remove
 
     # ------------------------------------------------------------------ the recorder protocol
+    # Per frame of every call, on the loop, even when nothing records: kept to attribute reads and
+    # ``is None`` tests unless a sink, a mixer, a listener or a pause is actually there.
     def write_caller(self, ulaw: bytes, at: float | None = None) -> None:
-        if self.pauses.any:
+        if self.pauses.active:
             ulaw = self.pauses.mask(ulaw, self._clock() if at is None else at)
         sink = self.sink
         if sink is not None:
             sink.write_caller(ulaw, at)
-        self._tap(self.session.tap_caller, ulaw, at)
-        for listener in self._listeners:
-            self._feed(listener.write_caller, ulaw, at)
+        session = self.session
+        mixer = session.mixer
+        if mixer is not None and mixer is not self:
+            self._feed(session.tap_caller, ulaw, at)
+        if self._listeners:
+            for listener in self._listeners:
+                self._feed(listener.write_caller, ulaw, at)
 
     def write_agent(self, ulaw: bytes, at: float | None = None) -> None:
-        if self.pauses.any:
+        if self.pauses.active:
             ulaw = self.pauses.mask(ulaw, self._clock() if at is None else at)
         sink = self.sink
         if sink is not None:
             sink.write_agent(ulaw, at)
-        self._tap(self.session.tap_agent, ulaw, at)
-        for listener in self._listeners:
-            self._feed(listener.write_agent, ulaw, at)
+        session = self.session
+        mixer = session.mixer
+        if mixer is not None and mixer is not self:
+            self._feed(session.tap_agent, ulaw, at)
+        if self._listeners:
+            for listener in self._listeners:
+                self._feed(listener.write_agent, ulaw, at)
 
     def truncate_agent(self, at: float) -> None:
         sink = self.sink
@@ -137,11 +147,6 @@ class CallAudio:
             self._feed(truncate, at)
         for listener in self._listeners:
             self._feed(listener.truncate_agent, at)
-
-    def _tap(self, tap: Callable[..., None], ulaw: bytes, at: float | None) -> None:
-        if self.session.mixer is None or self.session.mixer is self:
-            return
-        self._feed(tap, ulaw, at)
 
     def _feed(self, fn: Callable[..., None], *args: Any) -> None:
         try:

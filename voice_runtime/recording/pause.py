@@ -25,20 +25,20 @@ class PauseWindows:
         self._lock = threading.Lock()
         self._windows: list[list[float | None]] = []
         self.masked_bytes = 0
+        #: True once any pause happened (then every write is checked against the windows); a plain
+        #: attribute because it is read for every frame of every call.
+        self.active = False
 
     @property
     def paused(self) -> bool:
         with self._lock:
             return bool(self._windows) and self._windows[-1][1] is None
 
-    @property
-    def any(self) -> bool:
-        return bool(self._windows)
-
     def pause(self, at: float) -> None:
         with self._lock:
             if not self._windows or self._windows[-1][1] is not None:
                 self._windows.append([at, None])
+            self.active = True
 
     def resume(self, at: float) -> None:
         with self._lock:
