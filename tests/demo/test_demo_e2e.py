@@ -33,6 +33,13 @@ def test_demo_with_mock_providers(tmp_path) -> None:
     report = run_demo(providers="mock", wav_path=tmp_path / "call.wav", out=out)
     _assert_demo(report, tmp_path / "call.wav", out.getvalue())
     assert report.heard == CALLER_LINES
+    # Next to its WAV the demo leaves the call's log and its timeline picture.
+    assert report.log_path == tmp_path / "call.jsonl" and report.log_path.read_text().count("\n") > 20
+    if report.timeline_path is not None:  # drawn when the [report] extra (matplotlib) is installed
+        assert report.timeline_path == tmp_path / "call.png"
+        assert report.timeline_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "pip install 'voice-runtime[report]'" in out.getvalue()
 
 
 @pytest.mark.slow
