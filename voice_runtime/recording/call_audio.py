@@ -148,7 +148,7 @@ class CallAudio:
         for listener in self._listeners:
             self._feed(listener.truncate_agent, at)
 
-    def _feed(self, fn: Callable[..., None], *args: Any) -> None:
+    def _feed(self, fn: Callable[..., object], *args: Any) -> None:
         try:
             fn(*args)
         except Exception:

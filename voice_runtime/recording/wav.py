@@ -206,7 +206,7 @@ class WavRecorder:
             elif op == _AGENT:
                 rec.write_agent(ulaw, at)
             else:
-                rec.truncate_agent(at)  # type: ignore[arg-type]
+                rec.truncate_agent(at)
 
     # ------------------------------------------------------------------ closing (off the loop)
     def close(self) -> Path | None:

@@ -235,7 +235,7 @@ class _Auth:
         origin, host = headers.get("origin"), headers.get("host")
         if origin is None:  # not a browser (browsers always send Origin on WebSockets)
             return True
-        return origin.split("://", 1)[-1] == host
+        return bool(str(origin).split("://", 1)[-1] == host)
 
 
 # ------------------------------------------------------------------------------------------------ routes
@@ -316,9 +316,12 @@ def enable_live_calls(server: VoiceServer, token: str | None = None, *, path: st
         mix = CallRecorder(None, stereo=False, on_frames=sub.push, hold_seconds=LISTEN_HOLD_SECONDS, commit_seconds=0.1)
         ended = asyncio.Event()
         detach = call.audio.add_listener(mix)
-        unfollow = call.session.add_event_listener(
-            lambda e: e.kind == ev.CALL_ENDED and sub.loop.call_soon_threadsafe(ended.set)
-        )
+        def on_event(event: CallEvent) -> None:
+            if event.kind == ev.CALL_ENDED:
+                with contextlib.suppress(RuntimeError):
+                    sub.loop.call_soon_threadsafe(ended.set)
+
+        unfollow = call.session.add_event_listener(on_event)
         if call.session.is_disconnected:
             ended.set()
 
