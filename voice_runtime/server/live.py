@@ -14,8 +14,8 @@ The cookie holds an HMAC of the token, never the token. Scripts may send ``Autho
 instead. Sockets also check ``Origin`` against ``Host`` (no cross-site socket hijacking). Everything is
 refused without the token, before a socket is accepted.
 
-The board is a subscriber: it learns of each call from the server's per-call audio hook, follows it through
-its events and forgets it when it ends. Nothing here runs on the media path unless someone is watching:
+The board is a server call listener: it sees each call from its first event, follows it and forgets it at
+``call_ended``; listen-in taps the call's :class:`~voice_runtime.recording.CallAudio`. Nothing here runs on the media path unless someone is watching:
 event fan-out is one dictionary per event, and the listen-in mixer exists only while a listener is connected.
 """
 
@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -94,11 +95,10 @@ class _Subscriber:
 
 @dataclass(eq=False)
 class LiveCall:
-    """One call on the board."""
+    """One call on the board, kept from its first event to ``call_ended``."""
 
     key: str
     session: VoiceSession
-    audio: CallAudio | None
     started_at: float = field(default_factory=_now)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=300))
     last_turn_latency: float | None = None
@@ -107,12 +107,19 @@ class LiveCall:
     _subscribers: list[_Subscriber] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def audio(self) -> CallAudio | None:
+        """The call's audio fan-out (for listening in), once its stream has started."""
+        from voice_runtime.recording import call_audio_of
+
+        return call_audio_of(self.session)
+
     def on_event(self, event: CallEvent) -> None:
         item = _jsonable(event)
         kind = event.kind
         if kind == ev.STREAM_STARTED:
             self.started_at = event.at
-        elif kind == "speech_ended":  # the caller stopped talking (the metrics' speech-end event)
+        elif kind == ev.SPEECH_ENDED:  # the caller stopped talking
             self._caller_done_at = event.at
         elif kind == ev.STT_FINAL and self._caller_done_at is None:
             self._caller_done_at = event.at  # no speech-end signal: the transcript is the best we know
@@ -148,18 +155,13 @@ class LiveCall:
     def describe(self, now: float) -> dict[str, Any]:
         s = self.session
         latency = self.last_turn_latency
-        state = getattr(s, "state", None)
-        if state is not None:
-            state_name = str(getattr(state, "value", state)).lower()
-        else:
-            state_name = "ended" if s.is_disconnected else ("live" if s.is_connected else "awaiting_stream")
         return {
             "key": self.key,
             "id": s.call_sid,
             "carrier": s.carrier,
             "from": s.caller_number,
             "to": s.called_number,
-            "state": state_name,
+            "state": str(s.state.value),
             "duration_s": round(max(0.0, now - self.started_at), 1),
             "last_turn_latency_ms": None if latency is None else round(latency * 1000),
             "stream_id": s.stream_sid,
@@ -168,34 +170,32 @@ class LiveCall:
 
 
 class CallBoard:
-    """The live calls of one server process (``listing()`` has the admin API's shape plus a ``key``)."""
+    """The live calls of one server process, as a server call listener (``server.add_call_listener``).
+
+    ``listing()`` has the shape of the admin API's ``/admin/calls`` plus ``key`` (the page's handle for a
+    call: call ids repeat across simulated calls and are guessable) and ``listen``.
+    """
 
     def __init__(self) -> None:
         self._calls: dict[str, LiveCall] = {}
+        self._by_session: weakref.WeakKeyDictionary[Any, LiveCall] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._keys = itertools.count(1)
-        self._salt = os.urandom(4).hex()  # keys are not guessable across restarts, nor call ids
+        self._salt = os.urandom(4).hex()
 
-    def call_started(self, session: VoiceSession, audio: CallAudio | None = None) -> LiveCall:
-        key = f"{next(self._keys)}-{self._salt}"
-        call = LiveCall(key, session, audio)
-        events = session.events
-        for event in events() if callable(events) else events:  # what happened before the board was told
-            call.on_event(event)
+    def on_event(self, session: VoiceSession, event: CallEvent) -> None:
         with self._lock:
-            self._calls[key] = call
-
-        def follow(event: CallEvent) -> None:
-            call.on_event(event)
-            if event.kind == ev.CALL_ENDED:
-                with self._lock:
-                    self._calls.pop(key, None)
-
-        session.add_event_listener(follow)
-        if session.is_disconnected:
+            call = self._by_session.get(session)
+            if call is None:
+                if event.kind == ev.CALL_ENDED:
+                    return
+                call = LiveCall(f"{next(self._keys)}-{self._salt}", session, started_at=event.at)
+                self._by_session[session] = call
+                self._calls[call.key] = call
+        call.on_event(event)
+        if event.kind == ev.CALL_ENDED:
             with self._lock:
-                self._calls.pop(key, None)
-        return call
+                self._calls.pop(call.key, None)
 
     def get(self, key: str) -> LiveCall | None:
         with self._lock:
@@ -246,7 +246,7 @@ def enable_live_calls(server: VoiceServer, token: str | None = None, *, path: st
         raise ValueError(f"the live calls page needs a token: enable_live_calls(server, token=...) or {LIVE_TOKEN_ENV}")
     auth = _Auth(token)
     board = CallBoard()
-    server.call_audio_hooks.append(board.call_started)
+    server.add_call_listener(board.on_event)
     base = f"{server.path_prefix}{path.rstrip('/')}"
     app = server.app
 
@@ -309,13 +309,14 @@ def enable_live_calls(server: VoiceServer, token: str | None = None, *, path: st
         call = await admitted(websocket, key)
         if call is None:
             return
-        if call.audio is None:
-            await websocket.close(1011, "this call's audio is not tapped")
+        audio = call.audio
+        if audio is None:  # the stream has not started yet: nothing to hear
+            await websocket.close(1013, "no audio yet")
             return
         sub = _Subscriber(asyncio.get_running_loop())
         mix = CallRecorder(None, stereo=False, on_frames=sub.push, hold_seconds=LISTEN_HOLD_SECONDS, commit_seconds=0.1)
         ended = asyncio.Event()
-        detach = call.audio.add_listener(mix)
+        detach = audio.add_listener(mix)
         def on_event(event: CallEvent) -> None:
             if event.kind == ev.CALL_ENDED:
                 with contextlib.suppress(RuntimeError):
