@@ -138,14 +138,16 @@ def figure(timeline: Timeline, *, wav_path: Path | None = None, width: float = 1
         used += 1
 
     for lat in timeline.latencies:
+        # Three rows between the lanes: barge-in (at the caller's start), STT and response (both from the
+        # caller's end, so they must not share a row).
         if lat.name == "response":
-            y, color, text = 0.5, "#1b5e20", f"response {_ms(lat.seconds)}"
+            y, color, text = 0.30, "#1b5e20", f"response {_ms(lat.seconds)}"
         elif lat.name == "reply":
-            y, color, text = 0.5, "#1b5e20", f"transcript → audio {_ms(lat.seconds)}"
+            y, color, text = 0.30, "#1b5e20", f"transcript → audio {_ms(lat.seconds)}"
         elif lat.name == "stt":
-            y, color, text = 1.0 - BAR / 2 - 0.14, CALLER, f"STT {_ms(lat.seconds)}"
+            y, color, text = 0.50, CALLER, f"STT {_ms(lat.seconds)}"
         else:
-            y, color, text = 0.62, ALERT, f"barge-in → clear {_ms(lat.seconds)}"
+            y, color, text = 0.60, ALERT, f"barge-in → clear {_ms(lat.seconds)}"
         ax.annotate("", xy=(lat.end, y), xytext=(lat.start, y), arrowprops={"arrowstyle": "|-|,widthA=0.3,widthB=0.3", "color": color, "lw": 1.6}, zorder=4)
         ax.text((lat.start + lat.end) / 2, y + 0.06, text, ha="center", va="bottom", fontsize=9.5, color=color,
                 fontweight="bold" if lat.name == "response" else "normal", zorder=4,
@@ -188,12 +190,12 @@ def figure(timeline: Timeline, *, wav_path: Path | None = None, width: float = 1
 
 def _summary_line(timeline: Timeline) -> str:
     parts = []
-    names = {"response": "caller stopped → agent audible", "reply": "transcript → agent audio", "stt": "STT", "barge_in": "barge-in → clear", "tts_ttfb": "TTS first audio"}
+    names = {"response": "caller stopped → agent audible", "reply": "transcript → agent audio", "stt": "STT", "barge_in": "barge-in → clear"}
     if timeline.summary:
         for key, label in names.items():
             item = timeline.summary.get(key)
             if isinstance(item, dict) and item.get("p50") is not None:
-                parts.append(f"{label} p50 {_ms(item['p50'])}" + (f" / p95 {_ms(item['p95'])}" if item.get("p95") is not None else ""))
+                parts.append(f"{label} p50 {_ms(item['p50'])}" + (f" (p95 {_ms(item['p95'])})" if item.get("count", 0) > 1 and item.get("p95") is not None else ""))
     else:
         for key, label in names.items():
             values = [lat.seconds for lat in timeline.latencies if lat.name == key]
