@@ -342,7 +342,9 @@ class PlivoCallControl(CallControlBase):
             request_uuid = params.get(key, "")
             if request_uuid and (request_uuid in self._answered or super().session_for_call(request_uuid) is not None):
                 return self._answered.get(request_uuid, request_uuid)
-        return call_uuid
+        # Not known yet: a callback can beat our own dial's REST response. A dialled call is tracked under its
+        # RequestUUID until answered, so key the early callback by it; the base replays it once dial() tracks it.
+        return params.get("RequestUUID", "") or params.get("ALegRequestUUID", "") or call_uuid
 
     def _bind_call_uuid(self, params: Mapping[str, str]) -> None:
         """First sight of the CallUUID for a request we dialled: re-key the call under it."""
