@@ -12,7 +12,7 @@ command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis"
+scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis,audio"
 .venv/bin/python -m pytest -q "$@"
 # The prior art's (voice-runtime 0.1.15) own public tests against this package; skips with one line offline.
 scripts/compat.sh
