@@ -7,7 +7,12 @@ It behaves like Twilio/Plivo do towards your server:
 * plays the agent's audio through a real-time playback buffer and echoes each mark only once the audio
   queued before it has played (immediately if nothing is buffered);
 * on ``clear`` drops the buffer and, like Twilio, echoes the marks that were pending (Plivo: no echo);
-* records what it sent and what it heard, and measures playback underruns (late agent audio).
+* records what it sent and what it heard, and measures playback underruns (late agent audio);
+* listens like a person would: decodes DTMF tones in the agent's audio (a Goertzel detector, so in-band digits
+  sent by the server come back as digits), measures the level of every played 20 ms frame (so a test can tell
+  a background bed from a silent line), and keeps a **heard log** — the contiguous runs of agent audio it
+  played, in order, with the marks reached inside each and how each ended (a clear, the buffer running dry),
+  so pause/resume can be checked for audio heard twice or skipped.
 
 It runs its own event loop in a background thread, so tests and demos drive it with plain blocking calls.
 """
@@ -29,9 +34,11 @@ import numpy as np
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from voice_runtime.audio.dtmf import DtmfDetector
 from voice_runtime.audio.frames import FRAME_BYTES, FRAME_INTERVAL, SILENCE_FRAME
 from voice_runtime.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
 from voice_runtime.audio.resample import resample
+from voice_runtime.providers.mock import frame_level
 from voice_runtime.testing.carriers import (
     CarrierCodec,
     CarrierViolation,
@@ -50,6 +57,43 @@ class PhoneEvent:
     kind: str  # media | mark | mark_echoed | clear | dtmf_out | playback_start | playback_end | caller_speech_start | caller_speech_end | closed | violation
     at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeardSegment:
+    """One contiguous run of agent audio the phone played (no silence the phone inserted is included).
+
+    ``marks`` are ``(byte offset within audio, wire name)`` for each mark reached while playing it; ``ended`` is
+    ``"clear"`` (the server cleared the buffer), ``"dry"`` (nothing more was buffered) or ``"open"`` (still playing).
+    """
+
+    started_at: float
+    audio: bytearray = field(default_factory=bytearray)
+    marks: list[tuple[int, str]] = field(default_factory=list)
+    ended_at: float | None = None
+    ended: str = "open"
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / 8000
+
+
+@dataclass(frozen=True)
+class PlayedFrame:
+    """The level of one 20 ms tick of playback: ``level`` is the mean |sample| (0..32768) of what played,
+    ``audio`` is False when the phone had nothing buffered and played its own silence."""
+
+    at: float
+    level: float
+    audio: bool
+
+
+def locate(audio: bytes, reference: bytes) -> int | None:
+    """Byte offset at which ``audio`` occurs in ``reference`` (exact match), or None."""
+    if not audio:
+        return None
+    index = reference.find(bytes(audio))
+    return None if index < 0 else index
 
 
 class Utterance:
@@ -116,6 +160,7 @@ class SimulatedPhone:
         max_record_seconds: float = 900.0,
         send_silence: bool = True,
         caller_source: Callable[[int], bytes | None] | None = None,
+        detect_tones: bool = True,
         **codec_kwargs: Any,
     ) -> None:
         self.url = url
@@ -140,6 +185,13 @@ class SimulatedPhone:
         # recording: what the phone sent (caller) and what it played (agent)
         self.caller_track = bytearray()
         self.agent_track = bytearray()
+        # listening: DTMF heard in the agent audio, per-frame levels, and the heard log
+        self.tones_heard = ""
+        self._tone_detector = DtmfDetector(on_digit=self._on_tone) if detect_tones else None
+        self.played_frames: deque[PlayedFrame] = deque(maxlen=max(1, int(max_record_seconds * 50)))
+        self.heard: list[HeardSegment] = []
+        self._heard_bytes = 0
+        self._segment: HeardSegment | None = None
         # loop-thread state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -413,6 +465,7 @@ class SimulatedPhone:
             self._playback_bytes = 0
             self._in_utterance = False
             self._dry_since = None
+            self._close_segment("clear")
             self._emit("clear", dropped_bytes=dropped, pending_marks=len(pending))
             if self.codec.echoes_marks_on_clear:
                 for name in pending:
@@ -427,6 +480,9 @@ class SimulatedPhone:
             self._emit("dtmf_out", digits=message.digits)
 
     def _echo_mark(self, name: str) -> None:
+        segment = self._segment
+        if segment is not None:
+            segment.marks.append((len(segment.audio), name))
         self._in_utterance = False  # a mark ends an utterance: silence after it is not an underrun
         self._dry_since = None
         self.marks_echoed.append(name)
@@ -460,6 +516,7 @@ class SimulatedPhone:
         played = self._play_frame()
         if len(self.agent_track) < self.max_record_bytes:
             self.agent_track += played
+        self._listen(played)
 
     def _next_caller_frame(self) -> bytes | None:
         while self._caller:
@@ -499,6 +556,7 @@ class SimulatedPhone:
                 break
             take = head[:need]
             parts.append(take)
+            self._add_heard(take)  # before the marks that follow it, so their offsets are exact
             need -= len(take)
             self._playback_bytes -= len(take)
             if len(take) == len(head):
@@ -510,7 +568,11 @@ class SimulatedPhone:
         if parts and not self._playing:
             self._playing = True
             self._emit("playback_start")
-        if not parts:
+        if parts:
+            self._frame_had_audio = True
+        else:
+            self._frame_had_audio = False
+            self._close_segment("dry")
             if self._playing:
                 self._playing = False
                 self._emit("playback_end", cleared=False)
@@ -522,6 +584,51 @@ class SimulatedPhone:
             if self._in_utterance and self._dry_since is None:
                 self._dry_since = time.monotonic()
         return b"".join(parts)
+
+    # ================================================================================ listening (loop thread)
+    _frame_had_audio = False
+
+    def _listen(self, played: bytes) -> None:
+        level = frame_level(played) if self._frame_had_audio else 0.0
+        self.played_frames.append(PlayedFrame(time.monotonic(), level, self._frame_had_audio))
+        if self._tone_detector is not None:
+            self._tone_detector.process(played)
+
+    def _on_tone(self, digit: str) -> None:
+        self.tones_heard += digit
+        self._emit("dtmf_tone", digit=digit)
+
+    def _add_heard(self, part: bytes) -> None:
+        segment = self._segment
+        if segment is None:
+            segment = self._segment = HeardSegment(time.monotonic())
+            self.heard.append(segment)
+        if self._heard_bytes < self.max_record_bytes:
+            segment.audio += part
+            self._heard_bytes += len(part)
+
+    def _close_segment(self, how: str) -> None:
+        segment = self._segment
+        if segment is not None:
+            segment.ended, segment.ended_at = how, time.monotonic()
+            self._segment = None
+
+    def heard_log(self) -> list[HeardSegment]:
+        """The heard log so far (see :class:`HeardSegment`), oldest first."""
+        return list(self.heard)
+
+    def heard_audio(self) -> bytes:
+        """All agent audio the phone played, concatenated, without the silence it filled in itself."""
+        return b"".join(bytes(segment.audio) for segment in self.heard)
+
+    def levels(self, after: float = 0.0, before: float = float("inf")) -> list[PlayedFrame]:
+        """Per-tick playback levels between two monotonic times (see :class:`PlayedFrame`)."""
+        return [f for f in list(self.played_frames) if after <= f.at < before]
+
+    def wait_for_tones(self, digits: str, timeout: float = 10.0) -> str:
+        """Block until the decoded in-band digits end with ``digits``; returns everything decoded so far."""
+        self.wait_for("dtmf_tone", timeout, lambda _e: self.tones_heard.endswith(digits))
+        return self.tones_heard
 
     def _mark_closed(self) -> None:
         if not self._closed.is_set():
