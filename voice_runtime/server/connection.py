@@ -86,6 +86,7 @@ class ConnectionConfig:
     max_inbound_message: int = 64 * 1024  # larger messages are dropped and counted; the call goes on
     hard_max_inbound_message: int = 1024 * 1024  # the socket layer refuses larger ones outright (close 1009)
     max_protocol_errors: int = 1000  # then the peer is broken or hostile: close 1008
+    background_lead: float = 0.12  # seconds of background bed kept at the carrier in silences (speech waits <= this)
     stt_stop_timeout: float = 5.0
     close_timeout: float = 1.0
 
@@ -128,6 +129,7 @@ class CallConnection:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._pacing: asyncio.Future[None] | None = None  # the pump's pacing sleep; clears and DTMF cut it short
+        self._bed_wait: asyncio.Future[None] | None = None  # the pump's wait between bed refills; wake cuts it
         self._clear_pending = False
         self._dtmf_pending: list[str] = []
         self._disconnect_task: asyncio.Task[None] | None = None
@@ -184,6 +186,8 @@ class CallConnection:
             session.signal_disconnected(EndReason.SEND_FAILED)
             return
         self._wake.set()
+        if self._bed_wait is not None:
+            _settle(self._bed_wait)
 
     def _account_sent(self, audio: bytes) -> None:
         now = time.monotonic()
@@ -435,7 +439,11 @@ class CallConnection:
                     await self.wire.send(dialect.encode_mark(mark.wire_name))
                     session.mark_sent(mark)
                     continue
+                bed = session.background_mixer
                 if not audio:
+                    if bed is not None and bed.active:
+                        await self._fill_background(bed)
+                        continue
                     self._wake.clear()
                     self._pump_parked = True
                     try:
@@ -443,6 +451,8 @@ class CallConnection:
                     finally:
                         self._pump_parked = False
                     continue
+                if bed is not None:
+                    audio = bed.mix(audio)
                 now = time.monotonic()
                 if self._playhead < now:
                     self._playhead = now
@@ -470,6 +480,39 @@ class CallConnection:
             log.exception("outbound pump failed; ending call")
             session.signal_disconnected(EndReason.PUMP_FAILED)
             await self._close(1011, "internal error")
+
+    async def _fill_background(self, bed: Any) -> None:
+        """Silence with a bed on: keep ``background_lead`` of it at the carrier, then wait for speech or refill.
+
+        Not counted as agent speech (no playout update), so the caller talking over a bed is not a barge-in.
+        """
+        lead = self.config.background_lead
+        now = time.monotonic()
+        if self._playhead < now:
+            self._playhead = now
+        need = int((now + lead - self._playhead) * 8000) // 160 * 160
+        if need > 0:
+            fill = bed.fill(need)
+            payload = self._encode(fill) if self._encode is not None else fill
+            if payload:
+                await self.wire.send(self.dialect.encode_media(payload))  # type: ignore[union-attr]
+            if self.recorder is not None:
+                self.recorder.write_agent(fill, self._playhead)
+            self._playhead += ulaw_duration(need)
+        if self._wake.is_set() or self._clear_pending or self._dtmf_pending:
+            self._wake.clear()
+            return
+        wait = self._bed_wait = self._loop.create_future()
+        timer = self._loop.call_later(max(0.0, self._playhead - time.monotonic() - lead / 2), _settle, wait)
+        pacing = self._pacing = wait  # a clear or DTMF cuts the wait short too
+        try:
+            await wait
+        finally:
+            timer.cancel()
+            self._bed_wait = None
+            if self._pacing is pacing:
+                self._pacing = None
+        self._wake.clear()
 
     # ----------------------------------------------------------------------------- ending
     async def _hang_up(self) -> None:

@@ -59,6 +59,7 @@ from voice_runtime.session.audio_in import AsyncAudioIn, AudioIn
 from voice_runtime.session.inbox import Inbox
 from voice_runtime.session.link import SessionLink
 from voice_runtime.session.outbound import OutboundQueue
+from voice_runtime.session.playback import Playback, PlayResult
 from voice_runtime.session.speech import Speaker, SpeechResult
 from voice_runtime.session.waits import wait_until
 from voice_runtime.stats import CallStats
@@ -105,6 +106,8 @@ class VoiceSession:
     inbound_max_frames: int = 500
     max_pending_utterances: int = 64
     event_log_size: int = 128  # recent events kept for ``events``; listeners see every event regardless
+    dtmf_barge_in: bool = True  # a key stops the prompt/speech being heard (per call: dtmf_interrupt=)
+    false_barge_in_window: float | None = None  # seconds; see docs/audio.md (None: a barge-in cut always stands)
 
     def __post_init__(self) -> None:
         # One lock per call. Hot loop-side paths take the RLock itself (a C call); waits use the condition on it.
@@ -116,6 +119,7 @@ class VoiceSession:
         self._loop_thread: int | None = None
         self._generation = 0
         self._mixer: Any = None
+        self._playback: Any = None
         self._init_call_state()
 
     def _init_call_state(self) -> None:
@@ -133,6 +137,9 @@ class VoiceSession:
         self._speaker = Speaker(self)
         self._audio_readers: list[AudioIn | AsyncAudioIn] = []  # told when the call ends
         self._audio_sinks: list[Callable[[bytes], None]] = []  # called per caller chunk, on the loop
+        if self._playback is not None:  # a reused session (reset): the old call's playback goes with it
+            self._playback.close()
+            self._playback = None
 
     # ============================================================================ the lifecycle
     @property
@@ -376,6 +383,8 @@ class VoiceSession:
                 self.stats["dtmf_dropped"] += 1
             self._cond.notify_all()
         self.log.emit(ev.DTMF_RECEIVED, digit=digit)
+        if self._playback is not None or (self.dtmf_barge_in and self.agent_speaking):
+            self.playback.key_pressed(digit)  # DTMF barge-in: a key can stop the prompt being heard
         callback = self.on_dtmf
         if callback is not None:
             try:
@@ -620,14 +629,18 @@ class VoiceSession:
         timeout: float | None = 30.0,
         tts: Any = None,
         stop_event: threading.Event | None = None,
+        dtmf_interrupt: bool | None = None,
     ) -> SpeechResult:
         """Synthesize ``text`` with the session's TTS and queue it, followed by a mark.
 
         Returns once all audio is queued (``wait=False``) or once the caller heard it, it was cleared, or
         the call ended (``wait=True``; ``timeout`` bounds that wait). Barge-in (``barge_in=True`` and an STT
         that signals speech start) stops synthesis and clears playback. Provider failures are reported in
-        ``result.error`` and through the provider's ``on_error``; they never raise.
+        ``result.error`` and through the provider's ``on_error``; they never raise. A key pressed while it plays
+        stops it when ``dtmf_interrupt`` (default: ``session.dtmf_barge_in``) is true.
         """
+        if dtmf_interrupt is not None or self._playback is not None:
+            self.playback.note_speech(dtmf_interrupt)
         return self._speaker.speak(text, wait=wait, timeout=timeout, tts=tts, stop_event=stop_event)
 
     # ============================================================================ listening
@@ -729,19 +742,24 @@ class VoiceSession:
         with self._cond:
             self._dtmf.clear()
 
-    def send_dtmf(self, digits: str) -> None:
-        """Send DTMF to the far end over the stream (Plivo). Raises ``LocalProtocolError`` where unsupported."""
+    def send_dtmf(self, digits: str, *, method: str = "auto") -> Any:
+        """Send DTMF to the far end: a carrier message where the stream has one (Plivo ``sendDTMF``), else
+        in-band Q.23 tones in the media path (Twilio). ``method="tones"`` forces tones, ``"message"`` the
+        message. Returns the tones' play handle (``None`` for a message). See docs/audio.md."""
         if not digits or any(d not in _DTMF_OUT for d in digits):
             raise ValueError(f"invalid DTMF digits {digits!r}")
+        if method not in ("auto", "message", "tones"):
+            raise ValueError(f"method must be 'auto', 'message' or 'tones', got {method!r}")
         link = self._link
         if link is None or self._ended.is_set():
             raise CallHangupError("no live stream to send DTMF on", call_id=self.call_sid)
+        if method == "tones" or (method == "auto" and not link.supports_dtmf_out):
+            return self.playback.send_tones(digits)
         if not link.supports_dtmf_out:
-            raise LocalProtocolError(
-                f"{self.carrier} media streams cannot send DTMF; use SendDigits when dialling instead"
-            )
-        self.log.emit(ev.DTMF_SENT, digits=digits)
+            raise LocalProtocolError(f"{self.carrier} media streams cannot send DTMF messages; use method='tones'")
+        self.log.emit(ev.DTMF_SENT, digits=digits, method="message")
         self._call_on_loop("send_dtmf", digits)
+        return None
 
     # ============================================================================ hangup
     def request_disconnect(self, generation: int | None = None) -> None:
@@ -843,6 +861,63 @@ class VoiceSession:
     def resume_recording(self) -> None:
         """Record again from now on (see :meth:`pause_recording`)."""
         self.log.emit(ev.RECORDING_RESUMED)
+
+    # ============================================================================ playback (session/playback.py)
+    @property
+    def playback(self) -> Playback:
+        """The call's :class:`~voice_runtime.session.playback.Playback` (made on first use)."""
+        playback = self._playback
+        if playback is None:
+            with self._cond:
+                if self._playback is None:
+                    self._playback = Playback(self)
+                    self._playback.false_barge_in_window = self.false_barge_in_window
+                playback = self._playback
+        return playback
+
+    @property
+    def background_mixer(self) -> Any:
+        """Loop side: the outbound path's bed mixer, or None while no playback feature was used."""
+        playback = self._playback
+        return None if playback is None else playback.background
+
+    def play(self, source: Any, *, wait: bool = False, interruptible: bool = True, loop: bool = False, volume: float = 1.0, **kwargs: Any) -> PlayResult:
+        """Play a file, raw audio or chunks; returns a handle like ``speak``'s. See docs/audio.md."""
+        return self.playback.play(source, wait=wait, interruptible=interruptible, loop=loop, volume=volume, **kwargs)
+
+    def set_background(self, source: Any, volume: float = 0.1, loop: bool = True) -> None:
+        """Mix a bed under the agent's speech and silences (frame level; never delays a clear)."""
+        self.playback.set_background(source, volume=volume, loop=loop)
+
+    def clear_background(self) -> None:
+        self.playback.set_background(None)
+
+    def set_thinking_sound(self, source: Any, volume: float = 0.3) -> None:
+        """Play ``source`` in the silence between the caller's turn and the next ``speak``/``play``."""
+        self.playback.set_thinking_sound(source, volume=volume)
+
+    def hold(self, music: Any, still_holding_prompt: Any = None, period: float = 30.0) -> None:
+        """Music in every silence until :meth:`unhold`, with ``still_holding_prompt`` after each ``period`` s."""
+        self.playback.hold(music, still_holding_prompt=still_holding_prompt, period=period)
+
+    def unhold(self) -> float:
+        return self.playback.unhold()
+
+    def pause_playback(self) -> bool:
+        """Stop agent audio at once; :meth:`resume_playback` continues played items from the first unheard byte."""
+        return self.playback.pause()
+
+    def resume_playback(self) -> bool:
+        return self.playback.resume()
+
+    def stop_speaking(self) -> None:
+        """Stop the speech being synthesized and drop all agent audio not yet heard (like a barge-in)."""
+        self._speaker.stop_current()
+        self.request_clear_buffer()
+
+    def wake_outbound(self) -> None:
+        """Nudge the transport's pump (a background layer changed while it may be idle). Any thread."""
+        self._call_on_loop("wake")
 
     # ============================================================================ events
     def add_event_listener(self, listener: Callable[[CallEvent], None]) -> Callable[[], None]:

@@ -202,6 +202,9 @@ class Speaker:
         """The STT heard the caller start talking. Barge-in: stop the agent within a frame."""
         session = self._session
         barge = session.barge_in and self.agent_speaking() and not session.is_disconnected
+        playback = session._playback  # noqa: SLF001 - collaborator of the same session
+        if barge and playback is not None and not playback.allows_barge_in():
+            barge = False  # a non-interruptible prompt is being heard
         session.log.emit(ev.STT_SPEECH_STARTED, barge_in=barge)
         if not barge:
             return
