@@ -138,12 +138,15 @@ class Probe:
             self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
 
 
-def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0) -> Any:
+def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False) -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
+    from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
-    from voice_runtime.providers.mock import MockStt, MockTts
+    from voice_runtime.providers.mock import MockStt, MockTts, tone_speech
 
     tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
+    # --background: every call has a 3 s looping bed at volume 0.1 under speech and in silences
+    bed = pcm16_to_ulaw(tone_speech(3.0, frequency=110.0)) if background else b""
 
     def stt_factory() -> Any:
         stt = MockStt(default_text="ok", end_ms=300)
@@ -153,6 +156,8 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0) 
     def flow(session: Any) -> None:
         k = 0
         try:
+            if bed:
+                session.set_background(bed, volume=0.1)
             while True:
                 session.listen(timeout=300)
                 result = session.speak(TEXTS[k % len(TEXTS)], wait=True, timeout=60)
@@ -196,7 +201,7 @@ def server_main(args: argparse.Namespace) -> None:
 
         gc.disable()
     probe = Probe()
-    server = build_server(probe, args.batch_ms, args.lead_ms)
+    server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -702,7 +707,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for _ in range(workers):
             child = Child(
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
-                      "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))],
+                      "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))]
+                + (["--background"] if getattr(args, "background", False) else []),
                 None,
             )
             servers.append(child)
@@ -830,6 +836,13 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "generator_protocol_errors": result["protocol_errors"],
         "server_stats": {k: v for k, v in stats.items() if "drop" in k or "error" in k or "gap" in k or "repeat" in k},
     }
+    background = getattr(args, "background", False)
+    out["background"] = background
+    if background:
+        # The bed is mixed into the agent audio and fills the gaps between utterances, so the byte-exact
+        # per-utterance comparison with MockTts does not apply: those three figures are not measured.
+        out["outbound_lost"] = out["outbound_dup"] = out["outbound_corrupt_utterances"] = None
+        out_lost = out_dup = out_corrupt = 0
     out["pass"] = bool(
         connected == calls
         and out["lateness_p99_ms"] is not None
@@ -837,6 +850,34 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         and in_lost == 0 and in_dup == 0 and out_lost == 0 and out_dup == 0 and out_corrupt == 0
     )
     return out
+
+
+def compare_background(args: argparse.Namespace) -> None:
+    """Background bed off vs on at the same call count, runs interleaved (off, on, off, on ...) so drift in the
+    machine's other load hits both alike; medians and min-max of server CPU per call-second."""
+    import statistics
+
+    results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for _ in range(max(1, args.repeats)):
+        for background in (False, True):
+            args.background = background
+            res = run_once(args, args.calls)
+            results[background].append(res)
+            print(json.dumps({k: res[k] for k in ("background", "calls", "server_cpu_ms_per_call_s", "other_cpu_pct",
+                                                   "lateness_p99_ms", "inbound_lost", "pass")}), flush=True)
+    summary: dict[str, Any] = {"benchmark": "background", "calls": args.calls, "repeats": args.repeats,
+                               "machine": f"{platform.machine()} {os.cpu_count()} vCPU, Python {platform.python_version()}"}
+    for background, name in ((False, "off"), (True, "on")):
+        cpu = [r["server_cpu_ms_per_call_s"] for r in results[background]]
+        summary[name] = {
+            "server_cpu_ms_per_call_s_median": round(statistics.median(cpu), 3),
+            "min": min(cpu), "max": max(cpu),
+            "lateness_p99_ms": [r["lateness_p99_ms"] for r in results[background]],
+            "other_cpu_pct": [r["other_cpu_pct"] for r in results[background]],
+            "pass": all(r["pass"] for r in results[background]),
+        }
+    summary["on_over_off"] = round(summary["on"]["server_cpu_ms_per_call_s_median"] / summary["off"]["server_cpu_ms_per_call_s_median"], 3)
+    print(json.dumps(summary))
 
 
 def _r(x: float | None) -> float | None:
@@ -860,12 +901,19 @@ def main() -> None:
     p.add_argument("--batch-ms", type=float, default=400.0, help="agent audio per outbound media message")
     p.add_argument("--lead-ms", type=float, default=240.0, help="agent audio kept ahead at the carrier")
     p.add_argument("--out", default="", help="also append each run's JSON to this file")
+    p.add_argument("--background", action="store_true", help="every call plays a looping bed (set_background)")
+    p.add_argument("--compare-background", action="store_true",
+                   help="alternate runs without and with a background bed; report both side by side")
+    p.add_argument("--repeats", type=int, default=2, help="runs of each variant with --compare-background")
     args = p.parse_args()
     if args.role == "server":
         server_main(args)
         return
     if args.role == "gen":
         generator_main(args)
+        return
+    if args.compare_background:
+        compare_background(args)
         return
     counts = [int(x) for x in args.sweep.split(",") if x.strip()] or [args.calls]
     runs = []
