@@ -77,3 +77,24 @@ def test_a_key_stops_the_prompt_unless_told_not_to(harness: CallHarness, flow_re
         assert len(phone.heard_audio()) < len(prompt)
     else:
         assert values["outcome"] is MarkOutcome.PLAYED and phone.heard_audio() == prompt
+
+
+@pytest.mark.parametrize("interrupt", [None, False])
+def test_a_key_stops_speech_too_unless_told_not_to(harness: CallHarness, flow_result: FlowResult, interrupt: bool | None) -> None:
+    def body(session) -> None:
+        result = session.speak("This is a long menu that lists every single option we have, one after the other.", dtmf_interrupt=interrupt)
+        flow_result.values["outcome"] = result.wait(15)
+        flow_result.values["key"] = session.wait_for_dtmf(timeout=5)
+        flow_result.values["dtmf_barge_ins"] = session.stats["dtmf_barge_ins"]
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    phone.wait_for("playback_start", timeout=5)
+    phone.press("3")
+    values = flow_result.wait(20)
+    assert values["key"] == "3"
+    if interrupt is None:  # the session default: a key stops the speech
+        assert values["outcome"] is MarkOutcome.CLEARED and values["dtmf_barge_ins"] == 1
+        assert phone.wait_for("clear", timeout=5)
+    else:
+        assert values["outcome"] is MarkOutcome.PLAYED and values["dtmf_barge_ins"] == 0
