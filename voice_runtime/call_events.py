@@ -42,6 +42,16 @@ The kinds (:class:`EventKind`; the ``data`` fields each carries):
 ``recording_resumed``         ``session.resume_recording()``
 ``recording_saved``           the recorder finished and kept a file (``path``)
 ``provider_error``            a provider factory or start failed (``provider``, ``error``)
+``playback_started``          ``play`` queued an item (``label``, ``item``, ``loop``, ``interruptible``)
+``playback_paused``           ``pause_playback`` cut playback (``items``: [(label, heard seconds)])
+``playback_resumed``          an item continues from its first unheard byte (``label``, ``item``, ``reason``, ``at_seconds``)
+``playback_stopped``          an item was cut for good (``label``, ``item``, ``reason``, ``heard_seconds``) or failed (``error``)
+``barge_in_false``            no words followed a barge-in within the window: playback resumes (``window``, ``items``)
+``barge_in_confirmed``        words followed a barge-in: the cut stands (``items``)
+``dtmf_barge_in``             a key stopped the prompt or speech being heard (``digit``, ``label``)
+``hold_started``              ``hold`` began (``period``)
+``hold_ended``                ``unhold`` (``seconds``, ``prompts``)
+``background_set``            a background bed was set or cleared (``on``, ``volume``)
 ============================  =========================================================================
 
 User code may emit its own kinds (``session.log.emit("sms_sent", ...)``): any string works, and the
@@ -98,6 +108,16 @@ class EventKind(StrEnum):
     RECORDING_RESUMED = "recording_resumed"
     RECORDING_SAVED = "recording_saved"
     PROVIDER_ERROR = "provider_error"
+    PLAYBACK_STARTED = "playback_started"
+    PLAYBACK_PAUSED = "playback_paused"
+    PLAYBACK_RESUMED = "playback_resumed"
+    PLAYBACK_STOPPED = "playback_stopped"
+    BARGE_IN_FALSE = "barge_in_false"
+    BARGE_IN_CONFIRMED = "barge_in_confirmed"
+    DTMF_BARGE_IN = "dtmf_barge_in"
+    HOLD_STARTED = "hold_started"
+    HOLD_ENDED = "hold_ended"
+    BACKGROUND_SET = "background_set"
 
 
 # The module-level names of the first release, kept so ``ev.MARK_PLAYED`` etc. keep working.

@@ -65,10 +65,11 @@ class Conversation:
             self.want_dtmf.set()
             out["digit"] = session.wait_for_dtmf(timeout=10)
             try:
-                session.send_dtmf("12#")
+                session.send_dtmf("12#", method="message")
                 out["dtmf_out"] = "sent"
-            except LocalProtocolError:
+            except LocalProtocolError:  # Twilio has no DTMF message: the default falls back to in-band tones
                 out["dtmf_out"] = "unsupported"
+                out["tones"] = session.send_dtmf("12#").wait(10)
             out["carrier"] = session.carrier
         except BaseException as exc:  # surfaced to the test thread
             self.error = exc
@@ -115,6 +116,7 @@ def check_outcome(conv: Conversation, phone: SimulatedPhone, carrier: str) -> No
         assert echoed_cleared == set(), "Plivo never acks checkpoints pending at clearAudio"
     else:
         assert out["dtmf_out"] == "unsupported"
+        assert out["tones"] is MarkOutcome.PLAYED and phone.tones_heard == "12#"  # in-band, decoded by the phone
         assert echoed_cleared  # Twilio echoes them; the session ignored those echoes
 
 

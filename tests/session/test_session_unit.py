@@ -193,8 +193,8 @@ def test_dtmf_collect_and_unsupported_send(loop_thread: LoopThread) -> None:
         loop_thread.run(session.receive_dtmf, digit)
     assert session.collect_dtmf(timeout=1) == "12"
     assert session.wait_for_dtmf(1) == "9"
-    with pytest.raises(LocalProtocolError):
-        session.send_dtmf("1")
+    with pytest.raises(LocalProtocolError):  # no DTMF message on this stream; the default would play tones
+        session.send_dtmf("1", method="message")
     with pytest.raises(ValueError):
         session.send_dtmf("x")
 

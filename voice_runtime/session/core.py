@@ -12,6 +12,8 @@ The session is a coordinator over small collaborators, each with one job:
 * :class:`~voice_runtime.session.outbound.OutboundQueue` — agent audio and marks, in order, bounded;
 * :class:`~voice_runtime.session.inbox.Inbox` — utterances and DTMF keys not yet consumed, one waiter each;
 * :class:`~voice_runtime.session.speech.Speaker` — TTS driving and barge-in (provider code, never under the lock);
+* :class:`~voice_runtime.session.playback.Playback` — ``play``, pause/resume, beds, hold, DTMF tones and DTMF
+  barge-in (made on first use; knows how much of each played item the caller heard);
 * :func:`~voice_runtime.session.waits.wait_until` — the one deadline loop every blocking intent uses;
 * :class:`~voice_runtime.call_events.EventLog` and :class:`~voice_runtime.stats.CallStats`.
 

@@ -46,16 +46,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Playback", "PlayResult", "PLAYBACK_PAUSED", "PLAYBACK_RESUMED", "BARGE_IN_FALSE", "BARGE_IN_CONFIRMED"]
 
-# Event kinds this collaborator adds to the call's event log.
-PLAYBACK_STARTED = "playback_started"
-PLAYBACK_PAUSED = "playback_paused"
-PLAYBACK_RESUMED = "playback_resumed"
-PLAYBACK_STOPPED = "playback_stopped"
-BARGE_IN_FALSE = "barge_in_false"  # barge-in cut the agent, no words followed: playback resumed
-BARGE_IN_CONFIRMED = "barge_in_confirmed"  # words followed the barge-in: the cut stands
-DTMF_BARGE_IN = "dtmf_barge_in"
-HOLD_STARTED = "hold_started"
-HOLD_ENDED = "hold_ended"
+# Event kinds this collaborator emits (documented in voice_runtime.call_events).
+PLAYBACK_STARTED = ev.EventKind.PLAYBACK_STARTED
+PLAYBACK_PAUSED = ev.EventKind.PLAYBACK_PAUSED
+PLAYBACK_RESUMED = ev.EventKind.PLAYBACK_RESUMED
+PLAYBACK_STOPPED = ev.EventKind.PLAYBACK_STOPPED
+BARGE_IN_FALSE = ev.EventKind.BARGE_IN_FALSE  # barge-in cut the agent, no words followed: playback resumed
+BARGE_IN_CONFIRMED = ev.EventKind.BARGE_IN_CONFIRMED  # words followed the barge-in: the cut stands
+DTMF_BARGE_IN = ev.EventKind.DTMF_BARGE_IN
+HOLD_STARTED = ev.EventKind.HOLD_STARTED
+HOLD_ENDED = ev.EventKind.HOLD_ENDED
 
 SEGMENT_BYTES = 1600  # 200 ms between position marks
 LOOP_LOOKAHEAD_BYTES = 8000  # a looping item keeps at most ~1 s queued ahead of what was heard
@@ -578,7 +578,7 @@ class Playback:
     # ================================================================ background, thinking, hold
     def set_background(self, source: Source | None, *, volume: float = 0.1, loop: bool = True) -> None:
         self.background.set_bed(None if source is None else _whole(source), volume=volume, loop=loop)
-        self.session.log.emit("background_set", on=source is not None, volume=volume)
+        self.session.log.emit(ev.EventKind.BACKGROUND_SET, on=source is not None, volume=volume)
         self.session.wake_outbound()
 
     def set_thinking_sound(self, source: Source | None, *, volume: float = 0.3) -> None:
