@@ -108,7 +108,7 @@ class VoiceSession:
     inbound_max_frames: int = 500
     max_pending_utterances: int = 64
     event_log_size: int = 128  # recent events kept for ``events``; listeners see every event regardless
-    dtmf_barge_in: bool = True  # a key stops the prompt/speech being heard (per call: dtmf_interrupt=)
+    dtmf_barge_in: bool = True  # a key stops the played prompt being heard (per play/speak: dtmf_interrupt=)
     false_barge_in_window: float | None = None  # seconds; see docs/audio.md (None: a barge-in cut always stands)
 
     def __post_init__(self) -> None:
@@ -385,8 +385,8 @@ class VoiceSession:
                 self.stats["dtmf_dropped"] += 1
             self._cond.notify_all()
         self.log.emit(ev.DTMF_RECEIVED, digit=digit)
-        if self._playback is not None or (self.dtmf_barge_in and self.agent_speaking):
-            self.playback.key_pressed(digit)  # DTMF barge-in: a key can stop the prompt being heard
+        if self._playback is not None:
+            self._playback.key_pressed(digit)  # DTMF barge-in: a key can stop the prompt being heard
         callback = self.on_dtmf
         if callback is not None:
             try:
@@ -639,7 +639,7 @@ class VoiceSession:
         the call ended (``wait=True``; ``timeout`` bounds that wait). Barge-in (``barge_in=True`` and an STT
         that signals speech start) stops synthesis and clears playback. Provider failures are reported in
         ``result.error`` and through the provider's ``on_error``; they never raise. A key pressed while it plays
-        stops it when ``dtmf_interrupt`` (default: ``session.dtmf_barge_in``) is true.
+        stops it when ``dtmf_interrupt`` is true (default False: speech keeps the prior art's behaviour).
         """
         if dtmf_interrupt is not None or self._playback is not None:
             self.playback.note_speech(dtmf_interrupt)

@@ -526,7 +526,7 @@ class Playback:
         self._requeue(cut, "false_barge_in")
 
     def note_speech(self, dtmf_interrupt: bool | None) -> None:
-        """``speak`` is starting: whether a key may stop it (None: the session's ``dtmf_barge_in``)."""
+        """``speak`` is starting: whether a key may stop it (None: no, as speech always behaved)."""
         self._speech_dtmf = dtmf_interrupt
 
     def key_pressed(self, digit: str) -> None:
@@ -535,8 +535,7 @@ class Playback:
             items = [i for i in self._items if i.state == "playing"]
         if not items:
             session = self.session
-            allowed = session.dtmf_barge_in if self._speech_dtmf is None else self._speech_dtmf
-            if allowed and session.agent_speaking and not session.is_disconnected:
+            if self._speech_dtmf and session.agent_speaking and not session.is_disconnected:
                 session.stats["dtmf_barge_ins"] += 1
                 session.log.emit(DTMF_BARGE_IN, digit=digit, label="speech")
                 session.stop_speaking()
