@@ -138,7 +138,8 @@ class Probe:
             self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
 
 
-def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False) -> Any:
+def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
+                 background_lead_ms: float = 120.0) -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -172,7 +173,8 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
 
     # barge-in off: the caller only speaks after the agent's mark echo, and the byte-exact outbound check
     # needs every utterance played whole.
-    config = ConnectionConfig(max_batch_seconds=batch_ms / 1000.0, playout_lead=lead_ms / 1000.0)
+    config = ConnectionConfig(max_batch_seconds=batch_ms / 1000.0, playout_lead=lead_ms / 1000.0,
+                              background_lead=background_lead_ms / 1000.0)
     return VoiceServer(
         stt_factory=stt_factory,
         tts_factory=lambda: tts,
@@ -201,7 +203,8 @@ def server_main(args: argparse.Namespace) -> None:
 
         gc.disable()
     probe = Probe()
-    server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background)
+    server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background,
+                          background_lead_ms=args.background_lead_ms)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -708,7 +711,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
             child = Child(
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))]
-                + (["--background"] if getattr(args, "background", False) else []),
+                + (["--background"] if getattr(args, "background", False) else [])
+                + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 120.0))],
                 None,
             )
             servers.append(child)
@@ -905,6 +909,7 @@ def main() -> None:
     p.add_argument("--compare-background", action="store_true",
                    help="alternate runs without and with a background bed; report both side by side")
     p.add_argument("--repeats", type=int, default=2, help="runs of each variant with --compare-background")
+    p.add_argument("--background-lead-ms", type=float, default=120.0, help="bed kept ahead at the carrier in silences")
     args = p.parse_args()
     if args.role == "server":
         server_main(args)
