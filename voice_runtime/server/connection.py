@@ -152,10 +152,20 @@ class CallConnection:
         return bool(self.dialect and self.dialect.supports_dtmf_out)
 
     def wake(self) -> None:
-        if self._pump_parked and self._send_now is not None and not self._clear_pending and not self._dtmf_pending:
+        if (
+            self._pump_parked and self._send_now is not None and not self._clear_pending and not self._dtmf_pending
+            and not self._bed_active()
+        ):
             self._send_inline()
         else:
             self._wake.set()
+            if self._bed_wait is not None:  # the pump is between background refills: speech goes first
+                _settle(self._bed_wait)
+
+    def _bed_active(self) -> bool:
+        """A background layer is on: the pump (which mixes it) must send, not the inline path."""
+        bed = self.session.background_mixer if self.session is not None else None
+        return bed is not None and bed.active
 
     def _send_inline(self) -> None:
         """The pump is parked idle and the wire can send without waiting (picows): send right here.
@@ -186,8 +196,6 @@ class CallConnection:
             session.signal_disconnected(EndReason.SEND_FAILED)
             return
         self._wake.set()
-        if self._bed_wait is not None:
-            _settle(self._bed_wait)
 
     def _account_sent(self, audio: bytes) -> None:
         now = time.monotonic()
