@@ -46,6 +46,7 @@ from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import FRAME_BYTES, ulaw_duration
 from voice_runtime.bounded import put_drop_oldest
 from voice_runtime.call_events import CallEvent, EventLog
+from voice_runtime.conversation.helpers import ConversationHelpers
 from voice_runtime.errors import (
     CallHangupError,
     CallNotAnsweredError,
@@ -84,7 +85,7 @@ _DTMF_OUT = frozenset("0123456789*#ABCDabcdwW")
 
 
 @dataclass(eq=False)
-class VoiceSession:
+class VoiceSession(ConversationHelpers):
     """One call's coordinator. Create one per call (the server does this for you); never share one."""
 
     call_sid: str | None = None
