@@ -60,6 +60,7 @@ BLOCKING = frozenset(
         "wait_until_disconnected", "gather", "leave_voicemail",
     }
 )
+_ASYNC_NAME = {"put_outbound_sync": "put_outbound"}
 
 
 def executor() -> ThreadPoolExecutor:
@@ -160,7 +161,10 @@ class AsyncVoiceSession:
 
     def __getattr__(self, name: str) -> Any:
         if name in BLOCKING:
-            raise AttributeError(f"AsyncVoiceSession.{name} is a coroutine here; this name has no async form yet ({name})")
+            alt = _ASYNC_NAME.get(name, name)
+            if alt != name or hasattr(type(self), name):
+                raise AttributeError(f"{name} blocks the thread; on the async face use 'await session.{alt}(...)' (a coroutine)")
+            raise AttributeError(f"{name} blocks the thread and has no coroutine form; call it as 'await asyncio.to_thread(session.session.{name}, ...)'")
         return getattr(self.session, name)
 
     def __repr__(self) -> str:
