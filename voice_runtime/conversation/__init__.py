@@ -24,6 +24,7 @@ _LAZY = {
     "as_flow": "voice_runtime.conversation.flows",
     "flow_kind": "voice_runtime.conversation.flows",
     "ConversationHelpers": "voice_runtime.conversation.helpers",
+    "CallLimits": "voice_runtime.conversation.limits",
 }
 
 

@@ -36,6 +36,21 @@ class ConversationHelpers:
         except (CallTimeoutError, CallHangupError):
             return self.answered_by  # type: ignore[attr-defined, no-any-return]
 
+    # ------------------------------------------------------------------ idle and limits
+    def apply_limits(self, limits: Any = None, **options: Any) -> Any:
+        """Enforce idle reminders/goodbye and a maximum duration on this call; returns the watcher (``.stop()``).
+
+        Pass a :class:`~voice_runtime.conversation.limits.CallLimits` or its fields (``idle_timeout=8,
+        idle_prompts=[...], idle_goodbye=..., max_duration=...``). See :mod:`voice_runtime.conversation.limits`.
+        """
+        from voice_runtime.conversation.limits import CallLimits, LimitsWatcher
+
+        if limits is None:
+            limits = CallLimits(**options)
+        elif options:
+            raise TypeError("pass either a CallLimits or its fields, not both")
+        return LimitsWatcher(self, limits)  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ IVR and voicemail
     def gather(self, prompt: str, **options: Any) -> GatherResult:
         """Prompt and collect digits and/or speech with reprompts; see :func:`voice_runtime.conversation.gather.gather`."""
