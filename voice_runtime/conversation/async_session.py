@@ -18,9 +18,9 @@ its own call and the carrier's sockets keep their timing. Over the same :class:`
   resolved from the session's event listeners and mark callbacks via ``call_soon_threadsafe``; they then take
   the result with the session's own non-blocking calls (``listen(0)``, ``wait_for_dtmf(0)``), so queue order,
   errors (``CallHangupError``, ``CallTimeoutError``) and hangup wake-ups are exactly the sync ones.
-* **Work that blocks in provider code runs in a bounded executor** (one shared pool of ``MAX_WORKERS``
-  threads): the synthesis part of ``speak``, ``gather``, ``leave_voicemail``, and ``put_outbound`` when the
-  buffer is full (back-pressure).
+* **Synthesis runs on the call's speech worker** (``speak`` returns at once on both faces); other work that
+  blocks runs in a bounded executor (one shared pool of ``MAX_WORKERS`` threads): ``gather``,
+  ``leave_voicemail``, ``collect_dtmf``, and ``put_outbound`` when the buffer is full (back-pressure).
 
 Attributes that do not block (``call_sid``, ``caller_number``, ``answered_by``, ``is_disconnected``,
 ``custom_parameters``, ``request_clear_buffer``, ``send_mark``, ...) are passed through to the core session; the
@@ -224,19 +224,40 @@ class AsyncVoiceSession:
     async def send_mark_and_wait(self, mark_name: str = "mark", timeout: float = 10.0) -> MarkOutcome:
         return await self.wait_mark(self.session.send_mark(mark_name), timeout)
 
-    async def speak(self, text: str, *, wait: bool = False, timeout: float | None = 30.0, **options: Any) -> SpeechResult:
-        """Synthesize and queue ``text`` (in the executor); with ``wait`` also await its playback (no thread)."""
-        result = await self._run(self.session.speak, text, wait=False, **options)
-        if wait and result.mark is not None:
+    async def speak(self, text: Any, *, wait: bool = False, timeout: float | None = 30.0, **options: Any) -> SpeechResult:
+        """Submit ``text`` (or an iterable of text chunks) to the call's speech worker; returns at once.
+
+        ``VoiceSession.speak`` no longer blocks on synthesis, so this is a plain call; with ``wait`` the
+        synthesis and then the playback are awaited as futures (no thread held).
+        """
+        result = self.session.speak(text, wait=False, **options)
+        if not wait:
+            return result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fut: asyncio.Future[None] = self._loop.create_future()
+
+        def synthesized(_r: Any) -> None:
+            def settle() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
             try:
-                outcome = await self.wait_mark(result.mark, timeout)
-            except CallTimeoutError:
-                result.error = result.error or "timed out waiting for playback"
-            else:
+                self._loop.call_soon_threadsafe(settle)
+            except RuntimeError:
+                pass
+
+        result.add_synthesized_callback(synthesized)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            if result.mark is not None:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                outcome = await self.wait_mark(result.mark, remaining)
                 from voice_runtime.marks import MarkOutcome
 
                 if outcome is MarkOutcome.HUNG_UP:
                     result.call_disconnected = True
+        except (TimeoutError, CallTimeoutError):
+            result.error = result.error or "timed out waiting for playback"
         return result
 
     async def put_outbound(self, data: bytes, timeout: float | None = 30.0) -> None:

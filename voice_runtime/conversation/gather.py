@@ -272,8 +272,8 @@ def _attempt(
     started = time.monotonic()
     try:
         spoken = session.speak(prompt, stop_event=stop) if prompt.strip() else None
-        if spoken is not None and spoken.mark is not None:
-            spoken.mark.add_done_callback(watch.poke)  # wakes the wait below when the prompt has been heard
+        if spoken is not None:  # speak returns at once: wake when it is synthesized and again when heard
+            spoken.add_synthesized_callback(lambda r: (r.mark.add_done_callback(watch.poke) if r.mark else None, watch.poke()))
         prompt_ended: float | None = None
         deadline: float | None = None
         kind: GatherKind | None = None
@@ -309,8 +309,8 @@ def _attempt(
                     break
             # 2) the prompt: the no-input clock starts once it has been heard (or interrupted)
             if prompt_ended is None:
-                mark = spoken.mark if spoken is not None else None
-                if mark is None or mark.done or watch.key_pressed or now >= prompt_deadline:
+                heard = spoken is None or (spoken.synthesized.is_set() and (spoken.mark is None or spoken.mark.done))
+                if heard or watch.key_pressed or now >= prompt_deadline:
                     prompt_ended = now
                     deadline = deadline if kind is not None else now + timeout
             elif kind is None:

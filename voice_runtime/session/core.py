@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +131,7 @@ class VoiceSession(ConversationHelpers):
         self._utterances: Inbox[str] = Inbox("utterances (listen)", self.max_pending_utterances)
         self._dtmf: Inbox[str] = Inbox("DTMF keys (wait_for_dtmf)", 256)
         self._answered_by: str | None = None
+        self._clear_epoch = 0  # bumped by every clear
         self._speaker = Speaker(self)
         self._audio_readers: list[AudioIn | AsyncAudioIn] = []  # told when the call ends
         self._audio_sinks: list[Callable[[bytes], None]] = []  # called per caller chunk, on the loop
@@ -189,6 +190,7 @@ class VoiceSession(ConversationHelpers):
             self._speaker.stop_current()
             for reader in tuple(self._audio_readers):
                 reader.ended()
+            self._speaker.queue.cancel_pending(hung_up=True)
             self._push_inbound_sentinel()
             self.log.emit(ev.CALL_ENDED, reason=self._end_reason, detail=detail)
             callback = self.on_disconnected
@@ -447,11 +449,17 @@ class VoiceSession(ConversationHelpers):
     def put_outbound_sync(self, data: bytes, timeout: float | None = 30.0) -> None:
         """Queue μ-law 8 kHz agent audio. Blocks (back-pressure) while the buffer is full.
 
+        Speech submitted with ``speak`` before this call is queued before this audio (the call waits for it).
         Raises :class:`CallHangupError` if the call is gone and :class:`CallTimeoutError` if the buffer
         stayed full for ``timeout`` seconds (the transport stopped draining).
         """
         if not data:
             return
+        self._speaker.queue.barrier(timeout)
+        self._put_outbound(data, timeout, None)
+
+    def _put_outbound(self, data: bytes, timeout: float | None, clear_epoch: int | None) -> bool:
+        """Queue audio. With ``clear_epoch`` (the speech worker), refuse it (False) if a clear came since."""
         generation = self._generation
         ended = lambda: self._ended.is_set() or generation != self._generation  # noqa: E731
         size = len(data)
@@ -472,11 +480,19 @@ class VoiceSession(ConversationHelpers):
                     self._out.blocked_producers -= 1
             if ended():
                 raise CallHangupError("call ended while queueing audio", call_id=self.call_sid)
+            if clear_epoch is not None and clear_epoch != self._clear_epoch:
+                return False
             wake = self._out.push_audio(bytes(data)) and self._link is not None
             if not wake and self._link is None:
                 self._out.pump_idle = True  # no transport yet: attach_stream wakes it
         if wake:
             self._call_on_loop("wake")
+        return True
+
+    @property
+    def clear_epoch(self) -> int:
+        """How many clears this call has had (the speech worker refuses audio synthesized before the last one)."""
+        return self._clear_epoch
 
     @property
     def outbound_buffered_seconds(self) -> float:
@@ -566,7 +582,9 @@ class VoiceSession(ConversationHelpers):
 
     # ============================================================================ marks
     def send_mark(self, label: str = "mark") -> Mark:
-        """Queue a mark after all audio queued so far; returns a handle whose ``wait()`` blocks."""
+        """Queue a mark after all audio queued so far — including every ``speak`` submitted before — and
+        return a handle whose ``wait()`` blocks."""
+        self._speaker.queue.barrier()
         mark = Mark(label, call_id=self.call_sid)
         with self._cond:
             if self._ended.is_set():
@@ -595,12 +613,15 @@ class VoiceSession(ConversationHelpers):
         Marks queued behind the dropped audio resolve ``CLEARED`` at once; marks already at the carrier
         resolve ``CLEARED`` when the clear goes out (their later echoes are ignored).
         """
+        self._speaker.queue.cancel_pending()  # an interrupted agent does not carry on with its queued speech ...
         with self._cond:
             if self._ended.is_set():
                 return
+            self._clear_epoch += 1  # ... nor with the rest of the utterance being synthesized right now
             cleared = self._out.drop_local()
             self._cond.notify_all()
             has_link = self._link is not None
+        self._speaker.stop_current()
         self.log.emit(ev.CLEAR_REQUESTED, local_marks=len(cleared))
         for mark in cleared:
             self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name, sent=False)
@@ -615,18 +636,21 @@ class VoiceSession(ConversationHelpers):
     # ============================================================================ speaking
     def speak(
         self,
-        text: str,
+        text: str | Iterable[str],
         *,
         wait: bool = False,
         timeout: float | None = 30.0,
         tts: Any = None,
         stop_event: threading.Event | None = None,
     ) -> SpeechResult:
-        """Synthesize ``text`` with the session's TTS and queue it, followed by a mark.
+        """Speak ``text`` with the session's TTS; returns at once (``wait=False``) with a :class:`SpeechResult`.
 
-        Returns once all audio is queued (``wait=False``) or once the caller heard it, it was cleared, or
-        the call ended (``wait=True``; ``timeout`` bounds that wait). Barge-in (``barge_in=True`` and an STT
-        that signals speech start) stops synthesis and clears playback. Provider failures are reported in
+        Synthesis runs on the call's speech worker (:mod:`voice_runtime.session.speech_queue`), in submission
+        order, so the flow can listen or start an LLM request while it plays. ``text`` may be an iterable of
+        text chunks (an LLM's tokens): providers with a streaming-input API (``synthesize_stream``) get them
+        token by token, the others one sentence at a time as each sentence completes. ``wait=True`` returns
+        once the caller heard it, it was cleared (barge-in), or the call ended (``timeout`` bounds that wait).
+        Barge-in and clears stop it and drop queued speech. Provider failures are reported in
         ``result.error`` and through the provider's ``on_error``; they never raise.
         """
         return self._speaker.speak(text, wait=wait, timeout=timeout, tts=tts, stop_event=stop_event)
