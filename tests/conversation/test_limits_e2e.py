@@ -77,3 +77,15 @@ def test_bad_limits_are_refused() -> None:
         CallLimits(idle_timeout=0)
     with pytest.raises(ConfigError):
         CallLimits(idle_prompts="Are you there?")  # type: ignore[arg-type]
+
+
+def test_limits_for_every_call_of_a_server_via_on_call_started(harness: CallHarness, flow_result: FlowResult) -> None:
+    def body(session) -> None:
+        listen_until_hangup(session, flow_result.values)
+
+    _, running = harness.serve(
+        flow_result.run(body), on_call_started=lambda s: s.apply_limits(idle_timeout=0.5, idle_prompts=[], idle_goodbye="Bye.")
+    )
+    harness.phone(running)
+    values = flow_result.wait(20)
+    assert values["said"] == ["Bye."] and values["reason"] == "idle"

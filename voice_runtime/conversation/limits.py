@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from voice_runtime import call_events as ev
 from voice_runtime.errors import ConfigError
+from voice_runtime.lifecycle import EndReason
 
 if TYPE_CHECKING:
     from voice_runtime.session import VoiceSession
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 IDLE_PROMPT = "idle_prompt"
 IDLE_TIMEOUT = "idle_timeout"
 MAX_DURATION_REACHED = "max_duration_reached"
-END_IDLE = "idle"  # the end reasons (EndReason.IDLE / EndReason.MAX_DURATION values)
-END_MAX_DURATION = "max_duration"
+END_IDLE = EndReason.IDLE
+END_MAX_DURATION = EndReason.MAX_DURATION
 
 #: A caller who started talking is not idle until the utterance is committed — for at most this long.
 MAX_UTTERANCE = 15.0
@@ -176,8 +177,7 @@ class LimitsWatcher:
 
 def end_call(session: VoiceSession, reason: str) -> None:
     """Hang up with ``reason`` as the call's end reason (REST hangup + close through the transport)."""
-    session.request_disconnect()
-    session.signal_disconnected(reason)  # first reason wins: the transport's later "closed" does not replace it
+    session.request_disconnect(reason=reason)
 
 
 __all__ = [

@@ -123,6 +123,7 @@ class VoiceSession(ConversationHelpers):
         """Everything that belongs to one call (a :meth:`reset` starts over from here)."""
         self._state = CallState.AWAITING_STREAM
         self._end_reason: EndReason | None = None
+        self._requested_end_reason: EndReason | None = None  # request_disconnect(reason=...)
         self._ended = threading.Event()  # mirrors state ENDED, for lock-free reads and plain waits
         self.call_stats = CallStats(created_at=time.monotonic())
         self.stats: Counter[str] = self.call_stats.counters
@@ -174,6 +175,8 @@ class VoiceSession(ConversationHelpers):
                 self.call_stats.started_at = now
             elif new is CallState.ENDED:
                 end = EndReason.coerce(reason if reason is not None else EndReason.DISCONNECTED)
+                if old is CallState.ENDING and self._requested_end_reason is not None and end is EndReason.HANGUP:
+                    end = self._requested_end_reason  # the hangup we asked for, with the reason we gave
                 if end is EndReason.OTHER:
                     detail = str(reason)
                 self._end_reason = self.call_stats.end_reason = end
@@ -769,27 +772,34 @@ class VoiceSession(ConversationHelpers):
         self._call_on_loop("send_dtmf", digits)
 
     # ============================================================================ hangup
-    def request_disconnect(self, generation: int | None = None) -> None:
-        """Ask the transport to hang up (REST where configured, then close the socket). Non-blocking."""
+    def request_disconnect(self, generation: int | None = None, *, reason: EndReason | str | None = None) -> None:
+        """Ask the transport to hang up (REST where configured, then close the socket). Non-blocking.
+
+        ``reason`` (e.g. ``EndReason.IDLE``) becomes the call's end reason when the hangup completes, instead
+        of the transport's generic ``hangup``.
+        """
         if generation is not None and generation != self._generation:
             log.warning("request_disconnect for stale generation %s ignored", generation)
             return
         if self._ended.is_set():
             return
         self.log.emit(ev.HANGUP_REQUESTED)
+        if reason is not None:
+            with self._cond:
+                self._requested_end_reason = EndReason.coerce(reason)
         if self._link is None:
-            self.signal_disconnected(EndReason.HANGUP_BEFORE_CONNECT)
+            self.signal_disconnected(reason if reason is not None else EndReason.HANGUP_BEFORE_CONNECT)
             return
         self._transition(Transition.HANGUP_REQUESTED)
         self._call_on_loop("disconnect")
 
-    def hangup(self, timeout: float = 10.0) -> bool:
+    def hangup(self, timeout: float = 10.0, *, reason: EndReason | str | None = None) -> bool:
         """Hang up and wait until the call has ended, following the rules of every other wait.
 
-        Returns True once the call is over (``end_reason`` says why). Raises :class:`CallTimeoutError` if it
-        did not end in time — where the first release returned False.
+        Returns True once the call is over (``end_reason`` says why; ``reason`` sets it, see
+        :meth:`request_disconnect`). Raises :class:`CallTimeoutError` if it did not end in time.
         """
-        self.request_disconnect()
+        self.request_disconnect(reason=reason)
         if not self._ended.wait(timeout):
             raise CallTimeoutError(f"call did not end within {timeout}s of hangup", call_id=self.call_sid)
         return True
