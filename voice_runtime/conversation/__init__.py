@@ -1,6 +1,6 @@
 """Conversation helpers over the session core: IVR ``gather``, voicemail, beep detection, async flows.
 
-Everything here uses the session's public methods only (plus the caller-audio tap), so it works the same on
+Everything here uses the session's public methods only (caller audio through add_audio_listener), so it works the same on
 every carrier and server mode. Names load lazily: ``import voice_runtime.session`` needs only the mixin.
 """
 

@@ -1,6 +1,6 @@
 """Pure detectors over the caller's μ-law audio: an answering machine's beep, and the end of a greeting.
 
-Why pure: they are fed frame by frame from the event loop (through the session's caller-audio tap), so they
+Why pure: they are fed frame by frame from the event loop (through the session's add_audio_listener), so they
 must be cheap, deterministic and testable without sockets. Both work on *audio time* (sample counts), never
 wall time, so they give the same answer however fast frames arrive.
 

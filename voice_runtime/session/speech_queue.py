@@ -180,7 +180,7 @@ class SpeechQueue:
         A no-op on the worker itself and on an event loop (loop-side senders such as ``send_audio`` must never
         block; their order with respect to queued speech is theirs to keep).
         """
-        if self.in_worker():
+        if self.in_worker() or (not self._jobs and self._running is None):  # the common case: nothing queued
             return True
         try:
             asyncio.get_running_loop()
