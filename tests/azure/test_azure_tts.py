@@ -120,7 +120,8 @@ def test_canceled_synthesis_reaches_on_error_once_through_the_session():
     errors: list[str] = []
     tts.on_error = errors.append
     session = VoiceSession(tts=tts)
-    result = session.speak("Hello.")
+    result = session.speak("Hello.")  # returns at once: the speech worker synthesizes it
+    assert result.wait_synthesized(10)
     assert result.error is not None and "AuthenticationFailure" in result.error
     assert errors == [result.error]
     assert result.as_dict()["error"] == result.error

@@ -364,31 +364,8 @@ class ElevenLabsTts(StreamingTtsBase):
     def speak_stream_result(
         self, tokens: Iterable[str], session: VoiceSession, stop_event: threading.Event | None = None, *, wait: bool = True
     ) -> SpeechResult:
-        sent: list[str] = []
-
-        def recording() -> Iterator[str]:
-            for token in tokens:
-                sent.append(token)
-                yield token
-
-        adapter = _StreamAdapter(self, recording())
-        result = session.speak("\u2026", wait=wait, tts=adapter, stop_event=stop_event)
-        result.text = "".join(sent)
-        return result
-
-
-class _StreamAdapter:
-    """Presents one token stream as a ``StreamingTts`` so the session's speak() drives it unchanged."""
-
-    def __init__(self, tts: ElevenLabsTts, tokens: Iterable[str]) -> None:
-        self._tts, self._tokens = tts, tokens
-
-    @property
-    def on_error(self) -> Callable[[str], None] | None:
-        return self._tts.on_error
-
-    def synthesize(self, text: str, stop_event: threading.Event) -> Iterator[bytes]:
-        return self._tts.synthesize_stream(self._tokens, stop_event)
+        """``session.speak(tokens, tts=self)``: the session streams the tokens into :meth:`synthesize_stream`."""
+        return session.speak(tokens, wait=wait, tts=self, stop_event=stop_event)
 
 
 def _word_chunks(tokens: Iterable[str]) -> Iterator[tuple[str, bool]]:

@@ -40,7 +40,8 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 
 from voice_runtime.call_events import CALL_ENDED, CallEvent
-from voice_runtime.errors import CallError, MissingStreamUrlError
+from voice_runtime.conversation.flows import as_flow
+from voice_runtime.errors import CallError, ConfigError, MissingStreamUrlError
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
 from voice_runtime.server.registry import CallRegistry
@@ -59,6 +60,13 @@ Returns True (valid signature for this carrier), False (this carrier's signature
 wrong) or None (no signature of this carrier on the request — someone else's business).
 """
 CallListener = Callable[[VoiceSession, CallEvent], None]
+
+
+def check_session_class(cls: Any) -> type[VoiceSession]:
+    """``cls`` if it is VoiceSession or a subclass; a clear :class:`ConfigError` otherwise (fail at set-up)."""
+    if not (isinstance(cls, type) and issubclass(cls, VoiceSession)):
+        raise ConfigError(f"session_class must be VoiceSession or a subclass of it, got {cls!r}")
+    return cls
 
 
 def _close_quietly(resource: Any) -> None:
@@ -121,10 +129,16 @@ class VoiceServer:
         on_call_started: Callable[[VoiceSession], None] | None = None,
         on_call_ended: Callable[[VoiceSession, CallStats], None] | None = None,
         app: FastAPI | None = None,
+        session_class: type[VoiceSession] = VoiceSession,
     ) -> None:
+        """``session_class``: the :class:`VoiceSession` subclass every call of this server gets (inbound and
+        dialled), e.g. one that adds your tool-node methods; call controls may override it per carrier.
+        ``inbound_flow`` may be a plain or an ``async def`` function (checked now: see ``conversation.flows``).
+        """
         self.stt_factory = stt_factory
         self.tts_factory = tts_factory
-        self.inbound_flow = inbound_flow
+        self.session_class = check_session_class(session_class)
+        self.inbound_flow = inbound_flow  # checked by the property: an unsupported kind fails here
         self.public_url = public_url
         self.path_prefix = path_prefix.rstrip("/")
         self.recordings_dir = Path(recordings_dir) if recordings_dir else None
@@ -157,9 +171,21 @@ class VoiceServer:
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
 
+    @property
+    def inbound_flow(self) -> Flow | None:
+        """The flow run for every inbound call (already checked and adapted: see ``conversation.flows``)."""
+        return self._inbound_flow
+
+    @inbound_flow.setter
+    def inbound_flow(self, flow: Flow | None) -> None:
+        self._inbound_flow = as_flow(flow)
+
     # ---------------------------------------------------------------------------------- sessions
-    def new_session(self, **overrides: Any) -> VoiceSession:
-        """A fresh session carrying this server's defaults (one per call; never share)."""
+    def new_session(self, *, session_class: type[VoiceSession] | None = None, **overrides: Any) -> VoiceSession:
+        """A fresh session carrying this server's defaults (one per call; never share).
+
+        ``session_class`` (default: the server's) is the class instantiated.
+        """
         kwargs: dict[str, Any] = dict(self.session_defaults)
         if self.stt_factory is not None:
             kwargs.setdefault("stt_factory", self.stt_factory)
@@ -167,7 +193,7 @@ class VoiceServer:
         if self.tts_factory is not None and "tts" not in kwargs and "tts" not in overrides:
             owned_tts = kwargs["tts"] = self.tts_factory()
         kwargs.update(overrides)
-        session = VoiceSession(**kwargs)
+        session = (check_session_class(session_class) if session_class is not None else self.session_class)(**kwargs)
         if owned_tts is not None and callable(getattr(owned_tts, "close", None)):
             # The server made this TTS for this call, so it releases it (sockets, synthesizers, worker holds)
             # when the call ends — off the event loop, since a provider's close may block.
@@ -241,13 +267,13 @@ class VoiceServer:
         return to_ws_url(base).rstrip("/") + path
 
     def on_inbound_call(self, flow: Flow) -> Flow:
-        """Decorator: run ``flow(session)`` in its own thread for every inbound stream."""
+        """Decorator: run ``flow(session)`` in its own thread for every inbound stream (``def`` or ``async def``)."""
         self.inbound_flow = flow
         return flow
 
     def start_flow(self, session: VoiceSession, flow: Flow) -> threading.Thread:
         self.flow_threads = {t for t in self.flow_threads if t.is_alive()}
-        thread = run_flow_thread(session, flow)
+        thread = run_flow_thread(session, as_flow(flow))  # type: ignore[arg-type]
         self.flow_threads.add(thread)
         return thread
 

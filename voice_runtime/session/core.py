@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import FRAME_BYTES, ulaw_duration
 from voice_runtime.bounded import put_drop_oldest
 from voice_runtime.call_events import CallEvent, EventLog
+from voice_runtime.conversation.helpers import ConversationHelpers
 from voice_runtime.errors import (
     CallHangupError,
     CallNotAnsweredError,
@@ -87,7 +88,7 @@ _DTMF_OUT = frozenset("0123456789*#ABCDabcdwW")
 
 
 @dataclass(eq=False)
-class VoiceSession:
+class VoiceSession(ConversationHelpers):
     """One call's coordinator. Create one per call (the server does this for you); never share one."""
 
     call_sid: str | None = None
@@ -128,6 +129,7 @@ class VoiceSession:
         """Everything that belongs to one call (a :meth:`reset` starts over from here)."""
         self._state = CallState.AWAITING_STREAM
         self._end_reason: EndReason | None = None
+        self._requested_end_reason: EndReason | None = None  # request_disconnect(reason=...)
         self._ended = threading.Event()  # mirrors state ENDED, for lock-free reads and plain waits
         self.call_stats = CallStats(created_at=time.monotonic())
         self.stats: Counter[str] = self.call_stats.counters
@@ -136,6 +138,7 @@ class VoiceSession:
         self._utterances: Inbox[str] = Inbox("utterances (listen)", self.max_pending_utterances)
         self._dtmf: Inbox[str] = Inbox("DTMF keys (wait_for_dtmf)", 256)
         self._answered_by: str | None = None
+        self._clear_epoch = 0  # bumped by every clear
         self._speaker = Speaker(self)
         self._audio_readers: list[AudioIn | AsyncAudioIn] = []  # told when the call ends
         self._audio_sinks: list[Callable[[bytes], None]] = []  # called per caller chunk, on the loop
@@ -181,6 +184,8 @@ class VoiceSession:
                 self.call_stats.started_at = now
             elif new is CallState.ENDED:
                 end = EndReason.coerce(reason if reason is not None else EndReason.DISCONNECTED)
+                if old is CallState.ENDING and self._requested_end_reason is not None and end is EndReason.HANGUP:
+                    end = self._requested_end_reason  # the hangup we asked for, with the reason we gave
                 if end is EndReason.OTHER:
                     detail = str(reason)
                 self._end_reason = self.call_stats.end_reason = end
@@ -197,6 +202,7 @@ class VoiceSession:
             self._speaker.stop_current()
             for reader in tuple(self._audio_readers):
                 reader.ended()
+            self._speaker.queue.cancel_pending(hung_up=True)
             self._push_inbound_sentinel()
             self.log.emit(ev.CALL_ENDED, reason=self._end_reason, detail=detail)
             callback = self.on_disconnected
@@ -457,11 +463,17 @@ class VoiceSession:
     def put_outbound_sync(self, data: bytes, timeout: float | None = 30.0) -> None:
         """Queue μ-law 8 kHz agent audio. Blocks (back-pressure) while the buffer is full.
 
+        Speech submitted with ``speak`` before this call is queued before this audio (the call waits for it).
         Raises :class:`CallHangupError` if the call is gone and :class:`CallTimeoutError` if the buffer
         stayed full for ``timeout`` seconds (the transport stopped draining).
         """
         if not data:
             return
+        self._speaker.queue.barrier(timeout)
+        self._put_outbound(data, timeout, None)
+
+    def _put_outbound(self, data: bytes, timeout: float | None, clear_epoch: int | None) -> bool:
+        """Queue audio. With ``clear_epoch`` (the speech worker), refuse it (False) if a clear came since."""
         generation = self._generation
         ended = lambda: self._ended.is_set() or generation != self._generation  # noqa: E731
         size = len(data)
@@ -482,11 +494,19 @@ class VoiceSession:
                     self._out.blocked_producers -= 1
             if ended():
                 raise CallHangupError("call ended while queueing audio", call_id=self.call_sid)
+            if clear_epoch is not None and clear_epoch != self._clear_epoch:
+                return False
             wake = self._out.push_audio(bytes(data)) and self._link is not None
             if not wake and self._link is None:
                 self._out.pump_idle = True  # no transport yet: attach_stream wakes it
         if wake:
             self._call_on_loop("wake")
+        return True
+
+    @property
+    def clear_epoch(self) -> int:
+        """How many clears this call has had (the speech worker refuses audio synthesized before the last one)."""
+        return self._clear_epoch
 
     @property
     def outbound_buffered_seconds(self) -> float:
@@ -576,7 +596,9 @@ class VoiceSession:
 
     # ============================================================================ marks
     def send_mark(self, label: str = "mark") -> Mark:
-        """Queue a mark after all audio queued so far; returns a handle whose ``wait()`` blocks."""
+        """Queue a mark after all audio queued so far — including every ``speak`` submitted before — and
+        return a handle whose ``wait()`` blocks."""
+        self._speaker.queue.barrier()
         mark = Mark(label, call_id=self.call_sid)
         with self._cond:
             if self._ended.is_set():
@@ -605,12 +627,15 @@ class VoiceSession:
         Marks queued behind the dropped audio resolve ``CLEARED`` at once; marks already at the carrier
         resolve ``CLEARED`` when the clear goes out (their later echoes are ignored).
         """
+        self._speaker.queue.cancel_pending()  # an interrupted agent does not carry on with its queued speech ...
         with self._cond:
             if self._ended.is_set():
                 return
+            self._clear_epoch += 1  # ... nor with the rest of the utterance being synthesized right now
             cleared = self._out.drop_local()
             self._cond.notify_all()
             has_link = self._link is not None
+        self._speaker.stop_current()
         self.log.emit(ev.CLEAR_REQUESTED, local_marks=len(cleared))
         for mark in cleared:
             self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name, sent=False)
@@ -625,7 +650,7 @@ class VoiceSession:
     # ============================================================================ speaking
     def speak(
         self,
-        text: str,
+        text: str | Iterable[str],
         *,
         wait: bool = False,
         timeout: float | None = 30.0,
@@ -633,13 +658,17 @@ class VoiceSession:
         stop_event: threading.Event | None = None,
         dtmf_interrupt: bool | None = None,
     ) -> SpeechResult:
-        """Synthesize ``text`` with the session's TTS and queue it, followed by a mark.
+        """Speak ``text`` with the session's TTS; returns at once (``wait=False``) with a :class:`SpeechResult`.
 
-        Returns once all audio is queued (``wait=False``) or once the caller heard it, it was cleared, or
-        the call ended (``wait=True``; ``timeout`` bounds that wait). Barge-in (``barge_in=True`` and an STT
-        that signals speech start) stops synthesis and clears playback. Provider failures are reported in
-        ``result.error`` and through the provider's ``on_error``; they never raise. A key pressed while it plays
-        stops it when ``dtmf_interrupt`` is true (default False: speech keeps the prior art's behaviour).
+        Synthesis runs on the call's speech worker (:mod:`voice_runtime.session.speech_queue`), in submission
+        order, so the flow can listen or start an LLM request while it plays. ``text`` may be an iterable of
+        text chunks (an LLM's tokens): providers with a streaming-input API (``synthesize_stream``) get them
+        token by token, the others one sentence at a time as each sentence completes. ``wait=True`` returns
+        once the caller heard it, it was cleared (barge-in), or the call ended (``timeout`` bounds that wait).
+        Barge-in and clears stop it and drop queued speech. Provider failures are reported in
+        ``result.error`` and through the provider's ``on_error``; they never raise.
+        A key pressed while it plays stops it when ``dtmf_interrupt`` is true (default False: speech keeps the
+        prior art's behaviour).
         """
         if dtmf_interrupt is not None or self._playback is not None:
             self.playback.note_speech(dtmf_interrupt)
@@ -764,27 +793,34 @@ class VoiceSession:
         return None
 
     # ============================================================================ hangup
-    def request_disconnect(self, generation: int | None = None) -> None:
-        """Ask the transport to hang up (REST where configured, then close the socket). Non-blocking."""
+    def request_disconnect(self, generation: int | None = None, *, reason: EndReason | str | None = None) -> None:
+        """Ask the transport to hang up (REST where configured, then close the socket). Non-blocking.
+
+        ``reason`` (e.g. ``EndReason.IDLE``) becomes the call's end reason when the hangup completes, instead
+        of the transport's generic ``hangup``.
+        """
         if generation is not None and generation != self._generation:
             log.warning("request_disconnect for stale generation %s ignored", generation)
             return
         if self._ended.is_set():
             return
         self.log.emit(ev.HANGUP_REQUESTED)
+        if reason is not None:
+            with self._cond:
+                self._requested_end_reason = EndReason.coerce(reason)
         if self._link is None:
-            self.signal_disconnected(EndReason.HANGUP_BEFORE_CONNECT)
+            self.signal_disconnected(reason if reason is not None else EndReason.HANGUP_BEFORE_CONNECT)
             return
         self._transition(Transition.HANGUP_REQUESTED)
         self._call_on_loop("disconnect")
 
-    def hangup(self, timeout: float = 10.0) -> bool:
+    def hangup(self, timeout: float = 10.0, *, reason: EndReason | str | None = None) -> bool:
         """Hang up and wait until the call has ended, following the rules of every other wait.
 
-        Returns True once the call is over (``end_reason`` says why). Raises :class:`CallTimeoutError` if it
-        did not end in time — where the first release returned False.
+        Returns True once the call is over (``end_reason`` says why; ``reason`` sets it, see
+        :meth:`request_disconnect`). Raises :class:`CallTimeoutError` if it did not end in time.
         """
-        self.request_disconnect()
+        self.request_disconnect(reason=reason)
         if not self._ended.wait(timeout):
             raise CallTimeoutError(f"call did not end within {timeout}s of hangup", call_id=self.call_sid)
         return True

@@ -11,39 +11,82 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import ulaw_duration
 from voice_runtime.errors import CallHangupError, CallTimeoutError, ConfigError
 from voice_runtime.marks import Mark, MarkOutcome
+from voice_runtime.session.speech_queue import SpeechQueue, TextStreamSource
 
 if TYPE_CHECKING:  # pragma: no cover
     from voice_runtime.session.core import VoiceSession
 
 log = logging.getLogger(__name__)
+_CALLBACK_LOCK = threading.Lock()  # guards SpeechResult callback lists (tiny, never held while calling out)
 
 __all__ = ["SpeechResult", "Speaker"]
 
 
 @dataclass(eq=False)
 class SpeechResult:
-    """What happened to one ``speak``. ``as_dict()`` gives the prior art's result shape."""
+    """What happened to one ``speak``. ``as_dict()`` gives the prior art's result shape.
+
+    ``speak`` returns it at once and the call's speech worker fills it in: ``synthesized`` is set once all
+    its audio is queued (then ``mark``, ``audio_seconds``, ``first_audio_latency`` and ``error`` are final);
+    ``wait()`` waits for that and then for the caller to have heard it.
+    """
 
     text: str
     mark: Mark | None = None
     error: str | None = None
     call_disconnected: bool = False
-    stopped: bool = False  # synthesis was stopped early (barge-in or the caller's stop_event)
+    stopped: bool = False  # synthesis was stopped early (barge-in, a clear, or the caller's stop_event)
     first_audio_latency: float | None = None  # seconds from speak() to the first audio chunk queued
     audio_seconds: float = 0.0
+    synthesized: threading.Event = field(default_factory=threading.Event, repr=False)
+    _on_synthesized: list[Callable[[SpeechResult], None]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.call_disconnected or self.mark is not None:
+            self.synthesized.set()
+
+    def wait_synthesized(self, timeout: float | None = 30.0) -> bool:
+        """Block until all of its audio is queued (or it was cancelled); False at the deadline."""
+        return self.synthesized.wait(timeout)
+
+    def add_synthesized_callback(self, callback: Callable[[SpeechResult], None]) -> None:
+        """Run ``callback(result)`` once all audio is queued (at once if it already is); from any thread."""
+        with _CALLBACK_LOCK:
+            if not self.synthesized.is_set():
+                self._on_synthesized.append(callback)
+                return
+        callback(self)
+
+    def set_synthesized(self) -> None:
+        """The speech worker is done with it (queued, stopped or cancelled): wake waiters, run callbacks."""
+        with _CALLBACK_LOCK:
+            self.synthesized.set()
+            callbacks, self._on_synthesized = self._on_synthesized, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("speech callback failed")
 
     def wait(self, timeout: float | None = 30.0) -> MarkOutcome | None:
-        """Block until the caller has heard it (or it was cleared, or the call ended)."""
+        """Block until the caller has heard it (or it was cleared, or the call ended).
+
+        Raises :class:`CallTimeoutError` if synthesis did not finish within ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.synthesized.wait(timeout):
+            raise CallTimeoutError(f"speech {self.text[:40]!r} not synthesized within {timeout}s")
         if self.mark is None:
             return None
-        outcome = self.mark.wait(timeout)
+        outcome = self.mark.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if outcome is MarkOutcome.HUNG_UP:
             self.call_disconnected = True
         return outcome
@@ -73,7 +116,8 @@ class Speaker:
         self._session = session
         self._lock = threading.Lock()  # guards the fields below only; never held while calling out
         self._stop: threading.Event | None = None  # the innermost speech's stop signal
-        self._active = 0
+        self._active = 0  # speeches submitted and not yet fully queued
+        self.queue = SpeechQueue(name="speech")  # the call's speech worker: synthesis off the flow thread, in order
         self.playout_until = 0.0  # monotonic time the carrier's buffer runs dry (set by the transport)
 
     # ------------------------------------------------------------------ state read by others
@@ -94,41 +138,86 @@ class Speaker:
     # ------------------------------------------------------------------ speak
     def speak(
         self,
-        text: str,
+        text: str | Iterable[str],
         *,
         wait: bool,
         timeout: float | None,
         tts: Any,
         stop_event: threading.Event | None,
     ) -> SpeechResult:
+        """Submit one speech to the worker and return its result at once (see ``VoiceSession.speak``)."""
         session = self._session
         provider = tts if tts is not None else session.tts
         if provider is None:
             raise ConfigError("no TTS configured: set session.tts (e.g. create_tts('local'))")
+        streamed = not isinstance(text, str)
+        label = "" if streamed else text  # type: ignore[assignment]
         if session.is_disconnected:
-            return SpeechResult(text, call_disconnected=True)
-        if not text.strip():
-            return SpeechResult(text)
-        synthesize = getattr(provider, "synthesize", None)
-        if synthesize is None:  # a prior-art style provider that only knows speak(text, session, stop)
-            legacy = provider.speak(text, session, stop_event)
-            return SpeechResult(
-                text,
+            return SpeechResult(label, call_disconnected=True)
+        if not streamed and not text.strip():  # type: ignore[union-attr]
+            empty = SpeechResult(label)
+            empty.set_synthesized()
+            return empty
+        if getattr(provider, "synthesize", None) is None:  # a prior-art provider that only knows speak(text, session, stop)
+            whole = label if not streamed else "".join(str(t) for t in text)
+            self.queue.barrier(timeout)
+            legacy = provider.speak(whole, session, stop_event)
+            done = SpeechResult(
+                whole,
                 error=legacy.get("error"),
                 call_disconnected=bool(legacy.get("call_disconnected")),
                 stopped=bool(legacy.get("interrupted")),
             )
+            done.set_synthesized()
+            return done
+        source = TextStreamSource(provider, text) if streamed else provider  # type: ignore[arg-type]
+        result = SpeechResult(label)
+        submitted = time.monotonic()
+        with self._lock:
+            self._active += 1
+
+        def run() -> None:
+            try:
+                self._synthesize(result, source, label, stop_event, submitted)
+            finally:
+                if isinstance(source, TextStreamSource):
+                    result.text = source.text
+                with self._lock:
+                    self._active -= 1
+                result.set_synthesized()
+
+        def cancel(hung_up: bool) -> None:
+            result.stopped = True
+            result.call_disconnected = hung_up
+            result.mark = Mark("speech", call_id=session.call_sid)
+            result.mark.resolve(MarkOutcome.HUNG_UP if hung_up else MarkOutcome.CLEARED)
+            with self._lock:
+                self._active -= 1
+            result.set_synthesized()
+
+        self.queue.submit(run, cancel)
+        if wait:
+            try:
+                result.wait(timeout)
+            except CallTimeoutError:
+                result.error = result.error or "timed out waiting for playback"
+        return result
+
+    def _synthesize(self, result: SpeechResult, provider: Any, text: str, stop_event: threading.Event | None, started: float) -> None:
+        """The worker's half of ``speak``: synthesize (no lock held), queue the audio, then the mark."""
+        session = self._session
+        if session.is_disconnected:
+            result.call_disconnected = True
+            return
         stop = threading.Event()
         with self._lock:
             previous, self._stop = self._stop, stop
-            self._active += 1
-        result = SpeechResult(text)
-        started = time.monotonic()
+        epoch = session.clear_epoch
         session.log.emit(ev.TTS_START, text=text)
         self._tell_stt(True)
         queued = 0
         try:
-            for chunk in synthesize(text, stop):
+            for chunk in provider.synthesize(text, stop):
                 if stop.is_set() or (stop_event is not None and stop_event.is_set()):
                     result.stopped = True
                     break
@@ -137,8 +226,11 @@ class Speaker:
                 if queued == 0:
                     result.first_audio_latency = time.monotonic() - started
                     session.log.emit(ev.TTS_FIRST_AUDIO, latency=result.first_audio_latency)
-                session.put_outbound_sync(chunk)
+                if not session._put_outbound(chunk, 30.0, epoch):
+                    result.stopped = True  # a clear (or barge-in) came while this was being synthesized
+                    break
                 queued += len(chunk)
+                result.audio_seconds = ulaw_duration(queued)
             else:
                 result.stopped = stop.is_set()
         except CallHangupError:
@@ -154,35 +246,30 @@ class Speaker:
                     log.exception("tts on_error callback failed")
         finally:
             with self._lock:
-                self._active -= 1
                 if self._stop is stop:
                     self._stop = previous
         result.audio_seconds = ulaw_duration(queued)
-        session.log.emit(ev.TTS_END, text=text, audio_seconds=result.audio_seconds, stopped=result.stopped, error=result.error)
+        spoken = provider.text if isinstance(provider, TextStreamSource) else text
+        session.log.emit(ev.TTS_END, text=spoken, audio_seconds=result.audio_seconds, stopped=result.stopped, error=result.error)
         if result.call_disconnected or session.is_disconnected:
             result.call_disconnected = True
-            self._tell_stt(False)
-            return result
+            self._tell_stt(self._active > 1)
+            return
         if result.error and queued == 0:  # the provider failed before any audio: no playback to wait for
-            self._tell_stt(self._active > 0)
-            return result
-        if stop.is_set():
-            # Barge-in cut this speech while it was still being synthesised: the clear already dropped what was
-            # queued, so the speech was not heard to its end — its mark is CLEARED, not a fresh mark that would
+            self._tell_stt(self._active > 1)
+            return
+        if stop.is_set() or epoch != session.clear_epoch:
+            # A clear (barge-in) cut this speech while it was still being synthesised: the clear already dropped
+            # what was queued, so it was not heard to its end — its mark is CLEARED, not a fresh mark that would
             # "play" instantly behind the clear.
+            result.stopped = True
             result.mark = Mark("speech", call_id=session.call_sid)
             result.mark.resolve(MarkOutcome.CLEARED)
-            self._tell_stt(self._active > 0)
+            self._tell_stt(self._active > 1)
             session.log.emit(ev.MARK_CLEARED, name="speech", wire_name=result.mark.wire_name, sent=False)
         else:
             result.mark = session.send_mark("speech")
             result.mark.add_done_callback(lambda _m: self._tell_stt(self._active > 0))
-        if wait:
-            try:
-                result.wait(timeout)
-            except CallTimeoutError:
-                result.error = result.error or "timed out waiting for playback"
-        return result
 
     def _tell_stt(self, speaking: bool) -> None:
         """Tell the STT whether the agent is talking (echo suppression). Provider code: never under a lock."""

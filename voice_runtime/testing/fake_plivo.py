@@ -101,6 +101,9 @@ class FakeCall:
     stream_attributes: dict[str, str] = field(default_factory=dict)
     phone: SimulatedPhone | None = None
     ended: threading.Event = field(default_factory=threading.Event)
+    #: Each Transfer API request's fetched XML (``<Dial>`` …), in order; see :meth:`FakePlivo._transfer`.
+    transfers: list[str] = field(default_factory=list)
+    transferred: threading.Event = field(default_factory=threading.Event)
 
     # ------------------------------------------------------------------ Plivo → app
     def _base_params(self) -> dict[str, str]:
@@ -190,6 +193,22 @@ class FakeCall:
             "CallStatus": "in-progress",
         }
         return self.fake.post_webhook("machine", url, params)
+
+    def transfer_to(self, url: str, method: str = "POST") -> WebhookCall:
+        """What Plivo does on a Transfer API request: fetch the new XML for the A leg, leave the ``<Stream>``
+        (the media stream ends: ``stop`` + close) and carry on with the new XML — no hangup callback, since
+        the call itself goes on."""
+        params = {**self._base_params(), "CallStatus": "in-progress", "Event": "Transfer"}
+        hook = self.fake.post_webhook("transfer", url, params)
+        self.transfers.append(hook.body)
+        if hook.status == 200:
+            root = ET.fromstring(hook.body)
+            if root.tag != "Response":
+                self.fake.errors.append(f"transfer XML root must be <Response>, got <{root.tag}>")
+        if self.phone is not None:
+            self.phone.hangup()
+        self.transferred.set()
+        return hook
 
     def end(self, status: str = "completed", cause: str = "NORMAL_CLEARING", *, close_stream: bool = True) -> None:
         """End the call on Plivo's side: close the stream (``stop`` + close) and POST the hangup callback."""
@@ -355,6 +374,8 @@ class FakePlivo:
         rest = match["rest"].rstrip("/").split("/")
         if req.method == "POST" and rest == ["Call"]:
             return self._create_call(req, api_id)
+        if req.method == "POST" and len(rest) == 2 and rest[0] == "Call":
+            return self._transfer(rest[1], req, api_id)
         if req.method == "DELETE" and len(rest) == 2 and rest[0] == "Call":
             return self._hangup(rest[1], api_id)
         if req.method == "DELETE" and len(rest) == 2 and rest[0] == "Request":
@@ -388,6 +409,22 @@ class FakePlivo:
             return 404, {"api_id": api_id, "error": "not found"}
         threading.Thread(target=call.end, name="fake-plivo-hangup", daemon=True).start()
         return 204, None
+
+    def _transfer(self, call_uuid: str, req: RecordedRequest, api_id: str) -> tuple[int, Any]:
+        """``POST /Call/{uuid}/`` (Transfer a call): ``legs`` aleg/bleg/both and the matching ``*_url``."""
+        body = req.json if isinstance(req.json, dict) else None
+        call = next((c for c in self.calls.values() if c.call_uuid == call_uuid), None)
+        if call is None or call.ended.is_set() or call.status != "in-progress":
+            return 404, {"api_id": api_id, "error": "call not found"}
+        if body is None or body.get("legs") not in ("aleg", "bleg", "both"):
+            return 400, {"api_id": api_id, "error": "legs parameter must be aleg, bleg or both"}
+        url = body.get("aleg_url")
+        if body["legs"] in ("aleg", "both") and not url:
+            return 400, {"api_id": api_id, "error": "aleg_url is required to transfer the aleg"}
+        if url:
+            method = body.get("aleg_method") or "POST"
+            threading.Thread(target=call.transfer_to, args=(url, method), name="fake-plivo-transfer", daemon=True).start()
+        return 202, {"api_id": api_id, "message": "call transferred"}
 
     def _cancel(self, request_uuid: str, api_id: str) -> tuple[int, Any]:
         call = self.calls.get(request_uuid)

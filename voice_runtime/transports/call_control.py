@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from voice_runtime import call_events as ev
+from voice_runtime.conversation.flows import as_flow
 from voice_runtime.errors import CallError, CallNotAnsweredError, CallTimeoutError, ConfigError
 from voice_runtime.lifecycle import NOT_ANSWERED, EndReason
 from voice_runtime.session import VoiceSession
@@ -70,11 +71,13 @@ class CallControlBase:
     """Carrier-neutral half of call control. Subclasses set ``carrier`` and implement the REST calls."""
 
     carrier: str = ""
+    #: The VoiceSession subclass for this carrier's calls (None: the server's ``session_class``).
+    session_class: type[VoiceSession] | None = None
 
     def __init__(self, server: VoiceServer, *, public_url: str | None = None, inbound_stream_timeout: float = 30.0) -> None:
         self.server = server
         self.public_url = public_url or server.public_url
-        self.inbound_flow: Flow | None = None
+        self.inbound_flow = None
         self.inbound_stream_timeout = inbound_stream_timeout
         self._calls: dict[str, VoiceSession] = {}
         self._tokens: dict[str, str] = {}  # call id -> stream token, until the stream arrives or the call ends
@@ -98,7 +101,7 @@ class CallControlBase:
         """Dial ``to``; the returned handle's session receives the call's stream when answered."""
         if not to:
             raise ConfigError("dial() needs a destination number")
-        session = session or self.server.new_session()
+        session = session or self.new_session()
         session.carrier = self.carrier
         token = self.server.expect_stream(session, carrier=self.carrier)
         stream_url = self.server.stream_url(token, base_url=self.public_url)
@@ -137,6 +140,26 @@ class CallControlBase:
             self._end_flow(session, hangup_timeout)
             self.forget(outbound.call_id)
 
+    # ------------------------------------------------------------------ sessions and flows
+    def new_session(self, **overrides: Any) -> VoiceSession:
+        """A session for one of this carrier's calls: the server's defaults and this control's ``session_class``."""
+        return self.server.new_session(session_class=self.session_class, **overrides)
+
+    def set_session_class(self, session_class: type[VoiceSession] | None) -> None:
+        """Give this carrier's calls their own VoiceSession subclass (checked now; None: the server's)."""
+        from voice_runtime.server.app import check_session_class
+
+        self.session_class = None if session_class is None else check_session_class(session_class)
+
+    @property
+    def inbound_flow(self) -> Flow | None:
+        """This carrier's inbound flow (checked and adapted at registration: see ``conversation.flows``)."""
+        return self._inbound_flow
+
+    @inbound_flow.setter
+    def inbound_flow(self, flow: Flow | None) -> None:
+        self._inbound_flow = as_flow(flow)
+
     # ------------------------------------------------------------------ inbound answering (every carrier)
     def on_inbound_call(self, flow: Flow) -> Flow:
         """Decorator: run ``flow(session)`` in its own thread for every inbound call to our answer webhook."""
@@ -157,7 +180,7 @@ class CallControlBase:
         flow = self.inbound_flow_or_none()
         assert flow is not None, "check inbound_flow_or_none() before answering"
         session = await asyncio.to_thread(
-            self.server.new_session, call_sid=call_id or None, caller_number=caller, called_number=called, carrier=self.carrier
+            self.new_session, call_sid=call_id or None, caller_number=caller, called_number=called, carrier=self.carrier
         )
         session.log.call_id = call_id or None
         token = self.server.expect_stream(session, carrier=self.carrier)

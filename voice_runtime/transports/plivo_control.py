@@ -56,6 +56,9 @@ _CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
 #: Plivo's extraHeaders: "Only characters [A-Z], [a-z], [0-9] allowed", max 512 bytes (XML reference).
 _HEADER_TOKEN = re.compile(r"^[A-Za-z0-9]+$")
 
+#: Event emitted on the session when its call is handed to another number (same name as Twilio's).
+CALL_TRANSFERRED = "call_transferred"
+
 #: Plivo hangup-callback CallStatus values mapped to the shared status vocabulary (call_control).
 _STATUS_MAP = {"cancel": "canceled", "timeout": "no-answer"}
 
@@ -92,6 +95,7 @@ class PlivoCallControl(CallControlBase):
         http_timeout: float | None = None,
         stream_timeout: int = 86400,
         inbound_connect_timeout: float = 30.0,
+        session_class: type[VoiceSession] | None = None,
     ) -> None:
         import os
 
@@ -102,6 +106,7 @@ class PlivoCallControl(CallControlBase):
         self.content_type = content_type
         self.route_prefix = "/" + route_prefix.strip("/")
         self.inbound_flow = inbound_flow
+        self.set_session_class(session_class)
         self.max_webhook_body = MAX_WEBHOOK_BODY
         self.api_base_url = api_base_url
         self.http_timeout = http_timeout
@@ -115,6 +120,8 @@ class PlivoCallControl(CallControlBase):
         self._answered: dict[str, str] = {}  # request_uuid -> CallUUID
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._transfers: dict[str, str] = {}  # transfer key -> the <Dial> XML Plivo will fetch (single use)
+        self._transfers_lock = threading.Lock()
         self.webhooks: list[tuple[str, dict[str, str]]] = []  # (kind, params) of accepted callbacks, bounded
         server.add_upgrade_validator("plivo", self.validator.validate_upgrade)
         self._install_routes()
@@ -215,6 +222,61 @@ class PlivoCallControl(CallControlBase):
         except Exception as exc:
             raise carrier_api_error(exc, "hangup") from exc
 
+    def transfer(
+        self,
+        session: VoiceSession,
+        number: str,
+        *,
+        caller_id: str | None = None,
+        dial_timeout: int | None = None,
+        wait: bool = True,
+        wait_timeout: float = 10.0,
+    ) -> bool:
+        """Transfer the live call to ``number``: Plivo's Transfer API points the A leg at ``<Dial><Number>``.
+
+        Same contract as :meth:`TwilioCallControl.transfer`: Plivo fetches ``/plivo/transfer/{key}`` (a
+        single-use, signed webhook serving :meth:`dial_xml`), leaves the ``<Stream>`` and so ends the media
+        stream; the session reports it as disconnected and blocking calls raise :class:`CallHangupError`. With
+        ``wait`` this returns once the stream has ended (True) or ``wait_timeout`` passed (False). Leaving the
+        flow afterwards does not hang up the transferred call.
+        """
+        from voice_runtime.errors import CallHangupError
+
+        call_uuid = session.call_sid
+        if not call_uuid or not _CALL_ID.match(call_uuid):
+            raise ConfigError("transfer needs a session with a Plivo CallUUID")
+        if session.is_disconnected:
+            raise CallHangupError("cannot transfer a call that has ended", call_id=call_uuid)
+        xml = self.dial_xml(number, caller_id=caller_id, timeout=dial_timeout)
+        key = secrets.token_urlsafe(18)
+        with self._transfers_lock:
+            self._transfers[key] = xml
+            while len(self._transfers) > 256:  # unfetched transfer documents cannot pile up
+                self._transfers.pop(next(iter(self._transfers)))
+        self.mark_transferred(call_uuid)
+        try:
+            self.client.calls.transfer(call_uuid, legs="aleg", aleg_url=self.webhook_url(f"transfer/{key}"), aleg_method="POST")
+        except Exception as exc:
+            with self._transfers_lock:
+                self._transfers.pop(key, None)
+            self.mark_transferred(call_uuid, False)
+            raise carrier_api_error(exc, "transfer") from exc
+        session.log.emit(CALL_TRANSFERRED, to=number)
+        return session.wait_until_disconnected(wait_timeout) if wait else True
+
+    @staticmethod
+    def dial_xml(number: str, *, caller_id: str | None = None, timeout: int | None = None) -> str:
+        """``<Response><Dial><Number>…</Number></Dial></Response>``: Plivo's equivalent of Twilio's ``<Dial>``."""
+        from plivo import plivoxml
+
+        if not number:
+            raise ConfigError("transfer needs a destination number")
+        dial = plivoxml.DialElement(caller_id=caller_id or None, timeout=timeout)
+        dial.add(plivoxml.NumberElement(number))
+        response = plivoxml.ResponseElement()
+        response.add(dial)
+        return response.to_string(pretty=False)
+
     def hangup_call(self, call_id: str) -> None:
         """Public, blocking hangup by CallUUID (or request_uuid before the answer)."""
         self._hangup_call(call_id)
@@ -281,6 +343,18 @@ class PlivoCallControl(CallControlBase):
             if params is None:
                 return Response(status_code=403)
             return _xml(self._answer_outbound(key, params))
+
+        @app.api_route(f"{base}/transfer/{{key}}", methods=["GET", "POST"])
+        async def plivo_transfer(request: Request, key: str) -> Response:
+            params = await self._verified(request, "transfer")
+            if params is None:
+                return Response(status_code=403)
+            with self._transfers_lock:
+                xml = self._transfers.pop(key, None)
+            if xml is None:  # unknown or replayed: never dial anyone twice
+                log.warning("Plivo fetched an unknown or already used transfer URL")
+                return _xml(self.hangup_xml())
+            return _xml(xml)
 
         @app.api_route(f"{base}/hangup", methods=["GET", "POST"])
         async def plivo_hangup(request: Request) -> Response:
@@ -443,4 +517,4 @@ def _check_extra_headers(headers: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-__all__ = ["PlivoCallControl", "content_types"]
+__all__ = ["CALL_TRANSFERRED", "PlivoCallControl", "content_types"]

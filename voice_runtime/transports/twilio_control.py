@@ -99,6 +99,7 @@ class TwilioCallControl(CallControlBase):
         status_callback_events: Iterable[str] = DEFAULT_STATUS_EVENTS,
         max_webhook_body: int = MAX_WEBHOOK_BODY,
         environ: Mapping[str, str] | None = None,
+        session_class: type[VoiceSession] | None = None,
         **credential_overrides: Any,
     ) -> None:
         """Credentials come from ``credentials`` or the environment (``credential_overrides`` such as
@@ -121,6 +122,7 @@ class TwilioCallControl(CallControlBase):
         self.client = client if client is not None else build_twilio_client(self.credentials, http_client=http_client)
         self.route_prefix = "/" + route_prefix.strip("/") if route_prefix.strip("/") else ""
         self.inbound_flow = inbound_flow
+        self.set_session_class(session_class)
         self.status_callback_events = tuple(status_callback_events)
         self.max_webhook_body = max_webhook_body
         server.add_upgrade_validator(self.carrier, self.validator.upgrade_validator)
