@@ -4,7 +4,7 @@ Why bounded per-provider queues: the two providers consume at their own pace. If
 queue drops its *oldest* frames (counted in ``secondary_dropped``) and the primary is never slowed. The
 primary gets the same policy; a stalled primary is a real problem, so its drops are logged loudly.
 
-The callbacks (``on_committed``, ``on_recognizing``, ``on_error``, ``on_speech_started``) read and write the
+The callbacks (``on_committed``, ``on_recognizing``, ``on_error``, ``on_speech_started``, ``on_speech_ended``) read and write the
 *primary*; the secondary keeps its own callbacks (set them on ``tee.secondary``).
 """
 

@@ -298,6 +298,10 @@ class AzureStt:
         self.on_recognizing = on_recognizing
         self.on_error = on_error
         self.on_speech_started = on_speech_started
+        #: Azure's ``speech_end_detected``, with the estimated ``time.monotonic()`` the caller stopped
+        #: (now minus ``end_silence_s``, the segmentation silence Azure waits for).
+        self.on_speech_ended: Callable[[float | None], None] | None = None
+        self.end_silence_s = 0.5
         self.speaking = False
         self.stats: Counter[str] = Counter()
         self.restart_delays: list[float] = []  # every backoff actually waited, in order (observability)
@@ -640,6 +644,8 @@ class AzureStt:
             self._speech_started()
         elif kind == "speech_end":
             self._in_speech = False
+            # Azure reports the end once its segmentation silence has passed; its default is 500 ms.
+            self._emit("on_speech_ended", time.monotonic() - self.end_silence_s)
         elif kind == "recognizing":
             text = str(payload or "")
             if not text:

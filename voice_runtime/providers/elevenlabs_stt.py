@@ -173,6 +173,10 @@ class ElevenLabsRealtimeStt:
         self.on_recognizing: Callable[[str], None] | None = None
         self.on_error: Callable[[str], None] | None = None
         self.on_speech_started: Callable[[], None] | None = None
+        #: The service's endpoint (its commit), called just before ``on_committed`` with the estimated
+        #: ``time.monotonic()`` at which the caller stopped: with ``commit_strategy="vad"`` the commit comes
+        #: ``vad_silence_threshold_secs`` after the speech, so that is subtracted (network time is not).
+        self.on_speech_ended: Callable[[float | None], None] | None = None
         self.stats: Counter[str] = Counter()
         self.session_ids: list[str] = []
 
@@ -603,6 +607,8 @@ class ElevenLabsRealtimeStt:
         if discard:
             return
         self.stats["committed"] += 1
+        silence = self.vad.get("vad_silence_threshold_secs") if self.commit_strategy == "vad" else None
+        self._emit(self.on_speech_ended, time.monotonic() - (silence or 0.0))
         self._emit(self.on_committed, text)
 
     def _emit(self, callback: Callable[..., Any] | None, *args: Any) -> None:

@@ -244,10 +244,14 @@ class LocalWhisperStt:
     * Callbacks: ``on_committed(text)``, ``on_recognizing(text)``, ``on_error(message)``,
       ``on_speech_started()``. They run on the event loop; exceptions are logged and swallowed.
 
-    ``last_latency`` (and the ``latencies`` list) holds per-utterance timing: ``endpoint_at`` (monotonic time
-    the endpoint was detected, i.e. when the frame completing ``min_silence_ms`` was processed),
-    ``committed_at``, ``latency_s`` (= committed_at - endpoint_at), ``inference_s``, ``audio_s``,
-    ``speech_end_s`` (audio-time of the end of speech), ``endpoint_silence_s``, ``speculative``, ``text``.
+    ``last_latency`` (and the ``latencies`` list) holds per-utterance timing. Every ``*_at`` is
+    ``time.monotonic()``, the clock of the call's events: ``speech_ended_at`` (when the caller's speech ended:
+    the endpoint minus the trailing silence), ``endpoint_at`` (when the frame completing ``min_silence_ms`` was
+    processed), ``committed_at``; ``latency_s`` = committed_at - speech_ended_at (caller stopped → final
+    transcript, the STT latency a caller feels), ``endpoint_to_commit_s`` = committed_at - endpoint_at (near zero
+    when the speculative decode already finished), ``inference_s``, ``audio_s``, ``endpoint_silence_s``,
+    ``speculative``, ``text``; ``speech_end_s`` is *audio* time (seconds of caller audio since the stream
+    started), not a clock reading.
     """
 
     name = PROVIDER
@@ -292,6 +296,8 @@ class LocalWhisperStt:
         self.on_recognizing = on_recognizing
         self.on_error = on_error
         self.on_speech_started = on_speech_started
+        #: Called at the VAD endpoint with the ``time.monotonic()`` at which the speech itself ended.
+        self.on_speech_ended: Callable[[float | None], None] | None = None
         self.last_latency: dict[str, Any] | None = None
         self.latencies: list[dict[str, Any]] = []
         self.speaking = False
@@ -464,12 +470,15 @@ class LocalWhisperStt:
                     self._spec = spec
                     self._drop_speculation()
                 future, speculative = self._submit(self._slice(start, event.sample)), False
+            silence = max(0.0, (self._vad.samples_seen - event.sample) / IN_RATE)
             meta = {
                 "endpoint_at": endpoint_at,
+                "speech_ended_at": endpoint_at - silence,
                 "speech_end_s": event.sample / IN_RATE,
-                "endpoint_silence_s": max(0.0, (self._vad.samples_seen - event.sample) / IN_RATE),
+                "endpoint_silence_s": silence,
                 "speculative": speculative,
             }
+            self._call(self.on_speech_ended, meta["speech_ended_at"])
             previous = self._last_commit
             job = asyncio.get_running_loop().create_task(self._commit(future, previous, meta))
             self._last_commit = job
@@ -490,7 +499,8 @@ class LocalWhisperStt:
             self._report_error(f"local STT transcription failed: {type(exc).__name__}: {exc}")
             return
         committed_at = time.monotonic()
-        record = dict(meta, committed_at=committed_at, latency_s=committed_at - meta["endpoint_at"],
+        record = dict(meta, committed_at=committed_at, latency_s=committed_at - meta["speech_ended_at"],
+                      endpoint_to_commit_s=committed_at - meta["endpoint_at"],
                       inference_s=result.inference_s, audio_s=result.audio_s, path=result.path, text=result.text)
         self.last_latency = record
         self.latencies.append(record)

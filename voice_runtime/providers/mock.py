@@ -94,6 +94,9 @@ class MockStt:
         self.on_recognizing: Callable[[str], None] | None = None
         self.on_error: Callable[[str], None] | None = None
         self.on_speech_started: Callable[[], None] | None = None
+        #: The endpoint: called with the estimated ``time.monotonic()`` at which the caller's sound stopped
+        #: (the endpointing frame's arrival minus the trailing silence the VAD needed to be sure).
+        self.on_speech_ended: Callable[[float | None], None] | None = None
         self.speaking = False
         self.frames_received = 0
         self.bytes_received = 0
@@ -119,6 +122,9 @@ class MockStt:
 
     def inject_speech_started(self) -> None:
         self._dispatch(lambda _x: self.on_speech_started and self.on_speech_started(), None)
+
+    def inject_speech_ended(self, ended_at: float | None = None) -> None:
+        self._dispatch(lambda at: self.on_speech_ended and self.on_speech_ended(at), ended_at)
 
     def _dispatch(self, fn: Callable[[Any], Any], arg: Any) -> None:
         loop = self._loop
@@ -162,6 +168,8 @@ class MockStt:
                     if self.on_recognizing is not None and self.script:
                         self.on_recognizing(self.script[0].split(" ")[0])
                 elif change == "end":
+                    if self.on_speech_ended is not None:
+                        self.on_speech_ended(self.last_frame_at - self._vad.end_samples / 8000)
                     text = self.script.popleft() if self.script else self.default_text
                     if text:
                         self._commit(text)

@@ -1,0 +1,198 @@
+"""The server's observer: per-call turn tracking, the ``CallReport``, JSON-lines logs, Prometheus, log lines.
+
+One :class:`CallObserver` per :class:`~voice_runtime.server.VoiceServer`. The server calls exactly two
+methods, both from the call's loop task: :meth:`call_started` once the session for a stream is known (before
+its first event) and :meth:`call_finished` after the call's connection has finished. Everything in between is
+an event subscriber, so nothing here runs in, or reaches into, the call loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voice_runtime import call_events as ev
+from voice_runtime.call_events import CallEvent
+from voice_runtime.logs import CallRef
+from voice_runtime.metrics.jsonl import JsonlCallLog
+from voice_runtime.metrics.report import CallReport, build_report
+from voice_runtime.metrics.turns import TurnTracker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from voice_runtime.metrics.prometheus import ServerMetrics
+    from voice_runtime.session import VoiceSession
+
+log = logging.getLogger("voice_runtime.calls")
+
+ReportHook = Callable[["VoiceSession", CallReport], None]
+
+
+def provider_name(provider: Any) -> str:
+    """A provider's low-cardinality name: its ``name`` attribute, else its class name."""
+    if provider is None:
+        return "none"
+    primary = getattr(provider, "primary", None)  # SttTee: the primary's name
+    if primary is not None:
+        provider = primary
+    name = getattr(provider, "name", None)
+    return str(name) if isinstance(name, str) and name else type(provider).__name__
+
+
+@dataclass
+class _Watch:
+    tracker: TurnTracker
+    ref: CallRef
+    jsonl: JsonlCallLog | None
+    unsubscribe: Callable[[], None] = field(default=lambda: None)
+    started: bool = False
+
+
+class CallObserver:
+    """Turns each call's events into a report, metrics and lifecycle log lines."""
+
+    def __init__(
+        self,
+        *,
+        metrics: ServerMetrics | None = None,
+        call_log_dir: str | Path | None = None,
+        on_call_report: ReportHook | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.call_log_dir = Path(call_log_dir) if call_log_dir else None
+        self.on_call_report = on_call_report
+        self._watches: dict[int, _Watch] = {}
+        self.reports_built = 0
+
+    # ------------------------------------------------------------------------------------ per call
+    def call_started(self, session: VoiceSession, ref: CallRef | None = None) -> CallRef:
+        """Subscribe to ``session``'s events (idempotent). Returns the call's logging reference."""
+        key = id(session)
+        watch = self._watches.get(key)
+        if watch is not None:
+            return watch.ref
+        ref = ref or CallRef()
+        ref.session = session
+        metrics = self.metrics
+        tracker = TurnTracker(on_latency=self._latency_hook(session) if metrics is not None else None)
+        jsonl = JsonlCallLog(self.call_log_dir) if self.call_log_dir is not None else None
+        watch = _Watch(tracker, ref, jsonl)
+        listeners = [tracker.on_event, self._lifecycle(session, watch)]
+        if jsonl is not None:
+            listeners.append(jsonl.on_event)
+        unsubscribers = [session.add_event_listener(fn) for fn in listeners]
+        watch.unsubscribe = lambda: [u() for u in unsubscribers] and None  # type: ignore[func-returns-value]
+        self._watches[key] = watch
+        return ref
+
+    def call_finished(self, session: VoiceSession | None) -> CallReport | None:
+        """The call's connection is done: build the report, hand it out, close the call's log."""
+        if session is None:
+            return None
+        watch = self._watches.pop(id(session), None)
+        if watch is None:
+            return None
+        watch.unsubscribe()
+        stt = session.stt
+        stt_stats = getattr(stt, "stats", None)
+        report = build_report(
+            watch.tracker,
+            call_id=session.call_sid,
+            session_stats=dict(session.stats),
+            stt_stats=dict(stt_stats) if isinstance(stt_stats, dict) else None,
+            stt_active=stt is not None,
+            wall_clock_offset=time.time() - time.monotonic(),
+        )
+        self.reports_built += 1
+        session.call_report = report  # type: ignore[attr-defined]
+        if watch.jsonl is not None:
+            watch.jsonl.write_report(session.call_sid, report.as_dict())
+            path = watch.jsonl.close()
+            if path is not None:
+                log.debug("call log written to %s", path)
+        if watch.started:
+            self._record_end(session, report)
+            log.info(
+                "call ended: reason=%s duration=%.1fs turns=%d/%d response_p50=%s",
+                report.end_reason, report.duration_s, report.caller_turns, report.agent_turns,
+                "-" if report.response_p50 is None else f"{report.response_p50:.3f}s",
+            )
+        if self.on_call_report is not None:
+            try:
+                self.on_call_report(session, report)
+            except Exception:
+                log.exception("on_call_report hook failed")
+        return report
+
+    # ------------------------------------------------------------------------------------ server-wide
+    def signature_rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.signature_rejections.labels(reason).inc()
+
+    @property
+    def active_calls(self) -> int:
+        return sum(1 for w in self._watches.values() if w.started)
+
+    # ------------------------------------------------------------------------------------ internals
+    def _lifecycle(self, session: VoiceSession, watch: _Watch) -> Callable[[CallEvent], None]:
+        """INFO for the call's start, DEBUG for marks, clears and provider trouble; never per frame."""
+        metrics = self.metrics
+        debug = log.isEnabledFor
+
+        def on_event(event: CallEvent) -> None:
+            kind = event.kind
+            if kind == ev.STREAM_STARTED:
+                watch.started = True
+                carrier = str(event.data.get("carrier") or "unknown")
+                log.info("call started: carrier=%s stream=%s", carrier, event.data.get("stream_id"))
+                if metrics is not None:
+                    metrics.calls_active.inc()
+                    metrics.calls_started.labels(carrier).inc()
+            elif kind in (ev.MARK_PLAYED, ev.MARK_CLEARED, ev.CLEAR_SENT, ev.BARGE_IN):
+                if debug(logging.DEBUG):
+                    log.debug("%s %s", kind, _brief(event.data))
+            elif kind in (ev.STT_ERROR, ev.TTS_ERROR):
+                log.debug("%s %s", kind, event.data.get("error"))
+            elif kind == ev.PROTOCOL_ERROR and metrics is not None:
+                metrics.protocol_errors.labels(session.carrier or "unknown").inc()
+
+        return on_event
+
+    def _latency_hook(self, session: VoiceSession) -> Callable[[str, float], None]:
+        metrics = self.metrics
+        assert metrics is not None
+
+        def observe(name: str, seconds: float) -> None:
+            if name == "response":
+                metrics.turn_latency.labels(session.carrier or "unknown").observe(seconds)
+            elif name == "tts_ttfb":
+                metrics.tts_ttfb.labels(provider_name(session.tts)).observe(seconds)
+            elif name == "stt":
+                metrics.stt_latency.labels(provider_name(session.stt)).observe(seconds)
+            elif name == "barge_in":
+                metrics.barge_in_latency.observe(seconds)
+
+        return observe
+
+    def _record_end(self, session: VoiceSession, report: CallReport) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        carrier = report.carrier or "unknown"
+        metrics.calls_active.dec()
+        metrics.calls_ended.labels(carrier, report.end_reason or "unknown").inc()
+        if report.frames_lost:
+            metrics.frames_dropped.labels("lost").inc(report.frames_lost)
+        if report.frames_dropped:
+            metrics.frames_dropped.labels("inbound_queue_full").inc(report.frames_dropped)
+        for kind, count in report.provider_errors.items():
+            if count:
+                provider = provider_name(session.tts if kind == "tts" else session.stt)
+                metrics.provider_errors.labels(provider, kind).inc(count)
+
+
+def _brief(data: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in data.items() if k in ("name", "marks_cleared", "local_marks", "sent"))
