@@ -62,7 +62,7 @@ from urllib.parse import urlencode
 from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError
 from voice_runtime.providers.backoff import backoff_delay
-from voice_runtime.providers.elevenlabs_common import env_or, resolve_api_key, resolve_base_url, to_ws_url
+from voice_runtime.providers.elevenlabs_common import PROVIDER, env_or, resolve_api_key, resolve_base_url, to_ws_url
 
 __all__ = ["ElevenLabsRealtimeStt", "FATAL_STT_ERRORS", "RETRYABLE_STT_ERRORS"]
 
@@ -95,6 +95,8 @@ class _Outcome:
 
 class ElevenLabsRealtimeStt:
     """Realtime Scribe STT for one call. Implements the ``SttProvider`` protocol plus ``on_speech_started``."""
+
+    name = PROVIDER
 
     def __init__(
         self,

@@ -79,6 +79,8 @@ class ElevenLabsTts(StreamingTtsBase):
     :class:`StreamingTtsBase`. Call :meth:`close` (or use as a context manager) to release the pool.
     """
 
+    name = PROVIDER
+
     output_format = "ulaw_8000"
 
     def __init__(

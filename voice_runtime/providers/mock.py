@@ -77,6 +77,8 @@ class EnergyVad:
 class MockStt:
     """An STT whose words are scripted but whose timing comes from the caller's real audio."""
 
+    name = "mock"
+
     def __init__(
         self,
         script: Iterable[str] = (),
@@ -198,6 +200,7 @@ class MockTts(StreamingTtsBase):
     """Real audio of plausible duration for any text; optional synthesis delay and injected failures."""
 
     mark_timeout = 10.0  # 0.1.x MockTts waited 10 s for its mark (the real providers 30 s)
+    name = "mock"
 
     def __init__(
         self,
