@@ -116,8 +116,8 @@ class CallObserver:
         if watch.started:
             self._record_end(session, report)
             log.info(
-                "call ended: reason=%s duration=%.1fs turns=%d/%d response_p50=%s",
-                report.end_reason, report.duration_s, report.caller_turns, report.agent_turns,
+                "call %s ended: reason=%s duration=%.1fs turns=%d caller/%d agent, response p50=%s",
+                report.call_id, report.end_reason, report.duration_s, report.caller_turns, report.agent_turns,
                 "-" if report.response_p50 is None else f"{report.response_p50:.3f}s",
             )
         if self.on_call_report is not None:
@@ -147,7 +147,7 @@ class CallObserver:
             if kind == ev.STREAM_STARTED:
                 watch.started = True
                 carrier = str(event.data.get("carrier") or "unknown")
-                log.info("call started: carrier=%s stream=%s", carrier, event.data.get("stream_id"))
+                log.info("call %s started: carrier=%s stream=%s", event.call_id, carrier, event.data.get("stream_id"))
                 if metrics is not None:
                     metrics.calls_active.inc()
                     metrics.calls_started.labels(carrier).inc()
