@@ -16,3 +16,6 @@ scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis,audio"
 .venv/bin/python -m pytest -q "$@"
 # The prior art's (voice-runtime 0.1.15) own public tests against this package; skips with one line offline.
 scripts/compat.sh
+scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast"
+scripts/typecheck.sh  # mypy: the package, and a user's program under --strict
+exec .venv/bin/python -m pytest -q "$@"

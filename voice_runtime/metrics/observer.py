@@ -84,7 +84,11 @@ class CallObserver:
         if jsonl is not None:
             listeners.append(jsonl.on_event)
         unsubscribers = [session.add_event_listener(fn) for fn in listeners]
-        watch.unsubscribe = lambda: [u() for u in unsubscribers] and None  # type: ignore[func-returns-value]
+        def unsubscribe() -> None:
+            for remove in unsubscribers:
+                remove()
+
+        watch.unsubscribe = unsubscribe
         self._watches[key] = watch
         return ref
 

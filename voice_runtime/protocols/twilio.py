@@ -134,7 +134,8 @@ class TwilioDialect(Dialect):
         # send only the top-level one, which identifies the stream just as well.
         stream_id = require_str(start if "streamSid" in start else msg, "streamSid")
         call_id = require_str(start, "callSid")
-        fmt = start.get("mediaFormat") if isinstance(start.get("mediaFormat"), dict) else {}
+        raw_fmt = start.get("mediaFormat")
+        fmt: dict[str, Any] = raw_fmt if isinstance(raw_fmt, dict) else {}
         media_format = MediaFormat(
             encoding=str(fmt.get("encoding", "audio/x-mulaw")),
             sample_rate=_int_or(fmt.get("sampleRate"), 8000),

@@ -288,7 +288,7 @@ class ElevenLabsTts(StreamingTtsBase):
                 max_size=2**24,
             ))
         except InvalidStatus as exc:
-            raise http_status_error(exc.response.status_code, exc.response.body or b"", what="stream-input") from None
+            raise http_status_error(exc.response.status_code, bytes(exc.response.body or b""), what="stream-input") from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ProviderError(f"stream-input connect failed: {type(exc).__name__}: {exc}", provider=PROVIDER, retryable=True) from None
 

@@ -255,6 +255,7 @@ class LocalWhisperStt:
     """
 
     name = PROVIDER
+    _spec: _Speculation | None  # the speculative decode in flight (set in _reset_stream)
 
     def __init__(
         self,
@@ -375,7 +376,7 @@ class LocalWhisperStt:
         self._buf_len = 0
         self._keep_idle = IN_RATE  # keep 1 s of pre-roll while nobody speaks
         self._utt_start = 0
-        self._spec: _Speculation | None = None
+        self._spec = None
         self._interim: asyncio.Task[None] | None = None
         self._interim_next = 0
 

@@ -206,7 +206,7 @@ class _PiperWorker:
         stream = proc.stdout
         try:
             while True:
-                frame = proto.read_frame(stream)
+                frame = proto.read_frame(stream)  # type: ignore[arg-type]  # Popen's stdout is a BinaryIO
                 if frame is None:
                     break
                 kind, uid, payload = frame
@@ -553,7 +553,7 @@ class PiperTts(StreamingTtsBase):
                     return
                 yield tail[start:start + self.chunk_bytes]
         finally:
-            pcm_stream.close()
+            pcm_stream.close()  # type: ignore[attr-defined]  # a generator
 
     def synthesize_pcm(
         self,

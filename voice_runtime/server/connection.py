@@ -302,7 +302,7 @@ class CallConnection:
         binding = self.stt_binding = SttBinding(session)
         session.attach_stream(
             self._loop,
-            self,
+            self,  # type: ignore[arg-type]  # SessionLink's supports_dtmf_out is a read-only property here
             stream_id=started.stream_id,
             call_id=started.call_id,
             carrier=self.dialect.name,

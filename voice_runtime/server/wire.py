@@ -24,7 +24,7 @@ class StarletteWire:
 
     async def receive(self) -> str | bytes:
         try:
-            message: dict[str, Any] = await self.ws.receive()
+            message = await self.ws.receive()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

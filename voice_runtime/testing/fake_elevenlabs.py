@@ -270,7 +270,7 @@ class FakeElevenLabs:
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(self._asgi, interface="asgi3", lifespan="off", log_level="warning", access_log=False)
         http = uvicorn.Server(config)
-        http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        http.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn installs them
         http_task = asyncio.create_task(http.serve(sockets=[sock]))
         async with websockets.serve(
             self._ws_handler, "127.0.0.1", 0, process_request=self._process_request, max_size=2**24, ping_interval=None

@@ -273,7 +273,7 @@ class FakePlivo:
     def base_url(self) -> str:
         assert self._server is not None, "FakePlivo not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]  # an AF_INET address: host is a str
 
     def stop(self) -> None:
         for phone in self._phones:

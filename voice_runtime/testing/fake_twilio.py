@@ -258,7 +258,7 @@ class FakeTwilio:
     def base_url(self) -> str:
         assert self._server is not None, "FakeTwilio is not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]  # an AF_INET address: host is a str
 
     # ============================================================================== pointing clients here
     def http_client(self, timeout: float | None = 5.0) -> FakeTwilioHttpClient:

@@ -402,8 +402,10 @@ class SimulatedPhone:
             self._closed.set()
             self._connected.set()
             return
+        ws = self._ws
+        assert ws is not None
         for message in self.codec.opening():
-            await self._ws.send(message)
+            await ws.send(message)
         self._t0 = time.monotonic()
         self._connected.set()
         self._tasks = [asyncio.ensure_future(self._ticker()), asyncio.ensure_future(self._receiver())]
@@ -539,9 +541,9 @@ class SimulatedPhone:
                 frame += SILENCE_FRAME[: FRAME_BYTES - len(frame)]
             return frame
         if self.caller_source is not None:
-            frame = self.caller_source(self._chunk)
-            if frame:
-                return frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
+            generated = self.caller_source(self._chunk)
+            if generated:
+                return generated[:FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
         return SILENCE_FRAME if self.send_silence else None
 
     def _play_frame(self) -> bytes:

@@ -78,7 +78,7 @@ def _redirect_adapter(base: str) -> Any:
     class RedirectAdapter(HTTPAdapter):
         """Sends requests meant for api.plivo.com to ``base`` instead (same path, query and body)."""
 
-        def send(self, request: Any, **kwargs: Any) -> Any:
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]  # forwards every argument
             parts = urlsplit(request.url)
             request.url = urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
             return super().send(request, **kwargs)
