@@ -97,10 +97,11 @@ def locate(audio: bytes, reference: bytes) -> int | None:
 
 
 class Utterance:
-    """Caller audio queued with :meth:`SimulatedPhone.say`."""
+    """Caller audio queued with :meth:`SimulatedPhone.say` (``text`` when it was synthesized from text)."""
 
-    def __init__(self, audio: bytes) -> None:
+    def __init__(self, audio: bytes, text: str | None = None) -> None:
         self.audio = audio
+        self.text = text
         self.started = threading.Event()
         self.finished = threading.Event()
         self.start_time: float | None = None
@@ -122,11 +123,37 @@ class PhoneRejected(ConnectionError):
         self.status = status
 
 
+def looks_like_audio_file(value: str | Path) -> bool:
+    """A ``Path``, or a string naming an existing file or ending in ``.wav`` (anything else is text to say)."""
+    if isinstance(value, Path):
+        return True
+    return value.lower().endswith(".wav") or Path(value).is_file()
+
+
+def synthesize_caller_speech(text: str, tts: Any = None) -> bytes:
+    """μ-law 8 kHz for ``text``: with ``tts`` (a provider or a ``create_tts`` name such as ``"local"``), else the
+    mock TTS's speech-like tone, as long as the text would take to say (the mock STT hears its timing, not words)."""
+    if not text.strip():
+        raise ValueError("say() needs some text (or audio)")
+    if tts is None or tts == "mock":
+        from voice_runtime.providers.mock import MockTts
+
+        return MockTts(frequency=180.0).audio_for(text)
+    if isinstance(tts, str):
+        from voice_runtime.tts import create_tts
+
+        tts = create_tts(tts)
+    stop = threading.Event()
+    return b"".join(tts.synthesize(text, stop))
+
+
 def to_ulaw(audio: bytes | np.ndarray | str | Path, sample_rate: int = 8000) -> bytes:
     """Accept μ-law bytes, int16 PCM at ``sample_rate``, or a WAV file path; return μ-law 8 kHz."""
     if isinstance(audio, (bytes, bytearray)):
         return bytes(audio)
     if isinstance(audio, (str, Path)):
+        if not Path(audio).is_file():
+            raise FileNotFoundError(f"no WAV file {str(audio)!r} (to say text, pass text that is not a .wav path)")
         with wave.open(str(audio), "rb") as wav:
             if wav.getsampwidth() != 2:
                 raise ValueError("only 16-bit PCM WAV files are supported")
@@ -222,9 +249,18 @@ class SimulatedPhone:
             raise self._connect_error
         return self
 
-    def say(self, audio: bytes | np.ndarray | str | Path, sample_rate: int = 8000) -> Utterance:
-        """Queue caller speech (sent in real time after anything queued before)."""
-        utterance = Utterance(to_ulaw(audio, sample_rate))
+    def say(self, audio: bytes | np.ndarray | str | Path, sample_rate: int = 8000, *, tts: Any = None) -> Utterance:
+        """Queue caller speech, sent in real time after anything queued before.
+
+        ``audio`` is μ-law 8 kHz ``bytes``, int16 (or float) PCM samples at ``sample_rate``, a WAV file (a ``Path``
+        or a string ending in ``.wav``), or **text**: ``say("yes")`` synthesizes it — with the mock TTS by default
+        (a speech-like tone as long as the words; the mock STT's VAD hears it and commits its scripted text), or
+        with ``tts="local"`` (Piper) / any TTS provider object, so a real STT can recognize the words.
+        """
+        if isinstance(audio, str) and not looks_like_audio_file(audio):
+            utterance = Utterance(synthesize_caller_speech(audio, tts), text=audio)
+        else:
+            utterance = Utterance(to_ulaw(audio, sample_rate))
         self._call(self._caller.append, utterance)
         return utterance
 
