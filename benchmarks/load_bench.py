@@ -139,7 +139,7 @@ class Probe:
 
 
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
-                 background_lead_ms: float = 120.0) -> Any:
+                 background_lead_ms: float = 120.0, observe: str = "on") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -181,6 +181,10 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
         inbound_flow=flow,
         session_defaults={"barge_in": False},
         connection_config=config,
+        # observability (docs/observability.md): "off" = none of it; "on" = turn tracking, CallReport, Prometheus,
+        # lifecycle log lines; "log" = "on" plus a JSON-lines call log per call
+        observe=observe != "off",
+        call_log_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"load_bench_calls_{os.getpid()}") if observe == "log" else None,
     )
 
 
@@ -204,7 +208,7 @@ def server_main(args: argparse.Namespace) -> None:
         gc.disable()
     probe = Probe()
     server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background,
-                          background_lead_ms=args.background_lead_ms)
+                          background_lead_ms=args.background_lead_ms, observe=args.observe)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -254,6 +258,12 @@ def server_main(args: argparse.Namespace) -> None:
         elif cmd == "quit":
             break
     running.stop(timeout=5)
+    log_dir = server.observer.call_log_dir
+    if log_dir is not None:
+        import shutil
+
+        print(f"CALL_LOGS {sum(1 for _ in log_dir.glob('*.jsonl'))}", file=sys.stderr, flush=True)
+        shutil.rmtree(log_dir, ignore_errors=True)
     os._exit(0)
 
 
@@ -710,7 +720,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for _ in range(workers):
             child = Child(
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
-                      "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0))]
+                      "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
+                      "--observe", getattr(args, "observe", "on")]
                 + (["--background"] if getattr(args, "background", False) else [])
                 + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 120.0))],
                 None,
@@ -882,6 +893,42 @@ def compare_background(args: argparse.Namespace) -> None:
         }
     summary["on_over_off"] = round(summary["on"]["server_cpu_ms_per_call_s_median"] / summary["off"]["server_cpu_ms_per_call_s_median"], 3)
     print(json.dumps(summary))
+def compare_observe(args: argparse.Namespace) -> None:
+    """Observability variants interleaved (off, on, ... round after round) so machine noise hits all alike."""
+    import statistics
+
+    variants = [v.strip() for v in args.compare_observe.split(",") if v.strip()]
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    other: dict[str, list[float]] = {v: [] for v in variants}
+    passed: dict[str, list[bool]] = {v: [] for v in variants}
+    for round_no in range(args.rounds):
+        for variant in variants:
+            args.observe = variant
+            res = run_once(args, args.calls)
+            cpu[variant].append(res["server_cpu_ms_per_call_s"])
+            other[variant].append(res["other_cpu_pct"])
+            passed[variant].append(res["pass"])
+            print(json.dumps({"round": round_no, "observe": variant, **{k: res[k] for k in (
+                "server_cpu_ms_per_call_s", "other_cpu_pct", "steal_pct", "lateness_p99_ms", "inbound_lost", "outbound_lost", "pass")}}),
+                flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps({"observe": variant, **res}) + "\n")
+    base = statistics.median(cpu[variants[0]])
+    summary = {
+        v: {
+            "server_cpu_ms_per_call_s_median": round(statistics.median(cpu[v]), 3),
+            "min": round(min(cpu[v]), 3),
+            "max": round(max(cpu[v]), 3),
+            "vs_" + variants[0]: round(statistics.median(cpu[v]) / base, 3),
+            "other_cpu_pct_median": round(statistics.median(other[v]), 1),
+            "all_passed": all(passed[v]),
+        }
+        for v in variants
+    }
+    print(json.dumps({"benchmark": "observability cost", "calls": args.calls, "rounds": args.rounds,
+                      "machine": f"{platform.machine()} {os.cpu_count()} vCPU, Python {platform.python_version()}",
+                      "server_mode": args.server_mode, "dialect": args.dialect, "variants": summary}))
 
 
 def _r(x: float | None) -> float | None:
@@ -910,6 +957,11 @@ def main() -> None:
                    help="alternate runs without and with a background bed; report both side by side")
     p.add_argument("--repeats", type=int, default=2, help="runs of each variant with --compare-background")
     p.add_argument("--background-lead-ms", type=float, default=120.0, help="bed kept ahead at the carrier in silences")
+    p.add_argument("--observe", choices=("on", "off", "log"), default="on",
+                   help="server observability: off, on (reports + Prometheus), log (on + JSON-lines call logs)")
+    p.add_argument("--compare-observe", default="",
+                   help="e.g. off,on,log: run these variants interleaved, --rounds times, and report them side by side")
+    p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     if args.role == "server":
         server_main(args)
@@ -919,6 +971,8 @@ def main() -> None:
         return
     if args.compare_background:
         compare_background(args)
+    if args.compare_observe:
+        compare_observe(args)
         return
     counts = [int(x) for x in args.sweep.split(",") if x.strip()] or [args.calls]
     runs = []

@@ -60,7 +60,9 @@ class CallObserver:
         metrics: ServerMetrics | None = None,
         call_log_dir: str | Path | None = None,
         on_call_report: ReportHook | None = None,
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled
         self.metrics = metrics
         self.call_log_dir = Path(call_log_dir) if call_log_dir else None
         self.on_call_report = on_call_report
@@ -76,6 +78,8 @@ class CallObserver:
             return watch.ref
         ref = ref or CallRef()
         ref.session = session
+        if not self.enabled:
+            return ref
         metrics = self.metrics
         tracker = TurnTracker(on_latency=self._latency_hook(session) if metrics is not None else None)
         jsonl = JsonlCallLog(self.call_log_dir) if self.call_log_dir is not None else None
