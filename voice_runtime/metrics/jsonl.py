@@ -25,6 +25,7 @@ from voice_runtime.call_events import CallEvent
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+MAX_EVENT_LINES = 200_000  # per call; beyond it one "log_truncated" line, then only the report (bounded disk)
 REPORT_KIND = "call_report"
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|auth|api[_-]?key|signature)", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -64,8 +65,14 @@ class JsonlCallLog:
         self._file: IO[bytes] | None = None
         self._lock = threading.Lock()
         self._failed = False
+        self.lines = 0
 
     def on_event(self, event: CallEvent) -> None:
+        self.lines += 1
+        if self.lines > MAX_EVENT_LINES:
+            if self.lines == MAX_EVENT_LINES + 1:
+                self._write("log_truncated", event.at, event.call_id, {"after_lines": MAX_EVENT_LINES})
+            return
         self._write(event.kind, event.at, event.call_id, redact(event.data))
 
     def _write(self, kind: str, at: float, call_id: str | None, data: dict[str, Any]) -> None:

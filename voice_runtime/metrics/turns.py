@@ -33,7 +33,9 @@ from voice_runtime.call_events import CallEvent
 
 log = logging.getLogger(__name__)
 
-SPEECH_MARK_LABEL = "speech"  # the label VoiceSession.speak gives the mark that follows each utterance
+MAX_DTMF = 1024  # a carrier flooding key presses must not grow a call's memory without bound (counted beyond)
+SPEECH_MARK_LABEL = "speech"
+STALE_TURN_S = 5.0  # a caller turn with no transcript this long after it ended never gets one  # the label VoiceSession.speak gives the mark that follows each utterance
 
 
 @dataclass
@@ -190,7 +192,13 @@ class TurnTracker:
         turn.ended_at = float(ended_at) if isinstance(ended_at, (int, float)) else e.at
 
     def _final(self, e: CallEvent) -> None:
-        turn = self._awaiting_final.popleft() if self._awaiting_final else self._new_caller()
+        waiting = self._awaiting_final
+        # A turn the STT never transcribed (noise, a word it dropped) must not swallow a later transcript.
+        while waiting and waiting[0].ended_at is not None and e.at - waiting[0].ended_at > STALE_TURN_S:
+            waiting.popleft()
+        if not waiting:
+            self._new_caller()
+        turn = waiting.popleft()
         if turn is self._open_caller:  # transcript before (or without) an endpoint event
             self._open_caller = None
         turn.final_at = e.at
@@ -227,6 +235,8 @@ class TurnTracker:
         if e.data.get("stopped") and turn.cleared_at is None:  # barge-in stopped the synthesis itself
             turn.cleared_at = e.at
             self._count("interruptions")
+            if turn.wire_at is None and turn in self._awaiting_wire:  # its audio was cleared before it went out
+                self._awaiting_wire.remove(turn)
         self._awaiting_mark.append(turn)
 
     def _audio_sent(self, e: CallEvent) -> None:
@@ -262,6 +272,9 @@ class TurnTracker:
             self._observe("barge_in", barge.latency_s)
 
     def _dtmf(self, e: CallEvent) -> None:
+        if len(self.dtmf) >= MAX_DTMF:
+            self._count("dtmf_not_kept")
+            return
         self.dtmf.append((e.at, str(e.data.get("digit", ""))))
 
     def _counter(self, e: CallEvent) -> None:

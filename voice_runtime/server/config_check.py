@@ -66,39 +66,35 @@ def _module_missing(module: str) -> bool:
 
 
 def check_provider(label: str, role: str, factory: Callable[[], Any]) -> list[str]:
-    """Problems with one provider factory (empty list: fine). The built provider is released again."""
+    """Problems with one provider factory (empty list: fine).
+
+    The provider built here is *not* closed: a factory may return one shared instance (``lambda: tts``), and
+    closing that would break every call. Providers connect lazily, so an unused one holds nothing.
+    """
     try:
         provider = factory()
     except Exception as exc:  # a ConfigError names the missing key; anything else is reported as is
         return [f"{label}: {type(exc).__name__}: {exc}"]
     problems: list[str] = []
-    try:
-        name = str(getattr(provider, "name", "") or "")
-        for module in _SDKS.get((name, role), ()):
-            if _module_missing(module):
-                problems.append(f"{label} ({name}): the SDK module {module!r} is not installed")
-        for attr in ("api_key",):
-            if hasattr(provider, attr) and not getattr(provider, attr):
-                problems.append(f"{label} ({name or type(provider).__name__}): {attr} is empty")
-        for attr in _URL_ATTRS:
-            value = getattr(provider, attr, None)
-            if isinstance(value, str) and value:
-                problem = url_problem(f"{label} {attr}", value)
-                if problem:
-                    problems.append(problem)
-        check = getattr(provider, "check_config", None)
-        if callable(check):
-            try:
-                check()
-            except Exception as exc:
-                problems.append(f"{label}: {type(exc).__name__}: {exc}")
-    finally:
-        close = getattr(provider, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:
-                log.debug("closing the %s built for the start-up check failed", label, exc_info=True)
+    name = str(getattr(provider, "name", "") or "")
+    for module in _SDKS.get((name, role), ()):
+        if _module_missing(module):
+            problems.append(f"{label} ({name}): the SDK module {module!r} is not installed")
+    for attr in ("api_key",):
+        if hasattr(provider, attr) and not getattr(provider, attr):
+            problems.append(f"{label} ({name or type(provider).__name__}): {attr} is empty")
+    for attr in _URL_ATTRS:
+        value = getattr(provider, attr, None)
+        if isinstance(value, str) and value:
+            problem = url_problem(f"{label} {attr}", value)
+            if problem:
+                problems.append(problem)
+    check = getattr(provider, "check_config", None)
+    if callable(check):
+        try:
+            check()
+        except Exception as exc:
+            problems.append(f"{label}: {type(exc).__name__}: {exc}")
     return problems
 
 
