@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from voice_runtime.metrics.turns import TurnTracker
@@ -83,7 +83,13 @@ class CallReport:
         return self.latencies["response"].p50
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data (turns are already dicts; a shallow copy beats ``dataclasses.asdict`` by far)."""
+        data = dict(self.__dict__)
+        data["latencies"] = {name: dict(s.__dict__) for name, s in self.latencies.items()}
+        data["provider_errors"] = dict(self.provider_errors)
+        data["counters"] = dict(self.counters)
+        data["turns"] = [dict(t) for t in self.turns]
+        return data
 
 
 def build_report(

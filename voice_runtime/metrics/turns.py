@@ -25,7 +25,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from voice_runtime import call_events as ev
@@ -58,7 +58,7 @@ class CallerTurn:
         return self.final_at - self.ended_at
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = dict(self.__dict__)  # flat fields: a shallow copy is the whole record (asdict is ~10x slower)
         data["role"] = "caller"
         data["stt_latency_s"] = self.stt_latency_s
         return data
@@ -100,7 +100,7 @@ class AgentTurn:
         return self.cleared_at is not None
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = dict(self.__dict__)
         data.update(role="agent", ttfb_s=self.ttfb_s, wire_s=self.wire_s, interrupted=self.interrupted)
         return data
 
