@@ -21,7 +21,9 @@ The kinds (:class:`EventKind`; the ``data`` fields each carries):
 ``dtmf_received``             the caller pressed a key (``digit``)
 ``dtmf_sent``                 we sent digits (``digits``)
 ``stt_speech_started``        the STT heard the caller start talking (``barge_in``: whether it cut the agent)
-``speech_ended``              the STT/VAD heard the caller stop talking
+``speech_ended``              the STT/VAD heard the caller stop talking (``ended_at``: when the sound stopped,
+                              ``time.monotonic()``, earlier than the event by the silence the STT waited for;
+                              ``provider``)
 ``stt_partial``               an interim transcript (``text``)
 ``stt_final``                 a committed utterance (``text``)
 ``stt_error``                 the STT reported an error (``error``)
@@ -29,6 +31,8 @@ The kinds (:class:`EventKind`; the ``data`` fields each carries):
 ``tts_first_audio``           the first synthesised chunk was queued (``latency``: seconds since ``tts_start``)
 ``tts_end``                   synthesis finished (``text``, ``audio_seconds``, ``stopped``, ``error``)
 ``tts_error``                 the TTS failed (``error``)
+``audio_sent``                the first audio of an agent turn is on the wire (``playout_at``: when the carrier
+                              starts playing it); once per turn, never per chunk
 ``barge_in``                  the caller talked over the agent; synthesis stopped and playback is cleared
 ``hangup_requested``          the flow asked to hang up
 ``call_ended``                the call is over (``reason``: :class:`~voice_runtime.lifecycle.EndReason`, ``detail``)
@@ -95,6 +99,7 @@ class EventKind(StrEnum):
     TTS_FIRST_AUDIO = "tts_first_audio"
     TTS_END = "tts_end"
     TTS_ERROR = "tts_error"
+    AUDIO_SENT = "audio_sent"
     BARGE_IN = "barge_in"
     HANGUP_REQUESTED = "hangup_requested"
     CALL_ENDED = "call_ended"
@@ -134,6 +139,7 @@ DTMF_RECEIVED = EventKind.DTMF_RECEIVED
 DTMF_SENT = EventKind.DTMF_SENT
 STT_SPEECH_STARTED = EventKind.STT_SPEECH_STARTED
 SPEECH_ENDED = EventKind.SPEECH_ENDED
+AUDIO_SENT = EventKind.AUDIO_SENT
 STT_PARTIAL = EventKind.STT_PARTIAL
 STT_FINAL = EventKind.STT_FINAL
 STT_ERROR = EventKind.STT_ERROR

@@ -27,6 +27,7 @@ class CallStats:
     end_reason: EndReason | None = None
     counters: Counter[str] = field(default_factory=Counter)  # the session's own (``session.stats``)
     wire: Counter[str] = field(default_factory=Counter)  # the carrier socket's, merged when it closes
+    report: Any = None  # the call's CallReport (voice_runtime.metrics), set before on_call_ended runs
 
     @property
     def duration(self) -> float | None:

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CallHarness, FlowResult
-from tests.perf.test_native_workers import _free_port, _wait_listening
+from tests.server.test_native_workers import _free_port, _wait_listening
 from voice_runtime import VoiceServer, create_stt, create_tts
 from voice_runtime.audio.g711 import pcm16_to_ulaw
 from voice_runtime.server.ws_native import start_native

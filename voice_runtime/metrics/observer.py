@@ -1,15 +1,16 @@
 """The server's observer: per-call turn tracking, the ``CallReport``, JSON-lines logs, Prometheus, log lines.
 
 One :class:`CallObserver` per :class:`~voice_runtime.server.VoiceServer`. The server calls exactly two
-methods, both from the call's loop task: :meth:`call_started` once the session for a stream is known (before
-its first event) and :meth:`call_finished` after the call's connection has finished. Everything in between is
-an event subscriber, so nothing here runs in, or reaches into, the call loop.
+methods: :meth:`call_started` when it adopts a session (before the call's first event) and
+:meth:`call_finished` when it reports the call ended (after the connection finished, before ``on_call_ended``).
+Everything in between is an event subscriber, so nothing here runs in, or reaches into, the call loop.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from voice_runtime import call_events as ev
 from voice_runtime.call_events import CallEvent
-from voice_runtime.logs import CallRef
 from voice_runtime.metrics.jsonl import JsonlCallLog
 from voice_runtime.metrics.report import CallReport, build_report
 from voice_runtime.metrics.turns import TurnTracker
@@ -45,7 +45,6 @@ def provider_name(provider: Any) -> str:
 @dataclass
 class _Watch:
     tracker: TurnTracker
-    ref: CallRef
     jsonl: JsonlCallLog | None
     unsubscribe: Callable[[], None] = field(default=lambda: None)
     started: bool = False
@@ -66,24 +65,19 @@ class CallObserver:
         self.metrics = metrics
         self.call_log_dir = Path(call_log_dir) if call_log_dir else None
         self.on_call_report = on_call_report
-        self._watches: dict[int, _Watch] = {}
+        # Weak keys: a session the server adopted that never became a call must not be kept alive by us.
+        self._watches: weakref.WeakKeyDictionary[VoiceSession, _Watch] = weakref.WeakKeyDictionary()
         self.reports_built = 0
 
     # ------------------------------------------------------------------------------------ per call
-    def call_started(self, session: VoiceSession, ref: CallRef | None = None) -> CallRef:
-        """Subscribe to ``session``'s events (idempotent). Returns the call's logging reference."""
-        key = id(session)
-        watch = self._watches.get(key)
-        if watch is not None:
-            return watch.ref
-        ref = ref or CallRef()
-        ref.session = session
-        if not self.enabled:
-            return ref
+    def call_started(self, session: VoiceSession) -> None:
+        """Subscribe to ``session``'s events (idempotent)."""
+        if not self.enabled or session in self._watches:
+            return
         metrics = self.metrics
         tracker = TurnTracker(on_latency=self._latency_hook(session) if metrics is not None else None)
         jsonl = JsonlCallLog(self.call_log_dir) if self.call_log_dir is not None else None
-        watch = _Watch(tracker, ref, jsonl)
+        watch = _Watch(tracker, jsonl)
         listeners = [tracker.on_event, self._lifecycle(session, watch)]
         if jsonl is not None:
             listeners.append(jsonl.on_event)
@@ -93,14 +87,13 @@ class CallObserver:
                 remove()
 
         watch.unsubscribe = unsubscribe
-        self._watches[key] = watch
-        return ref
+        self._watches[session] = watch
 
     def call_finished(self, session: VoiceSession | None) -> CallReport | None:
         """The call's connection is done: build the report, hand it out, close the call's log."""
         if session is None:
             return None
-        watch = self._watches.pop(id(session), None)
+        watch = self._watches.pop(session, None)
         if watch is None:
             return None
         watch.unsubscribe()
@@ -116,6 +109,7 @@ class CallObserver:
         )
         self.reports_built += 1
         session.call_report = report  # type: ignore[attr-defined]
+        session.call_stats.report = report
         if watch.jsonl is not None:
             watch.jsonl.write_report(session.call_sid, report.as_dict())
             path = watch.jsonl.close()
@@ -149,6 +143,7 @@ class CallObserver:
         """INFO for the call's start, DEBUG for marks, clears and provider trouble; never per frame."""
         metrics = self.metrics
         debug = log.isEnabledFor
+        session_ref = weakref.ref(session)  # held by the session's own event log: no strong cycle through us
 
         def on_event(event: CallEvent) -> None:
             kind = event.kind
@@ -165,15 +160,20 @@ class CallObserver:
             elif kind in (ev.STT_ERROR, ev.TTS_ERROR):
                 log.debug("%s %s", kind, event.data.get("error"))
             elif kind == ev.PROTOCOL_ERROR and metrics is not None:
-                metrics.protocol_errors.labels(session.carrier or "unknown").inc()
+                live = session_ref()
+                metrics.protocol_errors.labels((live.carrier if live is not None else None) or "unknown").inc()
 
         return on_event
 
     def _latency_hook(self, session: VoiceSession) -> Callable[[str, float], None]:
         metrics = self.metrics
         assert metrics is not None
+        session_ref = weakref.ref(session)  # the tracker lives in our table: it must not keep the session alive
 
         def observe(name: str, seconds: float) -> None:
+            session = session_ref()
+            if session is None:
+                return
             if name == "response":
                 metrics.turn_latency.labels(session.carrier or "unknown").observe(seconds)
             elif name == "tts_ttfb":

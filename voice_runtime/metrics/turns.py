@@ -145,7 +145,7 @@ class TurnTracker:
 
     # ------------------------------------------------------------------------------------ intake
     def on_event(self, event: CallEvent) -> None:
-        handler = _HANDLERS.get(event.kind)
+        handler = _HANDLERS.get(event.kind)  # an EventKind, or a user's own string kind
         if handler is not None:
             with self._lock:
                 handler(self, event)
@@ -166,7 +166,8 @@ class TurnTracker:
 
     def _call_ended(self, e: CallEvent) -> None:
         self.ended_at = e.at
-        self.end_reason = e.data.get("reason")
+        reason = e.data.get("reason")
+        self.end_reason = None if reason is None else str(reason)
 
     def _new_caller(self) -> CallerTurn:
         turn = CallerTurn(len(self.caller_turns))
@@ -295,7 +296,7 @@ class TurnTracker:
         return sorted(rows, key=key)
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[TurnTracker, CallEvent], None]] = {
     ev.STREAM_STARTED: TurnTracker._stream_started,
     ev.CALL_ENDED: TurnTracker._call_ended,
     ev.STT_SPEECH_STARTED: TurnTracker._speech_started,

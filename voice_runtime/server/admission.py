@@ -40,9 +40,14 @@ __all__ = ["UpgradeRequest", "HandshakeView", "Admitted", "Refused", "admit_stre
 class UpgradeRequest(Protocol):
     """What the checks read: Starlette's ``WebSocket`` before ``accept()``, or the native mode's adapter."""
 
-    headers: Any
-    url: Any
-    scope: dict[str, Any]
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def url(self) -> Any: ...
+
+    @property
+    def scope(self) -> Any: ...
 
 
 class HandshakeView:
@@ -126,6 +131,9 @@ async def admit_stream(server: VoiceServer, request: UpgradeRequest, token: str 
         return Refused(403, "unknown stream token")
     if not server.accepting:
         return Refused(403, "draining")  # answered like every refusal: the carrier fails over
+    if server.at_capacity:
+        log.warning("refused stream upgrade: at max_calls=%s", server.max_calls)
+        return Refused(403, "at capacity")
     verdict = await _check_signatures(server, request)
     if verdict is not None:
         return verdict
@@ -172,9 +180,11 @@ async def _check_signatures(server: VoiceServer, request: UpgradeRequest) -> Ref
             return None
         verdicts.append(verdict)
     if False in verdicts:
+        server.observer.signature_rejected("invalid")
         log.warning("refused stream upgrade: invalid carrier signature")
         return Refused(403, "invalid signature")
     if not server.unsigned_streams_allowed():
+        server.observer.signature_rejected("missing")
         log.warning("refused stream upgrade: no carrier signature")
         return Refused(403, "no signature")
     server.note_unsigned_stream()

@@ -42,6 +42,8 @@ from fastapi import FastAPI, WebSocket
 from voice_runtime.call_events import CALL_ENDED, CallEvent
 from voice_runtime.conversation.flows import as_flow
 from voice_runtime.errors import CallError, ConfigError, MissingStreamUrlError
+from voice_runtime.logs import CallRef, call_context, install_call_id_records
+from voice_runtime.metrics.observer import CallObserver, ReportHook
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
 from voice_runtime.server.registry import CallRegistry
@@ -84,15 +86,16 @@ def run_flow_thread(session: VoiceSession, flow: Flow, *, name: str | None = Non
     """
 
     def target() -> None:
-        try:
-            flow(session)
-        except CallError as exc:
-            log.info("flow for call %s ended: %s", session.call_sid, exc)
-        except Exception:
-            log.exception("flow for call %s crashed", session.call_sid)
-        finally:
-            if not session.is_disconnected:
-                session.request_disconnect()
+        with call_context(session):  # every log line of this thread names the call
+            try:
+                flow(session)
+            except CallError as exc:
+                log.info("flow for call %s ended: %s", session.call_sid, exc)
+            except Exception:
+                log.exception("flow for call %s crashed", session.call_sid)
+            finally:
+                if not session.is_disconnected:
+                    session.request_disconnect()
 
     thread = threading.Thread(target=target, name=name or f"flow-{session.call_sid}", daemon=True)
     thread.start()
@@ -130,10 +133,25 @@ class VoiceServer:
         on_call_ended: Callable[[VoiceSession, CallStats], None] | None = None,
         app: FastAPI | None = None,
         session_class: type[VoiceSession] = VoiceSession,
+        metrics: bool = True,
+        observe: bool = True,
+        call_log_dir: str | Path | None = None,
+        on_call_report: ReportHook | None = None,
+        max_calls: int | None = None,
+        check_config: bool | None = None,
     ) -> None:
         """``session_class``: the :class:`VoiceSession` subclass every call of this server gets (inbound and
         dialled), e.g. one that adds your tool-node methods; call controls may override it per carrier.
         ``inbound_flow`` may be a plain or an ``async def`` function (checked now: see ``conversation.flows``).
+
+        Observability (``docs/observability.md``): every call gets a :class:`~voice_runtime.metrics.CallReport`
+        (``stats.report`` in ``on_call_ended``, ``session.call_report``, and ``on_call_report(session, report)``);
+        ``metrics`` serves Prometheus at ``/metrics`` plus ``/healthz`` and ``/readyz``; ``call_log_dir`` writes one
+        JSON-lines event log per call; ``observe=False`` turns per-call observation off altogether (no reports,
+        no per-call metrics: the benchmark's baseline). ``max_calls`` refuses streams (and reports not ready) at
+        that many live calls. ``check_config`` (default on; ``VOICE_RUNTIME_SKIP_CONFIG_CHECK=1`` or False turns
+        it off for lazy setups) builds each configured provider and checks each carrier once when the server
+        starts, refusing to start with one clear message instead of failing call by call.
         """
         self.stt_factory = stt_factory
         self.tts_factory = tts_factory
@@ -168,8 +186,22 @@ class VoiceServer:
         #: owned by another worker process before the handshake (HTTP 421 + the text).
         self.route_guard: Callable[[str], str | None] | None = None
         self.worker_address: Any = None
+        self.max_calls = max_calls
+        self.check_config_on_start = check_config
+        install_call_id_records()
+        self.metrics: Any = None
+        if metrics and observe:
+            from voice_runtime.metrics.prometheus import ServerMetrics
+
+            self.metrics = ServerMetrics()
+        self.observer = CallObserver(
+            metrics=self.metrics, call_log_dir=call_log_dir, on_call_report=on_call_report, enabled=observe
+        )
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
+        from voice_runtime.server.probes import install_probe_routes
+
+        install_probe_routes(self, self.app)
 
     @property
     def inbound_flow(self) -> Flow | None:
@@ -211,6 +243,7 @@ class VoiceServer:
             if session in self._adopted:
                 return
             self._adopted.add(session)
+        self.observer.call_started(session)  # per-turn tracking, report, metrics, lifecycle lines
 
         def on_event(event: CallEvent) -> None:
             for listener in tuple(self._listeners):
@@ -246,6 +279,7 @@ class VoiceServer:
             if session in self._reported:
                 return
             self._reported.add(session)
+        self.observer.call_finished(session)  # the CallReport exists before the hook runs (stats.report)
         hook = self.on_call_ended
         if hook is not None:
             try:
@@ -340,14 +374,23 @@ class VoiceServer:
         Shared by every server mode, so all run the same loop with the same config, recorder and hooks.
         """
 
+        with call_context(CallRef()) as ref:  # this task (and the tasks it makes) log with the call's id
+            await self._serve_call(wire, admitted, ref)
+
+    async def _serve_call(self, wire: Any, admitted: Admitted, ref: CallRef) -> None:
         def on_started(session: VoiceSession) -> None:
             self._report_started(session)
             if admitted.on_started is not None:
                 admitted.on_started(session)
 
+        async def session_for(started: Any, dialect: Any) -> VoiceSession | None:
+            session = await admitted.session_for(started, dialect)
+            ref.session = session  # known before the call's first event, so its log lines carry the id
+            return session
+
         connection = CallConnection(
             wire,
-            admitted.session_for,
+            session_for,
             config=self.connection_config,
             recorder_factory=self._call_audio_for,
             hangup=self.hangup_via_carrier,
@@ -361,6 +404,28 @@ class VoiceServer:
             self.connections.discard(connection)
             if connection.session is not None:
                 self._report_ended(connection.session)
+
+    @property
+    def at_capacity(self) -> bool:
+        return self.max_calls is not None and len(self.connections) >= self.max_calls
+
+    @property
+    def ready(self) -> bool:
+        """Accepting calls: not draining and under ``max_calls``."""
+        return self.accepting and not self.at_capacity
+
+    def check_config(self) -> None:
+        """Build each configured provider and check each carrier once; raise ``ConfigError`` naming every problem."""
+        from voice_runtime.server.config_check import check_or_raise
+
+        check_or_raise(self)
+
+    def check_config_at_start(self) -> None:
+        """What every runner calls first (unless opted out, see ``check_config``)."""
+        from voice_runtime.server.config_check import should_check
+
+        if should_check(self.check_config_on_start):
+            self.check_config()
 
     def _call_audio_for(self, session: VoiceSession) -> Recorder:
         """Every call's audio goes through a CallAudio: its sink, ``set_mixer`` taps, live listeners, pauses."""

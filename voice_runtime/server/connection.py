@@ -141,6 +141,7 @@ class CallConnection:
         self._batch = 160
         self._stream_t0 = 0.0
         self._playhead = 0.0
+        self._turn_audio_sent = False  # AUDIO_SENT is emitted for the first audio after a mark or clear
         self._decode: Callable[[bytes], bytes] | None = None
         self._encode: Callable[[bytes], bytes] | None = None
         self._encoder: Any = None  # stream-format encoder (L16): flushed before marks, reset on clear
@@ -187,6 +188,7 @@ class CallConnection:
                 if mark is not None:
                     send_now(dialect.encode_mark(mark.wire_name))
                     session.mark_sent(mark)
+                    self._turn_audio_sent = False
                     continue
                 if not audio:
                     return  # drained: the pump stays parked and the queue is idle again
@@ -201,11 +203,20 @@ class CallConnection:
         now = time.monotonic()
         if self._playhead < now:
             self._playhead = now
+        assert self.session is not None
+        if not self._turn_audio_sent:
+            self._first_audio_of_turn()
         if self.recorder is not None:
             self.recorder.write_agent(audio, self._playhead)
         self._playhead += ulaw_duration(len(audio))
-        assert self.session is not None
         self.session.set_playout_until(self._playhead)
+
+    def _first_audio_of_turn(self) -> None:
+        """Once per agent turn (reset by a mark or a clear): its first audio is on the wire, and the carrier
+        starts playing it at the playhead (later than now while earlier audio is still buffered there)."""
+        self._turn_audio_sent = True
+        assert self.session is not None
+        self.session.log.emit(ev.AUDIO_SENT, playout_at=self._playhead)
 
     def clear(self) -> None:
         self._clear_pending = True
@@ -428,6 +439,7 @@ class CallConnection:
                     now = time.monotonic()
                     self._playhead = now
                     session.clear_sent()
+                    self._turn_audio_sent = False
                     if self._encoder is not None:
                         self._encoder.reset()  # the resampler's tail is cleared audio too
                     if self.recorder is not None:
@@ -446,6 +458,7 @@ class CallConnection:
                             await self.wire.send(dialect.encode_media(tail))
                     await self.wire.send(dialect.encode_mark(mark.wire_name))
                     session.mark_sent(mark)
+                    self._turn_audio_sent = False
                     continue
                 bed = session.background_mixer
                 if not audio:
@@ -467,6 +480,8 @@ class CallConnection:
                 payload = self._encode(audio) if self._encode is not None else audio
                 if payload:  # a resampling encoder (L16 16 kHz) may hold a chunk back: nothing to send yet
                     await self.wire.send(dialect.encode_media(payload))
+                    if not self._turn_audio_sent:
+                        self._first_audio_of_turn()
                 if self.recorder is not None:
                     self.recorder.write_agent(audio, self._playhead)
                 self._playhead += ulaw_duration(len(audio))

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from voice_runtime.metrics.prometheus import mark_worker_dead
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.drain import DrainReport, drain
 from voice_runtime.server.runners import RunningServer
@@ -80,6 +81,7 @@ def start_in_thread(
 
     Returns once listening; ``handle.stop()`` closes the listener and joins the thread.
     """
+    server.check_config_at_start()
     handle = _NativeHandle()
     ready = threading.Event()
     state: dict[str, Any] = {}
@@ -132,6 +134,7 @@ def serve_forever(
     must reach that same process, so with workers use inbound streams, or one port per worker for dialled
     calls (docs/server-modes.md). POSIX only.
     """
+    server.check_config_at_start()  # once, in the parent: a bad key stops the start, not every worker
     if workers <= 1:
         _run_foreground(listen, server, host, port, reuse_port=False, loop=loop, drain_deadline=drain_deadline)
         return
@@ -158,6 +161,7 @@ def serve_forever(
         while True:
             try:
                 os.waitpid(child, 0)
+                mark_worker_dead(child)  # its live gauges leave the multiprocess /metrics
                 break
             except InterruptedError:
                 continue

@@ -62,6 +62,7 @@ class RunningServer:
 
 def start_fastapi(server: VoiceServer, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> RunningServer:
     """Run uvicorn in a background thread. Returns once it is listening."""
+    server.check_config_at_start()
     config = uvicorn.Config(
         server.app,
         host=host,
@@ -72,7 +73,7 @@ def start_fastapi(server: VoiceServer, host: str = "127.0.0.1", port: int = 0, *
         ws_ping_interval=None,
     )
     uv = uvicorn.Server(config)
-    uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn installs them
     thread = threading.Thread(target=uv.run, name="voice-server", daemon=True)
     thread.start()
     poll = threading.Event()
@@ -94,6 +95,7 @@ def serve_fastapi(server: VoiceServer, host: str = "0.0.0.0", port: int = 8080, 
     calls may finish for up to ``drain_deadline`` seconds, the rest are hung up over REST and closed
     with 1012; then the process exits 0. A second Ctrl-C exits at once.
     """
+    server.check_config_at_start()
     uvicorn_kwargs.setdefault("ws_max_size", server.connection_config.hard_max_inbound_message)
     config = uvicorn.Config(server.app, host=host, port=port, **uvicorn_kwargs)
     GracefulServer(config, server, drain_deadline).run()

@@ -39,7 +39,8 @@ _CALLBACKS = {
     "on_speech_started": "caller_speech_started",
     "on_speech_ended": "caller_speech_ended",
 }
-_ZERO_ARG = frozenset({"on_speech_started", "on_speech_ended"})
+_ZERO_ARG = frozenset({"on_speech_started"})
+_OPTIONAL_ARG = frozenset({"on_speech_ended"})  # called with the estimated end of speech, or with nothing
 
 
 class SttBinding:
@@ -75,7 +76,13 @@ class SttBinding:
             user = getattr(stt, attribute, None)
             if attribute in ("on_speech_started", "on_speech_ended") and not _accepts(stt, attribute):
                 continue
-            callback = _chain0(sink, user) if attribute in _ZERO_ARG else _chain1(sink, user)
+            callback: Callable[..., None]
+            if attribute in _ZERO_ARG:
+                callback = _chain0(sink, user)
+            elif attribute in _OPTIONAL_ARG:
+                callback = _chain_optional(sink, user)
+            else:
+                callback = _chain1(sink, user)
             try:
                 setattr(stt, attribute, callback)
             except AttributeError:  # a provider with __slots__ that does not offer this signal
@@ -139,3 +146,14 @@ def _chain0(sink: Callable[[], None], user: Callable[[], None] | None) -> Callab
         user()
 
     return both
+
+
+def _chain_optional(sink: Callable[..., None], user: Callable[..., None] | None) -> Callable[..., None]:
+    """``on_speech_ended(ended_at=None)``: providers pass the estimated end of speech (or nothing)."""
+
+    def forward(*args: Any) -> None:
+        sink(*args[:1])
+        if user is not None:
+            user(*args[:1])
+
+    return forward

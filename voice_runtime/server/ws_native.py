@@ -29,6 +29,7 @@ this one. See ``docs/server-modes.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import http
 import logging
 import socket
@@ -45,6 +46,7 @@ from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
 from voice_runtime.server.loop_runner import serve_forever, start_in_thread
+from voice_runtime.server.probes import probe_response
 from voice_runtime.server.runners import RunningServer
 
 log = logging.getLogger(__name__)
@@ -97,10 +99,13 @@ def native_handler(server: VoiceServer) -> tuple[Callable[..., Any], Callable[..
     routes: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()
 
     async def process_request(conn: ServerConnection, request: Request) -> Response | None:
+        probe = probe_response(server, request.path.partition("?")[0])  # /metrics, /healthz, /readyz: plain HTTP
+        if probe is not None:
+            return _http_response(conn, *probe)
         token = stream_path_token(request.path.partition("?")[0], prefix)
         if token is False:
             return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
-        verdict = await admit_stream(server, UpgradeRequest(conn, request), unquote(token) if token else None)
+        verdict = await admit_stream(server, UpgradeRequest(conn, request), unquote(token) if isinstance(token, str) else None)
         if not isinstance(verdict, Admitted):
             if verdict.status == 421:  # misdirected (another worker's stream): say whose
                 return conn.respond(http.HTTPStatus.MISDIRECTED_REQUEST, verdict.reason + "\n")
@@ -121,6 +126,14 @@ def native_handler(server: VoiceServer) -> tuple[Callable[..., Any], Callable[..
 
     handler.process_response = process_response  # type: ignore[attr-defined]
     return process_request, handler
+
+
+def _http_response(conn: ServerConnection, status: int, body: bytes, content_type: str) -> Response:
+    response = conn.respond(http.HTTPStatus(status), "")
+    del response.headers["Content-Type"], response.headers["Content-Length"]  # Headers is multi-valued
+    response.headers["Content-Type"] = content_type
+    response.headers["Content-Length"] = str(len(body))
+    return dataclasses.replace(response, body=body)
 
 
 async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket | None, reuse_port: bool) -> Server:

@@ -35,6 +35,7 @@ from urllib.parse import unquote
 from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync, stream_path_token
+from voice_runtime.server.probes import probe_response
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
 from voice_runtime.server.loop_runner import serve_forever, start_in_thread
@@ -185,7 +186,7 @@ class PicowsWire(WSListener):  # type: ignore[misc]
         transport = self._transport
         if transport is None or self._closed:
             return
-        transport.send_close(code, reason.encode())
+        transport.send_close(code, reason.encode())  # type: ignore[arg-type]  # any int close code is legal
         transport.disconnect()
 
 
@@ -194,11 +195,16 @@ def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
 
     def factory(request: WSUpgradeRequest) -> Any:
         target = request.path.decode("latin-1")
+        probe = probe_response(server, target.partition("?")[0])  # /metrics, /healthz, /readyz: plain HTTP
+        if probe is not None:
+            status_code, body, content_type = probe
+            response = WSUpgradeResponse.create_error_response(status_code, body, {"Content-Type": content_type})
+            return WSUpgradeResponseWithListener(response, None)
         token = stream_path_token(target.partition("?")[0], prefix)
         if token is False:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(http.HTTPStatus.NOT_FOUND, b"Not Found\n"), None)
         headers = [(str(k), str(v)) for k, v in request.headers.items()]
-        verdict = admit_stream_sync(server, HandshakeView(target, headers), unquote(token) if token else None)
+        verdict = admit_stream_sync(server, HandshakeView(target, headers), unquote(token) if isinstance(token, str) else None)
         if not isinstance(verdict, Admitted):
             if verdict.status == 421:  # misdirected (another worker's stream): say whose
                 body = (verdict.reason + "\n").encode()

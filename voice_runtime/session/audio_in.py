@@ -37,7 +37,7 @@ class _Reader:
         self._session = session
         self._chunks: deque[bytes] = deque()
         self._max = max_chunks
-        self._unsubscribe: Callable[[], None] = session._add_audio_reader(self)  # noqa: SLF001 - own package
+        self._unsubscribe: Callable[[], None] = session._add_audio_reader(self)  # type: ignore[arg-type]  # noqa: SLF001 - own package; a reader either way
 
     def push(self, chunk: bytes) -> None:
         """Loop side, per frame."""

@@ -430,9 +430,15 @@ class VoiceSession(ConversationHelpers):
         """The STT heard the caller start talking (barge-in decides here)."""
         self._speaker.caller_started_talking()
 
-    def caller_speech_ended(self) -> None:
-        """The STT/VAD heard the caller stop talking (the start of the turn-latency clock)."""
-        self.log.emit(ev.SPEECH_ENDED)
+    def caller_speech_ended(self, ended_at: float | None = None) -> None:
+        """The STT/VAD heard the caller stop talking (the start of the turn-latency clock).
+
+        ``ended_at`` is the provider's estimate (``time.monotonic()``) of when the sound itself stopped — earlier
+        than now by the silence the endpointer waited for; None when the provider cannot say.
+        """
+        stt = self.stt
+        provider = getattr(getattr(stt, "primary", stt), "name", None) if stt is not None else None
+        self.log.emit(ev.SPEECH_ENDED, ended_at=ended_at, provider=provider)
 
     def inject_transcript(self, text: str) -> None:
         """Deliver ``text`` as if the STT had committed it (tests, text-only channels)."""
