@@ -122,12 +122,24 @@ def test_max_calls_makes_readyz_fail_and_refuses_the_next_stream(harness: CallHa
         hold.set()
 
 
-def test_native_mode_serves_the_probes_over_plain_http() -> None:
+def _start_native(server: VoiceServer) -> Any:
+    return start_native(server)
+
+
+def _start_picows(server: VoiceServer) -> Any:
+    pytest.importorskip("picows", reason="pip install 'voice-runtime[fast]' for the picows mode")
+    from voice_runtime.server.ws_picows import start_picows
+
+    return start_picows(server)
+
+
+@pytest.mark.parametrize("start", [_start_native, _start_picows], ids=["native", "picows"])
+def test_fast_modes_serve_the_probes_over_plain_http(start: Any) -> None:
     reported = threading.Event()
     server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"),
                          inbound_flow=lambda session: session.speak("Hi.", wait=True),
                          on_call_report=lambda s, r: reported.set())
-    handle = start_native(server)
+    handle = start(server)
     try:
         phone = SimulatedPhone(handle.ws_url + "/stream").connect()
         assert phone.wait_closed(10)

@@ -198,7 +198,12 @@ def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
         probe = probe_response(server, target.partition("?")[0])  # /metrics, /healthz, /readyz: plain HTTP
         if probe is not None:
             status_code, body, content_type = probe
-            response = WSUpgradeResponse.create_error_response(status_code, body, {"Content-Type": content_type})
+            headers = {"Content-Type": content_type}
+            response = (
+                WSUpgradeResponse.create_ok_response(body, headers)
+                if status_code == 200
+                else WSUpgradeResponse.create_error_response(status_code, body, headers)
+            )
             return WSUpgradeResponseWithListener(response, None)
         token = stream_path_token(target.partition("?")[0], prefix)
         if token is False:
