@@ -198,11 +198,11 @@ def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
         probe = probe_response(server, target.partition("?")[0])  # /metrics, /healthz, /readyz: plain HTTP
         if probe is not None:
             status_code, body, content_type = probe
-            headers = {"Content-Type": content_type}
+            content = {"Content-Type": content_type}
             response = (
-                WSUpgradeResponse.create_ok_response(body, headers)
+                WSUpgradeResponse.create_ok_response(body, content)
                 if status_code == 200
-                else WSUpgradeResponse.create_error_response(status_code, body, headers)
+                else WSUpgradeResponse.create_error_response(status_code, body, content)
             )
             return WSUpgradeResponseWithListener(response, None)
         token = stream_path_token(target.partition("?")[0], prefix)
