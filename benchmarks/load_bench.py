@@ -405,7 +405,8 @@ class Call(asyncio.Protocol):
                 self.transport.close()  # type: ignore[union-attr]
                 return
             self.open = True
-            self.handshake_done.set_result(None)
+            if not self.handshake_done.done():  # the wait may already have failed (timed out, closed)
+                self.handshake_done.set_result(None)
         while len(buf) >= 2:
             b0, b1 = buf[0], buf[1]
             n = b1 & 0x7F
@@ -566,7 +567,7 @@ class Generator:
         loop = asyncio.get_running_loop()
         try:
             _, call = await asyncio.wait_for(loop.create_connection(lambda: Call(self, idx), "127.0.0.1", self.port), 10)
-            await asyncio.wait_for(call.handshake_done, 10)
+            await asyncio.wait_for(call.handshake_done, 30)  # a contended machine can take this long
         except Exception as exc:
             self.stats.connect_failures += 1
             if self.stats.connect_failures <= 3:
