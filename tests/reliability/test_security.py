@@ -92,6 +92,7 @@ def test_hostile_upgrades_are_refused_before_any_session_state(stack: Stack) -> 
     assert pl_call.fetch_answer().status == 200
     pl_url = pl_call.stream_url
     pending = server.registry.pending_count
+    made_before = list(stack.stt_made)  # the start-up config check builds one STT when the server starts
     inbound = stack.running.ws_url + "/stream"
     wrong_twilio = RequestValidator("not-the-auth-token").compute_signature(tw_url, {})
     plivo_nonce = "12345678901234567890"
@@ -116,7 +117,7 @@ def test_hostile_upgrades_are_refused_before_any_session_state(stack: Stack) -> 
         _refused(url, headers, carrier="plivo" if url == pl_url else "twilio")
         assert server.connections == set(), "a refused upgrade created a connection"
     assert server.registry.pending_count == pending, "a refused upgrade consumed a stream token"
-    assert stack.stt_made == [], "a refused upgrade created provider sessions"
+    assert stack.stt_made == made_before, "a refused upgrade created provider sessions"
 
     # Genuine upgrades still work, once each: a replay of the same signed URL is refused.
     phone = ft.answer(tw_call.sid, callbacks=False)
@@ -130,7 +131,7 @@ def test_hostile_upgrades_are_refused_before_any_session_state(stack: Stack) -> 
         assert len(server.connections) == 2
         _refused(tw_url, tw_headers)  # replayed token + valid signature
         _refused(pl_url, dict(plivo_phone.headers), carrier="plivo")
-        assert len(server.connections) == 2 and len(stack.stt_made) == 2
+        assert len(server.connections) == 2 and len(stack.stt_made) == len(made_before) + 2
     finally:
         phone.hangup()
         plivo_phone.hangup()
