@@ -80,11 +80,18 @@ def check_provider(label: str, role: str, factory: Callable[[], Any]) -> list[st
     for module in _SDKS.get((name, role), ()):
         if _module_missing(module):
             problems.append(f"{label} ({name}): the SDK module {module!r} is not installed")
-    for attr in ("api_key",):
-        if hasattr(provider, attr) and not getattr(provider, attr):
-            problems.append(f"{label} ({name or type(provider).__name__}): {attr} is empty")
-    for attr in _URL_ATTRS:
-        value = getattr(provider, attr, None)
+    shown = name or type(provider).__name__
+    for attr in ("api_key", *_URL_ATTRS):
+        try:  # lazily configured providers resolve these on first read, raising ConfigError when missing
+            value = getattr(provider, attr, None)
+        except Exception as exc:
+            problems.append(f"{label} ({shown}): {type(exc).__name__}: {exc}")
+            continue
+        if attr == "api_key":
+            if hasattr(type(provider), attr) or attr in vars(provider):
+                if not value:
+                    problems.append(f"{label} ({shown}): {attr} is empty")
+            continue
         if isinstance(value, str) and value:
             problem = url_problem(f"{label} {attr}", value)
             if problem:
