@@ -103,7 +103,7 @@ class HandWrittenTransportLink:
         return await self._read(self._marks, want_mark=True)  # type: ignore[return-value]
 
     def audio_buffered(self) -> int:
-        return sum(len(chunk) for chunk in self._audio._queue)  # type: ignore[attr-defined]
+        return sum(len(chunk) for chunk in self._audio._queue)  # type: ignore[attr-defined,misc]
 
 
 def link_for(session: VoiceSession) -> HandWrittenTransportLink:
