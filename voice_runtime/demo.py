@@ -11,11 +11,13 @@ words come from the script, but timing, marks and barge-in are the same.
 from __future__ import annotations
 
 import re
+import secrets
 import sys
 import wave
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from voice_runtime import call_events as ev
 from voice_runtime.call_events import CallEvent
+from voice_runtime.call_folder import new_call_folder
 from voice_runtime.errors import CallError
 from voice_runtime.providers.mock import tone_speech
 from voice_runtime.recording import WavRecorder
@@ -81,6 +84,8 @@ class DemoReport:
     sms: dict[str, str] | None = None
     wav_path: Path | None = None
     wav_seconds: float = 0.0
+    call_id: str | None = None
+    folder: Path | None = None  # this call's own folder (recording, log, timeline), when written under ``out_dir``
     log_path: Path | None = None  # the call's events as JSON lines (what ``voice-runtime report`` reads)
     timeline_path: Path | None = None  # the call's timeline picture, next to the WAV
     ok: bool = False
@@ -203,13 +208,23 @@ class TranscriptPrinter:
 def run_demo(
     *,
     providers: str = "auto",
-    wav_path: str | Path | None = "demo-call.wav",
+    wav_path: str | Path | None = None,
+    out_dir: str | Path | None = "calls",
     out: TextIO = sys.stdout,
     barge_in_after: float = 2.0,
 ) -> DemoReport:
-    """Run the whole simulated call; returns a :class:`DemoReport`."""
+    """Run the whole simulated call; returns a :class:`DemoReport`.
+
+    The recording (and the call log and timeline next to it) go to ``wav_path`` when given, else to
+    ``call.wav`` in a new folder for this call under ``out_dir`` (``calls/<start time>-<call id>/``), so a
+    run never overwrites the previous one. Both None: nothing is written.
+    """
     providers = _resolve_providers(providers)
     report = DemoReport()
+    report.call_id = "CA" + secrets.token_hex(16)  # the simulated carrier's call id, known before the call
+    if not wav_path and out_dir:
+        report.folder = new_call_folder(out_dir, report.call_id, datetime.now())
+        wav_path = report.folder / "call.wav"
     out.write(f"voice_runtime demo: a simulated outbound call with {providers} speech providers\n")
     if providers == "local":
         out.write("loading Piper and Whisper (first run takes a few seconds)...\n")
@@ -247,7 +262,7 @@ def run_demo(
     with server.start() as running:
         token = server.expect_stream(session)
         threading.Thread(target=flow, name="agent-flow", daemon=True).start()
-        phone = SimulatedPhone(running.ws_url + f"/stream/{token}", custom_parameters={"to_number": PATIENT_NUMBER})
+        phone = SimulatedPhone(running.ws_url + f"/stream/{token}", custom_parameters={"to_number": PATIENT_NUMBER}, call_id=report.call_id)
         phone.add_listener(printer.on_phone_event)
         phone.connect()
         try:

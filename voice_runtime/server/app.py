@@ -44,6 +44,7 @@ from voice_runtime.conversation.flows import as_flow
 from voice_runtime.errors import CallError, ConfigError, MissingStreamUrlError
 from voice_runtime.logs import CallRef, call_context, install_call_id_records
 from voice_runtime.metrics.observer import CallObserver, ReportHook
+from voice_runtime.server.admin import mount_admin
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
 from voice_runtime.server.registry import CallRegistry
@@ -202,6 +203,7 @@ class VoiceServer:
         from voice_runtime.server.probes import install_probe_routes
 
         install_probe_routes(self, self.app)
+        self.live_calls = mount_admin(self)  # GET {prefix}/admin/calls, bearer VOICE_ADMIN_TOKEN (server/admin.py)
 
     @property
     def inbound_flow(self) -> Flow | None:

@@ -14,6 +14,9 @@ Configuration (arguments win over the environment):
 ``TWILIO_PHONE_NUMBER``    caller id for outbound calls and the SMS sender
 ``TWILIO_REGION``          e.g. ``ie1``; ``TWILIO_EDGE`` e.g. ``dublin`` (SDK host routing)
 ``TWILIO_HTTP_TIMEOUT``    seconds per REST request (connect and read); default 15
+``TWILIO_API_URL``         send the SDK's ``https://*.twilio.com`` requests to this origin instead (a proxy,
+                           or a loopback fake when a test runs the ``voice-runtime`` command); like
+                           ``PLIVO_API_URL``
 =========================  ==========================================================================
 
 The ``twilio`` SDK is imported inside functions so that importing this module costs nothing.
@@ -115,8 +118,11 @@ class TwilioCredentials:
 
 def build_http_client(timeout: float) -> Any:
     """An SDK HTTP client with ``timeout`` seconds per request (the factory's, when one is installed)."""
+    redirect = os.environ.get("TWILIO_API_URL", "").strip()
     if _http_client_factory is not None:
         client = _http_client_factory(timeout)
+    elif redirect:
+        client = _redirecting_http_client(redirect, timeout)
     else:
         from twilio.http.http_client import TwilioHttpClient
 
@@ -124,6 +130,27 @@ def build_http_client(timeout: float) -> Any:
     if getattr(client, "timeout", None) is None:
         client.timeout = timeout  # never let a custom client run unbounded
     return client
+
+
+def _redirecting_http_client(base: str, timeout: float) -> Any:
+    """The SDK's own HTTP client, with requests for ``*.twilio.com`` sent to ``base`` (same path and query)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from twilio.http.http_client import TwilioHttpClient
+
+    target = urlsplit(base.rstrip("/"))
+    if target.scheme not in ("http", "https") or not target.netloc:
+        raise ConfigError(f"TWILIO_API_URL must be http(s)://host[:port], got {base!r}")
+
+    class RedirectingHttpClient(TwilioHttpClient):
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            if host == "twilio.com" or host.endswith(".twilio.com"):
+                url = urlunsplit((target.scheme, target.netloc, parts.path, parts.query, ""))
+            return super().request(method, url, *args, **kwargs)
+
+    return RedirectingHttpClient(timeout=timeout)
 
 
 def build_twilio_client(credentials: TwilioCredentials, *, http_client: Any = None) -> Any:
