@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from voice_runtime.cli.common import CARRIERS, CliError
@@ -42,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ImportError, ValueError) as exc:
         raise CliError(f"{args.carrier}: {exc}") from None
     except CarrierApiError as exc:
-        print(f"voice-runtime sms: {args.carrier} refused the message: {exc}")
+        print(f"voice-runtime sms: {args.carrier} refused the message: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the SDK's own errors (e.g. PlivoRestError): the carrier said no
+        print(f"voice-runtime sms: {args.carrier} refused the message: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result))

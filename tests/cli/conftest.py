@@ -1,0 +1,137 @@
+"""Run ``voice-runtime`` as a user does: a real subprocess, its output read line by line as it appears."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def cli_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m voice_runtime``."""
+    script = Path(sys.executable).with_name("voice-runtime")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "voice_runtime"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CliProcess:
+    """A running ``voice-runtime`` command; stdout and stderr collected as they arrive."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO, stdin: int | None = subprocess.DEVNULL) -> None:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self.args = args
+        self.proc = subprocess.Popen(
+            cli_command() + args,
+            cwd=cwd,
+            env=full_env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            with self._cond:
+                sink.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def out(self) -> str:
+        with self._cond:
+            return "\n".join(self.stdout)
+
+    @property
+    def err(self) -> str:
+        with self._cond:
+            return "\n".join(self.stderr)
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0, *, stream: str = "stdout") -> re.Match[str]:
+        """Block until a line of ``stream`` matches ``pattern``; fails with everything printed so far."""
+        regex = re.compile(pattern)
+        sink = self.stdout if stream == "stdout" else self.stderr
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            seen = 0
+            while True:
+                for line in sink[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(sink)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not any(r.is_alive() for r in self._readers)):
+                    raise AssertionError(f"no line matching {pattern!r} from {self.args}\n--- stdout\n{self.out}\n--- stderr\n{self.err}")
+                self._cond.wait(min(remaining, 0.5))
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.args} still running after {timeout}s\n--- stdout\n{self.out}\n--- stderr\n{self.err}") from None
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def cli() -> Iterator[type[CliProcess]]:
+    """Start CLI processes with ``cli_factory(args, env=...)``; every one still running is killed at the end."""
+    started: list[CliProcess] = []
+
+    def factory(args: list[str], **kwargs):  # type: ignore[no-untyped-def]
+        process = CliProcess(args, **kwargs)
+        started.append(process)
+        return process
+
+    try:
+        yield factory  # type: ignore[misc]
+    finally:
+        for process in started:
+            process.kill()
+
+
+def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(cli_command() + args, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
