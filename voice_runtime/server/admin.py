@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import os
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
@@ -78,7 +77,7 @@ class LiveCalls:
 
     def __init__(self, server: VoiceServer) -> None:
         self.server = server
-        self._first_seen: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._first_seen: dict[int, float] = {}  # id(session) -> monotonic; pruned to live calls per listing
 
     def sessions(self) -> list[VoiceSession]:
         found = []
@@ -89,10 +88,12 @@ class LiveCalls:
         return found
 
     def describe(self, session: VoiceSession, now: float) -> dict[str, Any]:
-        events = session.events()
+        events = session.events
+        if callable(events):
+            events = events()
         started = next((e.at for e in events if e.kind == ev.STREAM_STARTED), None)
         if started is None:
-            started = self._first_seen.setdefault(session, now)
+            started = self._first_seen.setdefault(id(session), now)
         latency = last_turn_latency(events)
         return {
             "id": session.call_sid,
@@ -107,7 +108,10 @@ class LiveCalls:
 
     def listing(self) -> dict[str, Any]:
         now = time.monotonic()
-        calls = [self.describe(s, now) for s in self.sessions()]
+        sessions = self.sessions()
+        live_ids = {id(s) for s in sessions}
+        self._first_seen = {k: v for k, v in self._first_seen.items() if k in live_ids}
+        calls = [self.describe(s, now) for s in sessions]
         calls.sort(key=lambda c: -c["duration_s"])
         return {"calls": calls, "count": len(calls)}
 
