@@ -3,12 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages that tests use for real (campaigns on a real redis-server, the reverse-proxy recipe on a real
-# nginx, the live calls page in a real headless chromium): installed as root when missing; elsewhere those
+# nginx, the live calls page in a real headless chromium, the console in a real terminal under tmux): installed as root when missing; elsewhere those
 # tests skip with one line saying what to install.
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
 if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
