@@ -145,3 +145,36 @@ def test_calls_refuses_a_wrong_token(cli, fakes) -> None:  # type: ignore[no-unt
     assert empty.returncode == 0 and '"count": 0' in empty.stdout
     process.signal(signal.SIGTERM)
     assert process.wait(30) == 0
+
+
+def test_outbound_calls_through_a_running_serve(cli, fakes) -> None:  # type: ignore[no-untyped-def]
+    """``voice-runtime call --server``: the serve process dials (Twilio, then Plivo) and runs its flow."""
+    twilio, plivo = fakes
+    process, base = _serve(cli, fakes, "examples/reminder.py:flow", "--mock-script", "thanks")
+    env = {"VOICE_ADMIN_TOKEN": ADMIN_TOKEN}
+
+    machine = cli(["call", "+15550104444", "examples/reminder.py:flow", "--server", base, "--carrier", "twilio", "--amd"], env=env)
+    dialled = twilio.wait_for_call(60)
+    assert dialled.to == "+15550104444" and dialled.form.get("MachineDetection") == "Enable"
+    assert dialled.stream()[0].startswith(f"ws://127.0.0.1:{base.rsplit(':', 1)[1]}/stream/")
+    phone = twilio.answer(dialled.sid)
+    twilio.send_amd(dialled.sid, "machine_start")
+    assert machine.wait(90) == 6, machine.out + machine.err
+    assert 'AGENT   says: "This is Sunny Dental with a reminder' in machine.out and "RESULT  machine" in machine.out
+    assert phone.wait_closed(15)
+
+    human = cli(["call", "+14155550111", "--server", base, "--carrier", "plivo", "--amd"], env=env)
+    call = plivo.wait_for_call(60)
+    plivo_phone = call.answer()
+    call.detect_machine(False)
+    plivo_phone.wait_for("playback_end", timeout=30)
+    from voice_runtime.providers.mock import tone_speech
+
+    plivo_phone.say(tone_speech(1.0), 8000)
+    assert human.wait(90) == 0, human.out + human.err
+    assert 'HEARD   "thanks"' in human.out and "RESULT  completed" in human.out
+
+    other = run_cli(["call", "+15550105555", "examples/ivr_menu.py:flow", "--server", base, "--carrier", "twilio"], env=env)
+    assert other.returncode == 2 and "this server runs examples/reminder.py:flow, not examples/ivr_menu.py:flow" in other.stderr
+    process.signal(signal.SIGTERM)
+    assert process.wait(30) == 0

@@ -92,6 +92,9 @@ def build_server(args: argparse.Namespace) -> tuple[Any, dict[str, dict[str, str
             attach_carrier(server, carrier, public_url)
     if server.inbound_flow is None and not any(getattr(c, "inbound_flow", None) for c in server.call_controls.values()):
         logging.getLogger(__name__).warning("no inbound flow: inbound calls will be rejected")
+    live_calls = getattr(server, "live_calls", None)
+    if live_calls is not None:
+        live_calls.flow_target = args.target  # what POST /admin/calls may ask this server to run
     urls = {}
     base = server.public_url or public_url
     for carrier, control in server.call_controls.items():
