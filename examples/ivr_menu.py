@@ -32,8 +32,8 @@ def choice_from_words(text: str) -> str | None:
 
 def flow(session) -> str | None:
     """Returns the menu item chosen (``hours``, ``appointments``, ``operator``) or None."""
+    session.clear_dtmf()  # keys from before the menu are stale; keys pressed during a prompt count
     for _attempt in range(3):
-        session.clear_dtmf()
         session.speak(MENU, wait=True, timeout=30)
         key = _wait_for_choice(session, timeout=8)
         if key in CHOICES:
