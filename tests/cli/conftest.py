@@ -77,18 +77,21 @@ class CliProcess:
         with self._cond:
             return "\n".join(self.stderr)
 
-    def wait_for_line(self, pattern: str, timeout: float = 30.0, *, stream: str = "stdout") -> re.Match[str]:
-        """Block until a line of ``stream`` matches ``pattern``; fails with everything printed so far."""
+    def wait_for_line(self, pattern: str, timeout: float = 30.0, *, stream: str = "stdout", count: int = 1) -> re.Match[str]:
+        """Block until ``count`` lines of ``stream`` match ``pattern`` (returns the last); fails with the output."""
         regex = re.compile(pattern)
         sink = self.stdout if stream == "stdout" else self.stderr
         deadline = time.monotonic() + timeout
+        found = 0
         with self._cond:
             seen = 0
             while True:
                 for line in sink[seen:]:
                     match = regex.search(line)
                     if match:
-                        return match
+                        found += 1
+                        if found >= count:
+                            return match
                 seen = len(sink)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not any(r.is_alive() for r in self._readers)):

@@ -16,6 +16,7 @@ from voice_runtime.testing.fake_plivo import FakePlivo
 from voice_runtime.testing.fake_twilio import FakeTwilio
 
 from .carriers import carrier_env
+from .conftest import EXAMPLES as REPO_EXAMPLES
 from .conftest import free_port, run_cli
 
 ADMIN_TOKEN = "admin-token-for-tests-0123"
@@ -178,3 +179,43 @@ def test_outbound_calls_through_a_running_serve(cli, fakes) -> None:  # type: ig
     assert other.returncode == 2 and "this server runs examples/reminder.py:flow, not examples/ivr_menu.py:flow" in other.stderr
     process.signal(signal.SIGTERM)
     assert process.wait(30) == 0
+
+
+def test_workers_share_the_port_and_log_json(cli) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from voice_runtime.testing import SimulatedPhone
+
+    port = free_port()
+    process = cli(["serve", "examples/ivr_menu.py:flow", "--stt", "mock", "--tts", "mock", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--log-json"])
+    process.wait_for_line(r"^ready: Application startup complete", timeout=90)
+    phones = [SimulatedPhone(f"ws://127.0.0.1:{port}/stream").connect() for _ in range(2)]
+    try:
+        for phone in phones:
+            phone.wait_for("playback_start", timeout=30)
+            phone.press("1")
+        for phone in phones:
+            assert phone.wait_closed(40)
+    finally:
+        for phone in phones:
+            phone.close()
+    process.signal(signal.SIGTERM)
+    assert process.wait(40) == 0
+    records = [json.loads(line) for line in process.err.splitlines() if line.strip()]
+    assert records and all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+    assert sum("Started server process" in r["message"] for r in records) == 2
+
+
+def test_reload_restarts_when_the_flow_changes(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    flow_file = tmp_path / "menu.py"
+    shutil.copy(REPO_EXAMPLES / "ivr_menu.py", flow_file)
+    port = free_port()
+    process = cli(["serve", f"{flow_file}:flow", "--stt", "mock", "--tts", "mock", "--host", "127.0.0.1", "--port", str(port), "--reload"])
+    process.wait_for_line(r"^ready: Application startup complete", timeout=90)
+    flow_file.write_text(flow_file.read_text().replace("Welcome to Sunny Dental.", "Welcome back to Sunny Dental."))
+    process.wait_for_line(r"Reloading", timeout=60, stream="stderr")
+    process.wait_for_line(r"^ready: Application startup complete", timeout=90, count=2)  # the new server process
+    process.signal(signal.SIGTERM)
+    assert process.wait(40) == 0

@@ -115,27 +115,32 @@ def _print_urls(args: argparse.Namespace, server: Any, urls: dict[str, dict[str,
     sys.stdout.flush()
 
 
+#: Log lines that mean "listening now": uvicorn's own (one process), the native server's. With uvicorn
+#: workers the parent binds the socket before forking, so a worker is ready once its app has started.
+LISTENING_MARKERS = ("Uvicorn running on", "serving media streams on")
+WORKER_READY_MARKERS = ("Application startup complete",)
+
+
 class _ReadyLine(logging.Handler):
     """Prints ``ready: ...`` once the web server says it listens (an event, so callers need not poll)."""
 
-    MARKERS = ("Uvicorn running on", "serving media streams on")
-
-    def __init__(self) -> None:
+    def __init__(self, markers: tuple[str, ...]) -> None:
         super().__init__(logging.INFO)
+        self.markers = markers
         self.done = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.done and record.getMessage().startswith(self.MARKERS):
+        if not self.done and record.getMessage().startswith(self.markers):
             self.done = True
-            print(f"ready: {record.getMessage()}", flush=True)
+            print(f"ready: {record.getMessage()} (pid {os.getpid()})", flush=True)
 
 
-def _watch_ready() -> None:
+def _watch_ready(markers: tuple[str, ...] = LISTENING_MARKERS) -> None:
     for name in ("uvicorn.error", "voice_runtime.server.ws_native"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)  # the record must exist; the root handler still filters by level
-        logger.addHandler(_ReadyLine())
+        logger.addHandler(_ReadyLine(markers))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, json_lines=args.log_json)
     server, urls = build_server(args)
     _print_urls(args, server, urls)
-    _watch_ready()
+    if args.mode == "native" or not (args.reload or args.workers > 1):
+        _watch_ready()
     if args.mode == "native":
         if args.reload:
             raise CliError("--reload needs --mode fastapi")
@@ -189,5 +195,6 @@ def app_from_environment() -> Any:
     add_serve_arguments(parser)
     args = parser.parse_args(json.loads(os.environ.get(ARGV_ENV, "[]")))
     configure_logging(args.log_level, json_lines=args.log_json)
+    _watch_ready(WORKER_READY_MARKERS)
     server, _ = build_server(args)
     return server.app
