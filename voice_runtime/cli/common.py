@@ -135,7 +135,13 @@ def provider_factories(args: argparse.Namespace, *, default: str | None = None) 
 
 
 # ------------------------------------------------------------------------------------------ carriers
-CARRIERS = ("twilio", "plivo")
+def _registered_carriers() -> tuple[str, ...]:
+    from voice_runtime.carriers import CARRIERS as REGISTRY
+
+    return tuple(sorted(REGISTRY))
+
+
+CARRIERS = _registered_carriers()
 
 
 def public_url_from(args: argparse.Namespace) -> str | None:
@@ -146,20 +152,17 @@ def attach_carrier(server: Any, carrier: str, public_url: str | None) -> Any:
     """Build ``carrier``'s call control on ``server`` (credentials from the environment)."""
     if not public_url:
         raise CliError(f"{carrier} needs the server's public URL: pass --public-url https://... (or set VOICE_PUBLIC_URL)")
+    from voice_runtime.carriers import get_carrier
+
     try:
-        if carrier == "twilio":
-            from voice_runtime.transports.twilio_control import TwilioCallControl
-
-            return TwilioCallControl(server, public_url=public_url)
-        if carrier == "plivo":
-            from voice_runtime.transports.plivo_control import PlivoCallControl
-
-            return PlivoCallControl(server, public_url=public_url)
+        control_class = get_carrier(carrier).load_call_control()
+        return control_class(server, public_url=public_url)
     except ConfigError as exc:
         raise CliError(f"{carrier}: {exc}") from None
     except ImportError as exc:
         raise CliError(f"{carrier}: {exc} (pip install 'voice-runtime[{carrier}]')") from None
-    raise CliError(f"unknown carrier {carrier!r}; choose from {', '.join(CARRIERS)}")
+    except ValueError as exc:  # not a registered carrier
+        raise CliError(str(exc)) from None
 
 
 def http_base(url: str) -> str:

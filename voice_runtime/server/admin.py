@@ -178,9 +178,12 @@ class LiveCalls:
 
     def describe(self, session: VoiceSession, now: float) -> dict[str, Any]:
         events = session.events
-        if callable(events):
+        if callable(events):  # prior-art sessions exposed a method
             events = events()
-        started = next((e.at for e in events if e.kind == ev.STREAM_STARTED), None)
+        stats = getattr(session, "call_stats", None)
+        started = getattr(stats, "started_at", None)
+        if started is None:
+            started = next((e.at for e in events if e.kind == ev.STREAM_STARTED), None)
         if started is None:
             started = self._first_seen.setdefault(id(session), now)
         latency = last_turn_latency(events)
