@@ -136,6 +136,7 @@ def test_native_mode_serves_the_simulated_phone(cli) -> None:  # type: ignore[no
         phone.close()
     process.signal(signal.SIGTERM)
     assert process.wait(30) == 0
+    assert "drain complete" in process.err  # the native mode drains on SIGTERM too
 
 
 def test_calls_refuses_a_wrong_token(cli, fakes) -> None:  # type: ignore[no-untyped-def]

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("--reload needs --mode fastapi")
         from voice_runtime.server.ws_native import serve_native
 
-        serve_native(server, host=args.host, port=args.port, workers=args.workers)
+        serve_native(server, host=args.host, port=args.port, workers=args.workers, drain_deadline=args.drain_deadline)
         return 0
     if args.reload or args.workers > 1:
         return _run_uvicorn_processes(args)
