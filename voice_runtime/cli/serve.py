@@ -136,7 +136,8 @@ class _ReadyLine(logging.Handler):
 
 
 def _watch_ready(markers: tuple[str, ...] = LISTENING_MARKERS) -> None:
-    for name in ("uvicorn.error", "voice_runtime.server.ws_native"):
+    # The whole voice_runtime.server hierarchy, not one module: the native runner's module has moved before.
+    for name in ("uvicorn.error", "voice_runtime.server"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)  # the record must exist; the root handler still filters by level
