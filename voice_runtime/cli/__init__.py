@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.register(sub)
+    from voice_runtime.campaign.cli import add_campaign_parser  # campaign create|add|status|... (Redis)
+
+    add_campaign_parser(sub)
     return parser
 
 

@@ -1,4 +1,9 @@
-"""``voice-runtime calls``: list a running server's live calls (its ``/admin/calls`` endpoint)."""
+"""``voice-runtime calls``: live calls of one running server (its ``/admin/calls``) or of a fleet (Redis).
+
+Two sources, one command: ``--server URL`` asks one server's authenticated admin endpoint
+(:mod:`voice_runtime.server.admin`); ``--redis URL`` reads a campaign fleet's worker heartbeats
+(:mod:`voice_runtime.campaign`), which is what ``voice_runtime.campaign.cli`` prints.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ EXAMPLES = """\
 examples:
   VOICE_ADMIN_TOKEN=s3cret voice-runtime calls --server http://127.0.0.1:8080
   voice-runtime calls --server https://voice.example.com --token s3cret --json
+
+  voice-runtime calls --redis redis://localhost:6379/0 --fleet default   # every worker of a campaign fleet
 
 The server must run with the same VOICE_ADMIN_TOKEN in its environment (the endpoint is off without one).
 """
@@ -30,10 +37,16 @@ def register(sub: Any) -> None:
     parser.add_argument("--token", metavar="TOKEN", help="admin bearer token (default: env VOICE_ADMIN_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print the endpoint's JSON")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    parser.add_argument("--redis", metavar="URL", help="read a campaign fleet's live calls from Redis instead of one server")
+    parser.add_argument("--fleet", default="default", help="with --redis: the fleet's name (default 'default')")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.redis:
+        from voice_runtime.campaign.cli import _calls as fleet_calls  # the fleet's listing lives with campaigns
+
+        return fleet_calls(args)
     import httpx
 
     token = args.token or os.environ.get("VOICE_ADMIN_TOKEN")
