@@ -8,6 +8,7 @@ stderr, exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 from voice_runtime.cli import call, calls, console, demo, report, serve, sms
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.run(args) or 0)
+        run = args.run
+        if "out" in inspect.signature(run).parameters:  # campaign commands take out=sys.stdout, bound at import
+            return int(run(args, sys.stdout) or 0)
+        return int(run(args) or 0)
     except CliError as exc:
         print(f"voice-runtime {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from voice_runtime.cli.common import CliError
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.redis:
         from voice_runtime.campaign.cli import _calls as fleet_calls  # the fleet's listing lives with campaigns
 
-        return fleet_calls(args)
+        return fleet_calls(args, sys.stdout)
     import httpx
 
     token = args.token or os.environ.get("VOICE_ADMIN_TOKEN")

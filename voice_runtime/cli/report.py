@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("path", metavar="CALL.jsonl")
-    parser.add_argument("--out", metavar="FILE", help="output picture (default: the log's name with .png)")
+    parser.add_argument("-o", "--out", metavar="FILE", help="output picture: .png, .svg or .html (default: the log's name with .png)")
     parser.set_defaults(run=run)
 
 
