@@ -360,8 +360,8 @@ class PlivoCallControl(CallControlBase):
         @app.api_route(f"{base}/transfer/{{key}}", methods=["GET", "POST"])
         async def plivo_transfer(request: Request, key: str) -> Response:
             params = await self._verified(request, "transfer")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):  # 413 or 403, already decided by _verified
+                return params
             with self._transfers_lock:
                 xml = self._transfers.pop(key, None)
             if xml is None:  # unknown or replayed: never dial anyone twice
