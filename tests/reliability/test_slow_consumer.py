@@ -15,6 +15,7 @@ import pytest
 from voice_runtime import MarkOutcome
 from voice_runtime.audio.frames import SILENCE_FRAME
 from voice_runtime.providers.mock import MockStt
+from voice_runtime.server import ConnectionConfig
 
 from ..conftest import CallHarness
 from .conftest import CARRIERS, LeakCheck
@@ -89,7 +90,11 @@ def test_a_stuck_reader_stays_bounded_and_does_not_stall_another_call(harness: C
 
     stt = SttNeverReads if stuck == "stt" else SttCommitsEveryFrame
     defaults = {"inbound_max_frames": 25, "max_pending_utterances": 8}
-    server, running = harness.serve(flow, stt_factory=stt, session_defaults=defaults)
+    # The inbound rate budget is off: this test sends 100 s of audio in a second or two *on purpose*, to fill
+    # the queues; the budget (which would drop and close such a flood) is tested in test_inbound_budget.py.
+    server, running = harness.serve(
+        flow, stt_factory=stt, session_defaults=defaults, connection_config=ConnectionConfig(inbound_budget=None)
+    )
     leaks = LeakCheck(running)
     slow = harness.phone(running, carrier=carrier, custom_parameters={"who": "slow"}, call_id="CA" + "5" * 32, send_silence=False)
     good = harness.phone(running, carrier=carrier, custom_parameters={"who": "good"}, call_id="CA" + "6" * 32)

@@ -7,9 +7,11 @@ way, before any session state exists:
 1. **Route.** ``/stream`` is an inbound stream (a fresh session per connection); ``/stream/{token}`` belongs to
    the session that was issued the token (a call we dialled, or one a webhook answered). An unknown, expired
    or used token is refused here.
-2. **Draining.** A draining server refuses new streams (the carrier retries elsewhere).
+2. **Draining and capacity.** A draining server refuses new streams (the carrier retries elsewhere); a server at
+   ``limits.max_calls`` refuses them with 503 + ``Retry-After``.
 3. **Signatures.** Every registered carrier validator runs; one must say yes. An upgrade with no carrier
-   signature is refused unless unsigned streams are allowed (a logged development opt-out).
+   signature is refused unless unsigned streams are allowed (:mod:`voice_runtime.server.stream_policy`:
+   never by default once a public https/wss URL is configured; logged once at startup).
 4. **Claim.** Only now is a token consumed, so a refused upgrade never burns the real call's token.
 
 Which dialect the stream speaks is bound here too: by the token's carrier for routed streams; only the bare
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voice_runtime.protocols import Dialect, StreamStarted, get_dialect
+from voice_runtime.server.provider_setup import report_setup_failure
 from voice_runtime.session import VoiceSession
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,9 +134,8 @@ async def admit_stream(server: VoiceServer, request: UpgradeRequest, token: str 
         return Refused(403, "unknown stream token")
     if not server.accepting:
         return Refused(403, "draining")  # answered like every refusal: the carrier fails over
-    if server.at_capacity:
-        log.warning("refused stream upgrade: at max_calls=%s", server.max_calls)
-        return Refused(403, "at capacity")
+    if server.at_call_capacity():  # counted and logged (rate-limited) by the server
+        return Refused(503, "at max_calls")  # answered 503 + Retry-After by each mode
     verdict = await _check_signatures(server, request)
     if verdict is not None:
         return verdict
@@ -192,13 +194,18 @@ async def _check_signatures(server: VoiceServer, request: UpgradeRequest) -> Ref
 
 
 def _fresh_session(server: VoiceServer) -> SessionFor:
-    async def session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession:
+    async def session_for(started: StreamStarted, dialect: Dialect) -> VoiceSession | None:
         from voice_runtime.server.connection import SessionUnavailable
 
+        # Replay safety (server/stream_tickets.py): one session per CallSid ever, and a valid per-call ticket
+        # when the server requires one. A refusal closes 1008 before any session exists.
+        params = dict(started.custom_parameters or {})
+        if not server.start_guard.admit(started.call_id, params, server.stream_tickets):
+            return None
         try:
             return server.new_session()
         except Exception as exc:  # a provider factory raised: this call cannot be set up
-            log.exception("session for an inbound stream could not be created")
+            report_setup_failure(server, started.call_id, exc)  # counter, event, one traceback
             raise SessionUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     return session_for

@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,12 @@ from voice_runtime.metrics.observer import CallObserver, ReportHook
 from voice_runtime.server.admin import mount_admin
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
+from voice_runtime.server.flow_watch import FlowWatch
+from voice_runtime.server.limits import ServerLimits
+from voice_runtime.server.overload import deny_over_capacity
 from voice_runtime.server.registry import CallRegistry
+from voice_runtime.server.stream_policy import unsigned_policy, warn_if_unsigned
+from voice_runtime.server.stream_tickets import StartGuard, StreamTickets
 from voice_runtime.server.wire import StarletteWire
 from voice_runtime.session import VoiceSession
 from voice_runtime.stats import CallStats
@@ -176,8 +182,14 @@ class VoiceServer:
         self.flow_threads: set[threading.Thread] = set()
         self.upgrade_validators: dict[str, UpgradeValidator] = {}
         self.call_controls: dict[str, Any] = {}
-        self.allow_unsigned_streams: bool | None = None  # None: allowed only while no validator is registered
+        # None: allowed only while no validator is registered and no public https/wss URL is set (stream_policy)
+        self.allow_unsigned_streams: bool | None = None
         self._warned_unsigned = False
+        self.stream_tickets: StreamTickets | None = None  # set to require a per-call ticket on /stream
+        self.start_guard = StartGuard()  # /stream: one session per CallSid, ever
+        self.flow_watch = FlowWatch()  # flows that outlive their call are logged and counted
+        self.limits = ServerLimits()  # max_connections / max_calls / header_timeout, both server modes
+        self.stats: Counter[str] = Counter()  # server-wide counters
         self._listeners: list[CallListener] = []
         self._adopted: weakref.WeakSet[VoiceSession] = weakref.WeakSet()
         self._reported: weakref.WeakSet[VoiceSession] = weakref.WeakSet()
@@ -187,7 +199,8 @@ class VoiceServer:
         #: owned by another worker process before the handshake (HTTP 421 + the text).
         self.route_guard: Callable[[str], str | None] | None = None
         self.worker_address: Any = None
-        self.max_calls = max_calls
+        if max_calls is not None:
+            self.limits.max_calls = max_calls
         self.check_config_on_start = check_config
         install_call_id_records()
         self.metrics: Any = None
@@ -309,7 +322,8 @@ class VoiceServer:
 
     def start_flow(self, session: VoiceSession, flow: Flow) -> threading.Thread:
         self.flow_threads = {t for t in self.flow_threads if t.is_alive()}
-        thread = run_flow_thread(session, as_flow(flow))  # type: ignore[arg-type]
+        # as_flow: async flows too; the watch reports a flow that outlives its call
+        thread = run_flow_thread(session, self.flow_watch.wrap(session, as_flow(flow)))  # type: ignore[arg-type]
         self.flow_threads.add(thread)
         return thread
 
@@ -324,16 +338,19 @@ class VoiceServer:
         self.upgrade_validators[carrier] = validator
 
     def unsigned_streams_allowed(self) -> bool:
-        allow = self.allow_unsigned_streams
-        return (not self.upgrade_validators) if allow is None else allow
+        """The fail-closed policy of :mod:`voice_runtime.server.stream_policy` (public https/wss URL: refused)."""
+        return unsigned_policy(self).allowed
 
     def note_unsigned_stream(self) -> None:
-        if not self._warned_unsigned:
-            self._warned_unsigned = True
-            log.warning(
-                "accepting unsigned media streams (%s): development only",
-                "allow_unsigned_streams=True" if self.allow_unsigned_streams else "no carrier credentials configured",
-            )
+        warn_if_unsigned(self)  # once per server, with how to turn it off
+
+    def at_call_capacity(self) -> bool:
+        """True (and counted, logged rate-limited) when ``limits.max_calls`` calls are already live."""
+        cap = self.limits.max_calls
+        if cap is None or len(self.connections) < cap:
+            return False
+        self.limits.refused("calls_refused", "max_calls (%d) reached: new calls get 503 + Retry-After", cap)
+        return True
 
     def register_call_control(self, control: Any) -> None:
         """Attach a carrier's call control (REST hangup etc.); ``control.carrier`` names the carrier."""
@@ -364,6 +381,9 @@ class VoiceServer:
         if not isinstance(verdict, Admitted):
             if verdict.status == 421:  # misdirected (another worker's stream): say whose, in the HTTP answer
                 await _refuse_http(websocket, verdict.status, verdict.reason)
+                return
+            if verdict.status == 503:
+                await deny_over_capacity(websocket, self.limits)  # 503 + Retry-After, not a bare 403
                 return
             await websocket.close(code=1008)  # before accept(): uvicorn answers the upgrade with HTTP 403
             return
@@ -408,8 +428,18 @@ class VoiceServer:
                 self._report_ended(connection.session)
 
     @property
+    def max_calls(self) -> int | None:
+        """Live calls at most (``limits.max_calls``): past it upgrades get 503 + Retry-After and /readyz fails."""
+        return self.limits.max_calls
+
+    @max_calls.setter
+    def max_calls(self, value: int | None) -> None:
+        self.limits.max_calls = value
+
+    @property
     def at_capacity(self) -> bool:
-        return self.max_calls is not None and len(self.connections) >= self.max_calls
+        cap = self.limits.max_calls
+        return cap is not None and len(self.connections) >= cap
 
     @property
     def ready(self) -> bool:

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voice_runtime import call_events as ev
@@ -49,6 +49,7 @@ from voice_runtime.protocols import (
 from voice_runtime.offloop import run_off_loop
 from voice_runtime.recording.base import Recorder
 from voice_runtime.server.stt_binding import SttBinding
+from voice_runtime.server.inbound_budget import BudgetConfig, InboundBudget, Verdict
 from voice_runtime.session import VoiceSession
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ class ConnectionConfig:
     max_batch_seconds: float = 0.40
     max_inbound_message: int = 64 * 1024  # larger messages are dropped and counted; the call goes on
     hard_max_inbound_message: int = 1024 * 1024  # the socket layer refuses larger ones outright (close 1009)
-    max_protocol_errors: int = 1000  # then the peer is broken or hostile: close 1008
+    max_protocol_errors: int = 1000  # misbehaviour of any kind (parse, binary, oversize, unknown, order, rate): close 1008
+    # Per-connection inbound rate budget (server/inbound_budget.py); None disables it (the benchmark's "before").
+    inbound_budget: BudgetConfig | None = field(default_factory=BudgetConfig)
     background_lead: float = 0.12  # seconds of background bed kept at the carrier in silences (speech waits <= this)
     stt_stop_timeout: float = 5.0
     close_timeout: float = 1.0
@@ -146,6 +149,9 @@ class CallConnection:
         self._encode: Callable[[bytes], bytes] | None = None
         self._encoder: Any = None  # stream-format encoder (L16): flushed before marks, reset on clear
         self._warned: set[str] = set()
+        self._media_bytes_per_second = 8000.0
+        self._budget: InboundBudget | None = None
+        self._close_reason = "too many protocol errors"
 
     # ----------------------------------------------------------------------------- SessionLink
     @property
@@ -252,7 +258,7 @@ class CallConnection:
             except SessionUnavailable as exc:
                 reason = EndReason.PROVIDER_FAILED
                 self.stats["provider_failed"] += 1
-                log.error("call could not be set up: %s; closing 1011", exc)
+                log.info("call could not be set up: %s; closing 1011", exc)  # counted + logged by admission
                 await self._close(1011, "call setup failed")
                 return
             if session is None:
@@ -303,6 +309,9 @@ class CallConnection:
         self._stream_t0 = time.monotonic()
         self._playhead = self._stream_t0
         fmt = started.media_format
+        # Wire payload bytes per second of audio (the budget's "real time"): μ-law 8 kHz = 8000, L16 = 2 x rate.
+        self._media_bytes_per_second = 8000.0 if fmt.is_mulaw_8k else 2.0 * fmt.sample_rate
+        self._budget = InboundBudget(self.config.inbound_budget) if self.config.inbound_budget is not None else None
         if not fmt.is_mulaw_8k:
             from voice_runtime.audio import L16Decoder, L16Encoder
 
@@ -341,7 +350,7 @@ class CallConnection:
         else:
             reason = await self._receive_pulled()
         if reason is EndReason.PROTOCOL_ERRORS:
-            await self._close(1008, "too many protocol errors")
+            await self._close(1008, self._close_reason)
         return reason
 
     async def _receive_pulled(self) -> EndReason:
@@ -380,25 +389,33 @@ class CallConnection:
     def _dispatch(self, message: str | bytes) -> EndReason | None:
         """One carrier message after ``start``: parse it and hand its event to the session.
 
-        Returns the end reason when the message ends the call (``stop``, too many protocol errors), else None.
-        Runs once per 20 ms frame of every call: one parse, no allocation beyond the event, no task.
+        Returns the end reason when the message ends the call (``stop``, too many protocol errors, a flood far
+        over the inbound rate budget), else None. Runs once per 20 ms frame of every call: one parse, no
+        allocation beyond the event, no task. The budget is checked *before* parsing, so a flood of junk
+        costs a counter per message, not a JSON parse.
         """
-        session, dialect = self.session, self.dialect
+        session, dialect, budget = self.session, self.dialect, self._budget
         assert session is not None and dialect is not None
+        if budget is not None:
+            verdict = budget.before_parse(len(message))
+            if verdict is not Verdict.ACCEPT:
+                return self._over_budget(verdict, budget)
         if len(message) > self.config.max_inbound_message:
-            self._count_drop("oversized_message")
-            return None
+            return self._misbehaved("oversized_message")
         if isinstance(message, bytes):
-            self._count_drop("binary_frame")
-            return None
+            return self._misbehaved("binary_frame")
         try:
             event = dialect.parse(message)
         except RemoteProtocolError as exc:
-            self._count_drop(exc.reason)
-            if self.stats["protocol_errors"] > self.config.max_protocol_errors:
-                return EndReason.PROTOCOL_ERRORS
-            return None
+            return self._misbehaved(exc.reason)
         kind = type(event)
+        if budget is not None and kind is not StreamStopped:
+            if kind is MediaReceived:
+                verdict = budget.media(len(event.payload) / self._media_bytes_per_second)  # type: ignore[union-attr]
+            else:
+                verdict = budget.event()
+            if verdict is not Verdict.ACCEPT:
+                return self._over_budget(verdict, budget)
         if kind is MediaReceived:
             payload = event.payload  # type: ignore[union-attr]
             if self._decode is not None:
@@ -417,10 +434,33 @@ class CallConnection:
         elif kind is AudioCleared:
             self.stats["clear_acked"] += 1
         elif kind is UnknownEvent:
-            self._count_drop("unknown_event")
+            return self._misbehaved("unknown_event")
         elif kind is Connected:
-            self._count_drop("late_connected")
+            return self._misbehaved("late_connected")
+        elif kind is StreamStarted:
+            return self._misbehaved("out_of_order_start")
         return None
+
+    def _misbehaved(self, reason: str) -> EndReason | None:
+        """Count one misbehaviour; past ``max_protocol_errors`` (of any kind) the call ends with close 1008."""
+        self._count_drop(reason)
+        if self.stats["protocol_errors"] <= self.config.max_protocol_errors:
+            return None
+        log.warning("closing call %s: too many protocol errors (last: %s)", self._call_id(), reason)
+        self._close_reason = f"too many protocol errors ({reason})"[:120]
+        return EndReason.PROTOCOL_ERRORS
+
+    def _over_budget(self, verdict: Verdict, budget: InboundBudget) -> EndReason | None:
+        """A message over the inbound rate budget: dropped and counted; well past it, close 1008."""
+        if verdict is Verdict.CLOSE:
+            self._count_drop("rate_limited")
+            log.warning("closing call %s: inbound flood (%s) far over its rate budget", self._call_id(), budget.last_drop_reason)
+            self._close_reason = f"inbound rate over budget ({budget.last_drop_reason})"
+            return EndReason.PROTOCOL_ERRORS
+        return self._misbehaved("rate_limited")
+
+    def _call_id(self) -> str:
+        return str(self.session.call_sid if self.session is not None else None)
 
     # ----------------------------------------------------------------------------- outbound
     async def _pump(self) -> None:

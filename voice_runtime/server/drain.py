@@ -46,21 +46,32 @@ class DrainReport:
 
     active_at_start: int = 0
     finished: int = 0
-    hung_up: int = 0
-    rest_hangup_failures: int = 0
+    cut_at_deadline: int = 0  # calls still up at the deadline (each hung up or failed)
+    hung_up: int = 0  # of those, REST hangup succeeded (or no REST needed) and the socket was closed
+    rest_hangup_failures: int = 0  # of those, the REST hangup failed or timed out: the carrier may keep them up
     flow_threads_left: int = 0
     elapsed: float = 0.0
     hung_up_calls: list[str] = field(default_factory=list)
+    failed_calls: list[str] = field(default_factory=list)
+    flows_left_calls: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing left behind: every late call hung up, every flow thread returned."""
+        return self.rest_hangup_failures == 0 and self.flow_threads_left == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "active_at_start": self.active_at_start,
             "finished": self.finished,
+            "cut_at_deadline": self.cut_at_deadline,
             "hung_up": self.hung_up,
             "rest_hangup_failures": self.rest_hangup_failures,
             "flow_threads_left": self.flow_threads_left,
             "elapsed": round(self.elapsed, 3),
             "hung_up_calls": list(self.hung_up_calls),
+            "failed_calls": list(self.failed_calls),
+            "flows_left_calls": list(self.flows_left_calls),
         }
 
 
@@ -98,20 +109,38 @@ async def drain(
 
     if late:
         log.warning("drain deadline reached: hanging up %d call(s)", len(late))
+        report.cut_at_deadline = len(late)
+        # Every hangup starts now, each on a thread of its own (CallControlBase.hangup runs off the loop with
+        # run_off_loop, not the 6-thread default executor): none waits behind another's carrier latency.
         results = await asyncio.gather(
             *(_hang_up_late(server, c, close_code, hangup_timeout, close_timeout) for c in late), return_exceptions=True
         )
         for connection, result in zip(late, results):
-            report.hung_up += 1
             session = connection.session
-            if session is not None and session.call_sid:
-                report.hung_up_calls.append(session.call_sid)
-            if result is not True:
+            call_id = (session.call_sid if session is not None else None) or "?"
+            if result is True:
+                report.hung_up += 1
+                report.hung_up_calls.append(call_id)
+            else:
                 report.rest_hangup_failures += 1
+                report.failed_calls.append(call_id)
 
     report.flow_threads_left = await asyncio.to_thread(_join_flows, server, flow_grace)
+    watch = getattr(server, "flow_watch", None)
+    if watch is not None and report.flow_threads_left:
+        report.flows_left_calls = watch.alive()
     report.elapsed = time.monotonic() - started
     log.info("drain complete: %s", report.as_dict())
+    if report.rest_hangup_failures:
+        log.error(
+            "drain: %d call(s) could not be hung up over REST and may still be connected (and billed) at the "
+            "carrier: %s", report.rest_hangup_failures, ", ".join(report.failed_calls[:20])
+        )
+    if report.flow_threads_left:
+        log.error(
+            "drain: %d flow thread(s) still running after their calls ended (they ignore hangup): %s",
+            report.flow_threads_left, ", ".join(report.flows_left_calls[:20]) or "call ids unknown"
+        )
     return report
 
 

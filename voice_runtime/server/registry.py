@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from voice_runtime.server.token_guard import revoke_when_ended
 from voice_runtime.session import VoiceSession
 
 
@@ -38,6 +39,7 @@ class CallRegistry:
         with self._lock:
             self._prune(now)
             self._pending[token] = _Pending(session, now + self.token_ttl, carrier or session.carrier)
+        revoke_when_ended(self, session, token)  # whatever ends the call first, the token dies with it
         return token
 
     def peek(self, token: str) -> bool:
@@ -55,6 +57,8 @@ class CallRegistry:
         with self._lock:
             pending = self._pending.pop(token, None)
         if pending is None or pending.expires_at <= time.monotonic():
+            return None
+        if pending.session.is_disconnected:  # its call ended (timed out, hung up) before the stream came
             return None
         return pending.session, pending.carrier
 

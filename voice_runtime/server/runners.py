@@ -22,13 +22,19 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from voice_runtime.server.drain import DrainReport, drain
+from voice_runtime.server.limits import quiet_accept_errors
+from voice_runtime.server.stream_policy import warn_if_unsigned
+from voice_runtime.server.uvicorn_guard import guarded_protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from voice_runtime.server.app import VoiceServer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunningServer", "GracefulServer", "start_fastapi", "serve_fastapi", "running"]
+__all__ = ["DRAIN_UNCLEAN_EXIT", "RunningServer", "GracefulServer", "start_fastapi", "serve_fastapi", "running"]
+
+#: The process exit status of a drain that left something behind (a failed REST hangup, a flow still running).
+DRAIN_UNCLEAN_EXIT = 3
 
 
 @dataclass
@@ -63,6 +69,7 @@ class RunningServer:
 def start_fastapi(server: VoiceServer, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> RunningServer:
     """Run uvicorn in a background thread. Returns once it is listening."""
     server.check_config_at_start()
+    warn_if_unsigned(server)
     config = uvicorn.Config(
         server.app,
         host=host,
@@ -71,6 +78,7 @@ def start_fastapi(server: VoiceServer, host: str = "127.0.0.1", port: int = 0, *
         lifespan="off",
         ws_max_size=server.connection_config.hard_max_inbound_message,
         ws_ping_interval=None,
+        **hardened_uvicorn_options(server),
     )
     uv = uvicorn.Server(config)
     uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn installs them
@@ -93,12 +101,36 @@ def serve_fastapi(server: VoiceServer, host: str = "0.0.0.0", port: int = 8080, 
 
     The signal starts a graceful drain (:mod:`voice_runtime.server.drain`): new calls are refused, live
     calls may finish for up to ``drain_deadline`` seconds, the rest are hung up over REST and closed
-    with 1012; then the process exits 0. A second Ctrl-C exits at once.
+    with 1012; then the process exits 0 — or :data:`DRAIN_UNCLEAN_EXIT` (3) when the drain was not clean (a
+    REST hangup failed, or a flow thread ignored its hangup), after logging which calls at ERROR. A second
+    Ctrl-C exits at once.
     """
     server.check_config_at_start()
+    warn_if_unsigned(server)
     uvicorn_kwargs.setdefault("ws_max_size", server.connection_config.hard_max_inbound_message)
+    for name, value in hardened_uvicorn_options(server).items():
+        uvicorn_kwargs.setdefault(name, value)
     config = uvicorn.Config(server.app, host=host, port=port, **uvicorn_kwargs)
-    GracefulServer(config, server, drain_deadline).run()
+    graceful = GracefulServer(config, server, drain_deadline)
+    graceful.run()
+    exit_if_unclean(graceful.drain_report)
+
+
+def hardened_uvicorn_options(server: VoiceServer) -> dict[str, Any]:
+    """uvicorn options every runner sets: the header-deadline/connection-cap protocol, and no proxy rewriting.
+
+    ``proxy_headers=False`` keeps ``scope["client"]`` the TCP peer, so :mod:`voice_runtime.transports.forwarded`
+    can decide which peers' forwarded headers to believe. The guarded protocol is
+    :mod:`voice_runtime.server.uvicorn_guard`; the asyncio accept-storm log line is rate-limited too.
+    """
+    quiet_accept_errors()
+    return {"proxy_headers": False, "http": guarded_protocol(server.limits)}
+
+
+def exit_if_unclean(report: DrainReport | None) -> None:
+    """Exit with :data:`DRAIN_UNCLEAN_EXIT` when a drain left something behind (it logged what, at ERROR)."""
+    if report is not None and not report.clean:
+        raise SystemExit(DRAIN_UNCLEAN_EXIT)
 
 
 @contextlib.contextmanager

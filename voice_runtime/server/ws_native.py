@@ -43,6 +43,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream, stream_path_token
+from voice_runtime.server.limits import quiet_accept_errors
+from voice_runtime.server.stream_policy import warn_if_unsigned
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
 from voice_runtime.server.loop_runner import serve_forever, start_in_thread
@@ -102,6 +104,12 @@ def native_handler(server: VoiceServer) -> tuple[Callable[..., Any], Callable[..
         probe = probe_response(server, request.path.partition("?")[0])  # /metrics, /healthz, /readyz: plain HTTP
         if probe is not None:
             return _http_response(conn, *probe)
+        cap = server.limits.max_connections
+        if cap is not None and server.limits.stats["native_open_connections"] > cap:  # handshakes included
+            server.limits.refused(
+                "connections_refused", "max_connections (%d) reached: new connections get 503 + Retry-After", cap
+            )
+            return _over_capacity(conn, server)
         token = stream_path_token(request.path.partition("?")[0], prefix)
         if token is False:
             return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
@@ -109,6 +117,8 @@ def native_handler(server: VoiceServer) -> tuple[Callable[..., Any], Callable[..
         if not isinstance(verdict, Admitted):
             if verdict.status == 421:  # misdirected (another worker's stream): say whose
                 return conn.respond(http.HTTPStatus.MISDIRECTED_REQUEST, verdict.reason + "\n")
+            if verdict.status == 503:
+                return _over_capacity(conn, server)
             return conn.respond(http.HTTPStatus.FORBIDDEN, "Forbidden\n")
         routes[conn] = verdict
         return None
@@ -134,10 +144,34 @@ def _http_response(conn: ServerConnection, status: int, body: bytes, content_typ
     response.headers["Content-Type"] = content_type
     response.headers["Content-Length"] = str(len(body))
     return dataclasses.replace(response, body=body)
+def _over_capacity(conn: ServerConnection, server: VoiceServer) -> Response:
+    """503 + Retry-After for a handshake we will not serve (max_connections or max_calls)."""
+    response = conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "server at capacity, retry later\n")
+    response.headers["Retry-After"] = str(server.limits.retry_after)
+    return response
+
+
+def _counted_connection(server: VoiceServer) -> type[ServerConnection]:
+    """A ``ServerConnection`` that counts every TCP connection from ``connection_made`` (handshakes included:
+    ``websockets`` itself tracks connections only once their handshake is done), for ``max_connections``."""
+    stats = server.limits.stats
+
+    class CountedConnection(ServerConnection):
+        def connection_made(self, transport: Any) -> None:
+            stats["native_open_connections"] += 1
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            stats["native_open_connections"] -= 1
+            super().connection_lost(exc)
+
+    return CountedConnection
 
 
 async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket | None, reuse_port: bool) -> Server:
     process_request, handler = native_handler(server)
+    warn_if_unsigned(server)
+    quiet_accept_errors()
     kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     if reuse_port and sock is None:
         kwargs["reuse_port"] = True
@@ -149,6 +183,8 @@ async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket
         ping_interval=None,  # carriers do not answer pings on media streams; the socket's end is the signal
         compression=None,  # carriers do not negotiate it, and it would cost CPU per frame
         close_timeout=server.connection_config.close_timeout,
+        open_timeout=server.limits.header_timeout,  # the whole handshake, request head included (slowloris)
+        create_connection=_counted_connection(server),
         **kwargs,
     )
 

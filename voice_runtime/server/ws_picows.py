@@ -36,6 +36,8 @@ from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgra
 
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync, stream_path_token
 from voice_runtime.server.probes import probe_response
+from voice_runtime.server.limits import quiet_accept_errors
+from voice_runtime.server.stream_policy import warn_if_unsigned
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
 from voice_runtime.server.loop_runner import serve_forever, start_in_thread
@@ -222,6 +224,8 @@ def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
 
 
 async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket | None, reuse_port: bool) -> asyncio.Server:
+    warn_if_unsigned(server)  # the unsigned-stream policy, once at startup (server/stream_policy.py)
+    quiet_accept_errors()
     kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     if reuse_port and sock is None:
         kwargs["reuse_port"] = True

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import binascii
 import json
+import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -49,8 +51,10 @@ class CarrierCodec:
     #: Does the carrier echo marks that were pending when a clear arrived? (Twilio yes, Plivo no.)
     echoes_marks_on_clear: ClassVar[bool] = True
 
-    call_id: str = "CA00000000000000000000000000000001"
-    stream_id: str = "MZ00000000000000000000000000000001"
+    # Fresh ids per simulated call, as a carrier gives each call its own: the server admits one session per
+    # call id on the tokenless route, so two phones must never share one by accident.
+    call_id: str = field(default_factory=lambda: "CA" + secrets.token_hex(16))
+    stream_id: str = field(default_factory=lambda: "MZ" + secrets.token_hex(16))
     account_id: str = "AC00000000000000000000000000000001"
     custom_parameters: dict[str, str] = field(default_factory=dict)
     _sequence: int = 0
@@ -204,8 +208,8 @@ class PlivoCarrier(CarrierCodec):
     name = "plivo"
     echoes_marks_on_clear = False
 
-    call_id: str = "6f1c7a52-3c1e-4a7e-9d2b-000000000001"
-    stream_id: str = "b3f0c9e4-8a2d-4c61-a5f7-000000000001"
+    call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     account_id: str = "MAXXXXXXXXXXXXXXXXXX"
     content_type: str = "audio/x-mulaw;rate=8000"
     extra_headers_style: str = "semicolon"  # semicolon | comma | json | omit

@@ -39,6 +39,14 @@ from voice_runtime.testing.phone import SimulatedPhone
 
 log = logging.getLogger(__name__)
 
+
+class _CarrierHttpServer(ThreadingHTTPServer):
+    """A carrier's API takes hundreds of simultaneous requests: a listen backlog of 5 (the stdlib default)
+    would turn a burst of hangups into connection resets that no real carrier would produce."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
 _ACCOUNT_PATH = re.compile(r"^/v1/Account/(?P<auth_id>[^/]+)/(?P<rest>.*)$")
 
 
@@ -234,8 +242,12 @@ class FakePlivo:
         *,
         ws_signature: str = "https",
         sign_webhooks: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.auth_id = auth_id
+        #: Seconds each REST request takes to be answered (a slow carrier API; drain tests use 1 s).
+        self.latency = latency
+        self._stopping = threading.Event()
         self.auth_token = auth_token
         self.ws_signature = ws_signature
         self.sign_webhooks = sign_webhooks
@@ -263,7 +275,7 @@ class FakePlivo:
 
             do_GET = do_POST = do_DELETE = do_PUT = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _CarrierHttpServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-plivo", daemon=True)
         self._thread.start()
@@ -354,6 +366,8 @@ class FakePlivo:
         with self._cond:
             self.requests.append(record)
             self._cond.notify_all()
+        if self.latency > 0:
+            self._stopping.wait(self.latency)  # the carrier's API latency (cut short when the fake stops)
         status, payload = self._route(record)
         data = b"" if payload is None else json.dumps(payload).encode()
         handler.send_response(status)

@@ -46,6 +46,7 @@ from voice_runtime.testing.phone import SimulatedPhone
 
 log = logging.getLogger(__name__)
 
+
 API_PREFIX = "/2010-04-01/Accounts/"
 ORIGINAL_HOST_HEADER = "X-Fake-Twilio-Original-Host"
 ENDED = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
@@ -189,6 +190,7 @@ class FakeTwilio:
         end_streams_on_update: bool = True,
         completed_callbacks: bool = True,
         on_dial: Callable[[FakeCall], None] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
@@ -199,6 +201,8 @@ class FakeTwilio:
         #: Called (in a background thread) for every call created over REST: lets a test play the callee
         #: (answer, busy, no-answer ...) automatically, e.g. :class:`~voice_runtime.testing.carrier_plan.CarrierPlan`.
         self.on_dial = on_dial
+        #: Seconds each REST request takes to be answered (a slow carrier API; drain tests use 1 s).
+        self.latency = latency
         self.requests: list[RecordedRequest] = []
         self.calls: dict[str, FakeCall] = {}
         self.messages: list[dict[str, Any]] = []
@@ -221,7 +225,7 @@ class FakeTwilio:
             owner = fake
 
         class Server(ThreadingHTTPServer):
-            request_queue_size = 256  # many workers dialling at once: do not refuse connections
+            request_queue_size = 1024  # hundreds of simultaneous REST requests (drains, many workers): never refuse
 
             def server_bind(self) -> None:
                 super().server_bind()
@@ -469,6 +473,14 @@ class FakeTwilio:
         call.status = "in-progress"
         return self.connect_stream(call, **phone_kwargs)
 
+    def add_call(self, *, direction: str = "inbound", from_: str = "+15557654321", to: str | None = None) -> FakeCall:
+        """A call the carrier knows about (in progress), without any webhook: for tests that open streams themselves."""
+        call = FakeCall(new_sid("CA"), to or self.phone_number, from_, direction, "in-progress")
+        with self._cond:
+            self.calls[call.sid] = call
+            self._cond.notify_all()
+        return call
+
     def inbound_call(
         self, webhook_url: str, *, from_: str = "+15557654321", to: str | None = None, connect: bool = True, **phone_kwargs: Any
     ) -> tuple[FakeCall, httpx.Response, SimulatedPhone | None]:
@@ -545,6 +557,8 @@ class FakeTwilio:
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)
+        if self.latency > 0:
+            self._release.wait(self.latency)  # the carrier's API latency (cut short when the fake closes)
         if failure is not None:
             if failure.stall:
                 self._release.wait(failure.stall)

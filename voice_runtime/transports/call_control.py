@@ -27,15 +27,22 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
 
 from voice_runtime import call_events as ev
 from voice_runtime.conversation.flows import as_flow
 from voice_runtime.errors import CallError, CallNotAnsweredError, CallTimeoutError, ConfigError
 from voice_runtime.lifecycle import NOT_ANSWERED, EndReason
+from voice_runtime.offloop import run_off_loop
+from voice_runtime.server.connection import SessionUnavailable
+from voice_runtime.server.overload import capacity_response
+from voice_runtime.server.provider_setup import report_setup_failure
 from voice_runtime.session import VoiceSession
+from voice_runtime.transports.webhooks import InboundAnswers, refuse_repoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from voice_runtime.server.app import VoiceServer
@@ -85,6 +92,7 @@ class CallControlBase:
         self._early: OrderedDict[str, list[tuple[str, Any]]] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()  # recently forgotten: late callbacks are noise
         self._lock = threading.RLock()
+        self.inbound_answers = InboundAnswers()  # call id -> the one answer document it ever gets
         server.register_call_control(self)
 
     # ------------------------------------------------------------------ to implement per carrier
@@ -169,6 +177,23 @@ class CallControlBase:
     def inbound_flow_or_none(self) -> Flow | None:
         return self.inbound_flow or self.server.inbound_flow
 
+    async def answer_inbound_once(
+        self, call_id: str, build: Callable[[], Awaitable[str | None]]
+    ) -> Response | tuple[str | None, bool]:
+        """Idempotent inbound answering: one answer document per carrier call id, ever.
+
+        The first webhook for ``call_id`` runs ``build`` (which calls :meth:`answer_inbound` and renders the
+        carrier's document); a retried or replayed webhook for the same id gets the same document back and
+        creates nothing (its stream token is single use). Returns ``(document, fresh)``, or a ready 503 +
+        ``Retry-After`` response when the server is at ``max_calls`` (the carrier retries or fails over).
+        """
+        if not self.inbound_answers.known(call_id) and self.server.at_call_capacity():
+            return capacity_response(self.server.limits)
+        document, fresh = await self.inbound_answers.answer(call_id, build)
+        if not fresh:
+            log.info("repeated %s answer webhook for call %s: same document, nothing created", self.carrier, call_id)
+        return document, fresh
+
     async def answer_inbound(
         self, call_id: str, *, caller: str | None, called: str | None, base_url: str | None = None
     ) -> tuple[VoiceSession, str]:
@@ -179,16 +204,22 @@ class CallControlBase:
         """
         flow = self.inbound_flow_or_none()
         assert flow is not None, "check inbound_flow_or_none() before answering"
-        session = await asyncio.to_thread(
-            self.new_session, call_sid=call_id or None, caller_number=caller, called_number=called, carrier=self.carrier
-        )
+        try:
+            session = await asyncio.to_thread(
+                self.new_session, call_sid=call_id or None, caller_number=caller, called_number=called, carrier=self.carrier
+            )
+        except Exception as exc:  # a provider factory raised: counted, logged once, announced; no 500 traceback
+            report_setup_failure(self.server, call_id, exc)
+            raise SessionUnavailable(f"{type(exc).__name__}: {exc}") from exc
         session.log.call_id = call_id or None
+        if call_id and not self.track(call_id, session):  # the call id already has a session: never re-point
+            session.signal_disconnected(EndReason.REFUSED)
+            raise SessionUnavailable(f"call {call_id} already has a session")
         token = self.server.expect_stream(session, carrier=self.carrier)
         stream_url = self.server.stream_url(token, base_url=base_url or self.public_url)
         if call_id:
             with self._lock:
                 self._tokens[call_id] = token
-            self.track(call_id, session)
         self.server.start_flow(session, self._inbound_runner(flow, call_id, token))
         log.info("answering inbound %s call %s", self.carrier, call_id or "?")
         return session, stream_url
@@ -228,10 +259,15 @@ class CallControlBase:
             log.info("hangup of call %s: %s", session.call_sid, exc)
 
     # ------------------------------------------------------------------ bookkeeping
-    def track(self, call_id: str, session: VoiceSession) -> None:
-        """Bind ``call_id`` to ``session`` and replay callbacks that arrived before we knew the call."""
+    def track(self, call_id: str, session: VoiceSession) -> bool:
+        """Bind ``call_id`` to ``session`` and replay callbacks that arrived before we knew the call.
+
+        A call id already bound to *another* session is never re-pointed (returns False): a second request
+        must not steal the real call's status/AMD callbacks, nor let its clean-up forget the real call.
+        """
         with self._lock:
-            self._calls[call_id] = session
+            if not refuse_repoint(self._calls, call_id, session):
+                return False
             self._finished.pop(call_id, None)
             early = self._early.pop(call_id, [])
         for kind, payload in early:
@@ -240,6 +276,7 @@ class CallControlBase:
                 self._apply_status(session, call_id, status, data)
             elif kind == "amd":
                 session.receive_answered_by(payload)
+        return True
 
     def rekey(self, old_id: str, new_id: str) -> None:
         """The carrier told us the call's lasting id (Plivo: request_uuid → CallUUID): move its bookkeeping."""
@@ -324,7 +361,9 @@ class CallControlBase:
         if transferred:
             log.info("call %s was transferred; closing the stream without a REST hangup", call_id)
             return
-        await asyncio.to_thread(self._hangup_call, call_id)
+        # A thread per hangup, not the loop's 6-thread default executor: at a drain deadline every late call's
+        # REST hangup must start at once (200 calls x 1 s of carrier latency queued behind 6 threads = 34 s).
+        await run_off_loop(self._hangup_call, call_id, name="rest-hangup")
 
     def _safe_hangup(self, call_id: str) -> None:
         try:

@@ -47,7 +47,10 @@ from voice_runtime.transports._plivo_client import PlivoCredentials, build_plivo
 from voice_runtime.transports.call_control import CallControlBase
 from voice_runtime.transports.plivo_security import PlivoSignatureValidator
 from voice_runtime.urls import to_http_url
-from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited
+from voice_runtime.once import NonceCache
+from voice_runtime.server.connection import SessionUnavailable
+from voice_runtime.transports.forwarded import ForwardedHeaders
+from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited, too_large
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,12 @@ class PlivoCallControl(CallControlBase):
         stream_timeout: int = 86400,
         inbound_connect_timeout: float = 30.0,
         session_class: type[VoiceSession] | None = None,
+        max_webhook_body: int = MAX_WEBHOOK_BODY,
+        forwarded_allow_ips: str | list[str] | None = None,
+        nonce_ttl: float = 600.0,
     ) -> None:
+        """``forwarded_allow_ips``: proxies whose ``X-Forwarded-*`` headers shape the signed URL (default
+        ``FORWARDED_ALLOW_IPS`` or ``127.0.0.1``); ``nonce_ttl``: how long a signature nonce stays used."""
         import os
 
         super().__init__(server, public_url=public_url, inbound_stream_timeout=inbound_connect_timeout)
@@ -107,13 +115,18 @@ class PlivoCallControl(CallControlBase):
         self.route_prefix = "/" + route_prefix.strip("/")
         self.inbound_flow = inbound_flow
         self.set_session_class(session_class)
-        self.max_webhook_body = MAX_WEBHOOK_BODY
+        self.max_webhook_body = max_webhook_body
         self.api_base_url = api_base_url
         self.http_timeout = http_timeout
         self.stream_timeout = int(stream_timeout)
         self.inbound_connect_timeout = inbound_connect_timeout
+        self.forwarded = ForwardedHeaders(forwarded_allow_ips)
         self.validator = PlivoSignatureValidator(
-            self.creds.auth_token, public_url=self.public_url, enforce=validate_signatures
+            self.creds.auth_token,
+            public_url=self.public_url,
+            enforce=validate_signatures,
+            nonces=NonceCache(ttl=nonce_ttl),
+            forwarded=self.forwarded,
         )
         self._pending: dict[str, _Pending] = {}  # answer key -> dialled call
         self._requests: dict[str, str] = {}  # request_uuid -> answer key (until answered)
@@ -333,22 +346,22 @@ class PlivoCallControl(CallControlBase):
         @app.api_route(f"{base}/answer", methods=["GET", "POST"])
         async def plivo_inbound_answer(request: Request) -> Response:
             params = await self._verified(request, "answer")
-            if params is None:
-                return Response(status_code=403)
-            return _xml(await self._answer_inbound(params))
+            if isinstance(params, Response):
+                return params
+            return await self._answer_inbound_once(params)
 
         @app.api_route(f"{base}/answer/{{key}}", methods=["GET", "POST"])
         async def plivo_outbound_answer(request: Request, key: str) -> Response:
             params = await self._verified(request, "answer")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):
+                return params
             return _xml(self._answer_outbound(key, params))
 
         @app.api_route(f"{base}/transfer/{{key}}", methods=["GET", "POST"])
         async def plivo_transfer(request: Request, key: str) -> Response:
             params = await self._verified(request, "transfer")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):  # 413 or 403, already decided by _verified
+                return params
             with self._transfers_lock:
                 xml = self._transfers.pop(key, None)
             if xml is None:  # unknown or replayed: never dial anyone twice
@@ -359,16 +372,16 @@ class PlivoCallControl(CallControlBase):
         @app.api_route(f"{base}/hangup", methods=["GET", "POST"])
         async def plivo_hangup(request: Request) -> Response:
             params = await self._verified(request, "hangup")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):
+                return params
             self._on_hangup(params)
             return Response(status_code=204)
 
         @app.api_route(f"{base}/ring", methods=["GET", "POST"])
         async def plivo_ring(request: Request) -> Response:
             params = await self._verified(request, "ring")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):
+                return params
             call_id = self._call_id_of(params)
             if call_id:
                 self._bind_call_uuid(params)
@@ -378,31 +391,39 @@ class PlivoCallControl(CallControlBase):
         @app.api_route(f"{base}/machine", methods=["GET", "POST"])
         async def plivo_machine(request: Request) -> Response:
             params = await self._verified(request, "machine")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):
+                return params
             self._on_machine_detection(params)
             return Response(status_code=204)
 
         @app.api_route(f"{base}/stream-status", methods=["GET", "POST"])
         async def plivo_stream_status(request: Request) -> Response:
             params = await self._verified(request, "stream-status")
-            if params is None:
-                return Response(status_code=403)
+            if isinstance(params, Response):
+                return params
             self._on_stream_status(params)
             return Response(status_code=204)
 
-    async def _verified(self, request: Request, kind: str) -> dict[str, str] | None:
-        """Parsed callback parameters if the signature holds (or enforcement is off), else None (→ 403)."""
+    async def _verified(self, request: Request, kind: str) -> dict[str, str] | Response:
+        """Parsed callback parameters if the signature holds (or enforcement is off), else the refusal.
+
+        The body is read bounded (413 past ``max_webhook_body``, before it is buffered whole), the signature
+        checked over the URL as Plivo requested it (forwarded headers from trusted proxies only), and only then
+        the nonce recorded: a replayed nonce is refused (403) even with a valid signature.
+        """
         body = await read_limited(request, self.max_webhook_body)
         if body is None:
             log.warning("refused Plivo %s webhook: body over %d bytes", kind, self.max_webhook_body)
-            return None
+            return too_large()
         if request.method == "POST":
             params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         else:
             params = dict(request.query_params)
-        if not self.validator.check_webhook(request.method, str(request.url), request.headers, params):
-            return None
+        url = self.forwarded.request_url(request.scope, request.headers)
+        if not self.validator.check_webhook(request.method, url, request.headers, params):
+            return Response(status_code=403)
+        if not self.validator.fresh_nonce(request.headers, f"Plivo {kind} webhook"):
+            return Response(status_code=403)
         if len(self.webhooks) < 1000:
             self.webhooks.append((kind, params))
         return params
@@ -450,13 +471,30 @@ class PlivoCallControl(CallControlBase):
         session.log.emit(ev.CALL_STATUS, status="answered", call_uuid=call_uuid)
         return self.answer_xml(pending.stream_url, content_type=pending.content_type, extra_headers=pending.extra_headers)
 
-    async def _answer_inbound(self, params: Mapping[str, str]) -> str:
+    async def _answer_inbound_once(self, params: Mapping[str, str]) -> Response:
+        """One answer per CallUUID, ever: a retried or replayed answer webhook gets the same XML, nothing new."""
+        call_uuid = params.get("CallUUID", "")
+        if not call_uuid:
+            return Response("missing CallUUID", status_code=400)
+        answered = await self.answer_inbound_once(call_uuid, lambda: self._answer_inbound(params))
+        if isinstance(answered, Response):
+            return answered
+        document, fresh = answered
+        if document is None and not fresh:  # the first request for this call is still being answered
+            return Response(status_code=503, headers={"retry-after": "1"})
+        return _xml(document if document is not None else self.hangup_xml())
+
+    async def _answer_inbound(self, params: Mapping[str, str]) -> str | None:
+        """The answer XML for a new inbound call, or None (hang up; not remembered, so a retry is answered)."""
         if self.inbound_flow_or_none() is None or not self.server.accepting:
             log.warning("inbound Plivo call refused: %s", "no inbound flow is configured" if self.server.accepting else "draining")
-            return self.hangup_xml()
-        _session, stream_url = await self.answer_inbound(
-            params.get("CallUUID", ""), caller=params.get("From") or None, called=params.get("To") or None
-        )
+            return None
+        try:
+            _session, stream_url = await self.answer_inbound(
+                params.get("CallUUID", ""), caller=params.get("From") or None, called=params.get("To") or None
+            )
+        except SessionUnavailable:
+            return None  # counted and logged by answer_inbound; Plivo is told to hang up
         return self.answer_xml(stream_url)
 
     def _on_hangup(self, params: Mapping[str, str]) -> None:

@@ -26,6 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from voice_runtime.errors import ConfigError
+from voice_runtime.transports.forwarded import ForwardedHeaders
+from voice_runtime.once import NonceCache
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,11 @@ class PlivoSignatureValidator:
     enforce: bool = True
     matched: dict[str, int] = field(default_factory=dict)  # candidate label -> count (observability)
     rejected: int = 0
+    #: Nonces already accepted (a replayed signed request is refused); None turns replay protection off.
+    nonces: NonceCache | None = field(default_factory=NonceCache)
+    #: Whose ``X-Forwarded-*`` headers shape the request URL (trusted proxies only).
+    forwarded: ForwardedHeaders = field(default_factory=ForwardedHeaders)
+    replays: int = 0
 
     def __post_init__(self) -> None:
         if not self.auth_token:
@@ -183,9 +190,32 @@ class PlivoSignatureValidator:
         log.warning("accepting %s despite Plivo signature %s (enforce=False, development only)", what, result.reason)
         return True
 
+    def fresh_nonce(self, headers: Mapping[str, str], what: str) -> bool:
+        """Record the request's nonce after a valid signature; False (refuse) if it was used before.
+
+        Plivo's V3 signature has no timestamp, so the nonce is the only thing that makes a captured request
+        single use. With enforcement off nothing is refused (a development server sees unsigned traffic).
+        """
+        nonce = _header(headers, NONCE_HEADER)
+        if self.nonces is None or not self.enforce or not nonce:
+            return True
+        if self.nonces.first_use(nonce):
+            return True
+        self.replays += 1
+        log.warning("refused %s: replayed Plivo signature nonce", what)
+        return False
+
+    def _scoped(self, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """With a public URL configured, only URIs on the public host count: a signature Plivo made for
+        another host (a staging deployment on the same account) must not open anything here."""
+        if not self.public_url:
+            return candidates
+        return [c for c in candidates if c[0].startswith("public")]
+
     # ------------------------------------------------------------------ adapters
     def check_webhook(self, method: str, url: str, headers: Mapping[str, str], params: Params) -> bool:
-        result = self.check(method, webhook_candidates(url, self.public_url), headers, params if method.upper() == "POST" else {})
+        candidates = self._scoped(webhook_candidates(url, self.public_url))
+        result = self.check(method, candidates, headers, params if method.upper() == "POST" else {})
         return self.verdict(result, f"Plivo webhook {urlsplit(url).path}")
 
     async def validate_upgrade(self, websocket: Any) -> bool | None:
@@ -193,9 +223,11 @@ class PlivoSignatureValidator:
         headers = websocket.headers
         if not _header(headers, SIGNATURE_HEADER) and not _header(headers, NONCE_HEADER):
             return None
-        url = str(websocket.url)
-        result = self.check("GET", websocket_candidates(url, self.public_url), headers)
-        return self.verdict(result, "Plivo stream upgrade")
+        url = self.forwarded.request_url(websocket.scope, headers, websocket=True)
+        result = self.check("GET", self._scoped(websocket_candidates(url, self.public_url)), headers)
+        if not self.verdict(result, "Plivo stream upgrade"):
+            return False
+        return self.fresh_nonce(headers, "Plivo stream upgrade")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -59,7 +59,8 @@ from voice_runtime.transports.twilio_call import (
 from voice_runtime.transports.twilio_client import TwilioCredentials, build_twilio_client
 from voice_runtime.transports.twilio_security import TwilioSignatureValidator, protect_logs
 from voice_runtime.transports.twilio_sms import send_sms_with_client
-from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited
+from voice_runtime.server.connection import SessionUnavailable
+from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited, too_large
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class TwilioCallControl(CallControlBase):
         http_client: Any = None,
         validate_signatures: bool | None = None,
         trust_forwarded_headers: bool = True,
+        forwarded_allow_ips: str | Iterable[str] | None = None,
         route_prefix: str = "/twilio",
         inbound_flow: Flow | None = None,
         inbound_stream_timeout: float = 30.0,
@@ -115,6 +117,7 @@ class TwilioCallControl(CallControlBase):
             self.credentials.auth_token,
             validate_signatures=validate_signatures,
             trust_forwarded_headers=trust_forwarded_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
             environ=self._environ,
         )
         protect_logs(*self.credentials.secrets, username=self.credentials.api_key_sid or self.credentials.account_sid)
@@ -232,23 +235,37 @@ class TwilioCallControl(CallControlBase):
 
     # ---------------------------------------------------------------------------------- inbound
     async def _answer_inbound(self, request: Request, params: Mapping[str, str]) -> Response:
+        """Answer once per CallSid: a retried or replayed voice webhook gets the same TwiML and creates nothing."""
         call_sid = params.get("CallSid", "")
         if not call_sid:
             return Response("missing CallSid", status_code=400)
+        answered = await self.answer_inbound_once(call_sid, lambda: self._build_inbound_answer(request, params))
+        if isinstance(answered, Response):
+            return answered
+        twiml, fresh = answered
+        if twiml is None and not fresh:  # the first request for this call is still being answered
+            return Response(status_code=503, headers={"retry-after": "1"})
+        return _twiml_response(twiml if twiml is not None else _reject_twiml())
+
+    async def _build_inbound_answer(self, request: Request, params: Mapping[str, str]) -> str | None:
+        """The TwiML for a new inbound call, or None (reject; not remembered, so a retry is answered afresh)."""
+        call_sid = params["CallSid"]
         flow = self.inbound_flow_or_none()
         if flow is None or not self.server.accepting:
             log.warning("rejecting inbound call %s: %s", call_sid, "no inbound flow registered" if flow is None else "draining")
-            return _twiml_response(_reject_twiml())
+            return None
         caller, called = params.get("From") or None, params.get("To") or None
         origin = self.validator.request_url(request.scope, request.headers).split("/", 3)
         request_base = "/".join(origin[:3])  # scheme://host as Twilio reached us: a last-resort public URL
         base = self._public_base(fallback=request_base)
-        _session, stream_url = await self.answer_inbound(call_sid, caller=caller, called=called, base_url=base)
+        try:
+            _session, stream_url = await self.answer_inbound(call_sid, caller=caller, called=called, base_url=base)
+        except SessionUnavailable:
+            return None  # counted and logged by answer_inbound; Twilio hears a reject
         parameters = {"direction": "inbound", "from_number": caller or "", "to_number": called or ""}
-        twiml = build_stream_twiml(
+        return build_stream_twiml(
             stream_url, parameters, status_callback=self.webhook_url("stream-status", base=base), default_path=None
         )
-        return _twiml_response(twiml)
 
     # ---------------------------------------------------------------------------------- routes
     def _install_routes(self, app: FastAPI) -> None:
@@ -300,7 +317,7 @@ class TwilioCallControl(CallControlBase):
         """Read the (bounded) body and check the signature before anything else looks at the request."""
         body = await read_limited(request, self.max_webhook_body)
         if body is None:
-            return Response(status_code=413)
+            return too_large()
         ok, params = await self.validator.validate_http(request, body)
         if not ok:
             log.warning("refused %s: invalid or missing X-Twilio-Signature", request.url.path)

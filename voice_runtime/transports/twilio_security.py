@@ -7,7 +7,8 @@ opening paid STT/TTS sessions or forging "call ended" callbacks. The check itsel
 
 * **The exact URL.** Twilio signs the URL *it* requested. Behind a TLS-terminating proxy or tunnel the app
   sees ``http://localhost:8080/...``; we rebuild ``https://public-host/...`` (``wss://`` for upgrades) from
-  ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` (first value), keeping the raw path and query byte for byte.
+  ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` (first value) — honoured only from configured proxies
+  (``forwarded_allow_ips``, :mod:`voice_runtime.transports.forwarded`) — keeping the raw path and query.
   The validator itself also tries the URL with and without the default port.
 * **Bodies.** Form posts sign the sorted parameters; JSON posts carry ``bodySHA256`` in the query and sign
   the URL alone (the SDK checks the hash). WebSocket upgrades are GETs: URL only, no params.
@@ -37,6 +38,7 @@ from urllib.parse import parse_qsl
 from starlette.datastructures import ImmutableMultiDict
 
 from voice_runtime.errors import ConfigError, SignatureError
+from voice_runtime.transports.forwarded import ForwardedHeaders, reconstruct_url
 
 log = logging.getLogger(__name__)
 
@@ -49,52 +51,6 @@ def skip_requested(environ: Mapping[str, str] | None = None) -> bool:
     """Is the development-only opt-out ``TWILIO_SKIP_SIGNATURE_VALIDATION`` set? (Read on each call.)"""
     env = os.environ if environ is None else environ
     return env.get(SKIP_ENV, "").strip().lower() in _TRUTHY
-
-
-def _first(value: str | None) -> str | None:
-    """First entry of a possibly comma-joined forwarded header (``a, b`` after several proxies)."""
-    if not value:
-        return None
-    head = value.split(",")[0].strip()
-    return head or None
-
-
-def reconstruct_url(
-    scope: Mapping[str, Any],
-    headers: Mapping[str, str],
-    *,
-    websocket: bool = False,
-    trust_forwarded: bool = True,
-) -> str:
-    """The URL the client (Twilio) requested, rebuilt from an ASGI ``scope`` and its headers.
-
-    Scheme: ``X-Forwarded-Proto`` when trusted, else the scope's; for upgrades mapped to ``wss``/``ws``.
-    Host: ``X-Forwarded-Host`` when trusted, else ``Host``, else the server address. ``X-Forwarded-Prefix``
-    (trusted like the others) is put back in front of the path a prefix-stripping proxy forwarded. Path and query are the
-    raw bytes the client sent (``raw_path``), so percent-escapes are signed exactly as Twilio signed them.
-    """
-    scheme = str(scope.get("scheme") or ("ws" if websocket else "http"))
-    host = headers.get("host")
-    prefix = ""
-    if trust_forwarded:
-        scheme = _first(headers.get("x-forwarded-proto")) or scheme
-        host = _first(headers.get("x-forwarded-host")) or host
-        # A proxy that maps a path prefix to one worker (``/w/3/...`` -> worker 3's ``/...``) says which.
-        prefix = (_first(headers.get("x-forwarded-prefix")) or "").rstrip("/")
-    scheme = scheme.lower()
-    if websocket:
-        scheme = {"https": "wss", "http": "ws"}.get(scheme, scheme)
-    else:
-        scheme = {"wss": "https", "ws": "http"}.get(scheme, scheme)
-    if not host:
-        server = scope.get("server")
-        host = f"{server[0]}:{server[1]}" if server else "localhost"
-    raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if isinstance(raw_path, (bytes, bytearray)) else str(scope.get("path", "/"))
-    path = prefix + (path.split("?", 1)[0] or "/")
-    query = scope.get("query_string", b"")
-    query_text = query.decode("latin-1") if isinstance(query, (bytes, bytearray)) else str(query or "")
-    return f"{scheme}://{host}{path}" + (f"?{query_text}" if query_text else "")
 
 
 class TwilioSignatureValidator:
@@ -110,12 +66,14 @@ class TwilioSignatureValidator:
         *,
         validate_signatures: bool | None = None,
         trust_forwarded_headers: bool = True,
+        forwarded_allow_ips: str | Iterable[str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if validate_signatures is None:
             validate_signatures = not skip_requested(environ)
         self.enabled = validate_signatures
         self.trust_forwarded_headers = trust_forwarded_headers
+        self.forwarded = ForwardedHeaders(forwarded_allow_ips, environ=environ)
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         if self.enabled:
@@ -169,7 +127,8 @@ class TwilioSignatureValidator:
 
     # ------------------------------------------------------------------ ASGI helpers
     def request_url(self, scope: Mapping[str, Any], headers: Mapping[str, str], *, websocket: bool = False) -> str:
-        return reconstruct_url(scope, headers, websocket=websocket, trust_forwarded=self.trust_forwarded_headers)
+        trusted = self.trust_forwarded_headers and self.forwarded.trusts(scope)
+        return reconstruct_url(scope, headers, websocket=websocket, trust_forwarded=trusted)
 
     async def validate_http(self, request: Any, body: bytes) -> tuple[bool, ImmutableMultiDict[str, str] | None]:
         """Validate a Starlette request whose ``body`` was already read. Form → params; JSON → ``None`` params."""

@@ -1,0 +1,177 @@
+"""A good call's mark round-trip while one hostile socket floods the same server (issue 13, hole 7).
+
+::
+
+    .venv/bin/python benchmarks/flood_bench.py --marks 200 --runs 3
+
+For each flood kind (none, binary frames, unknown events, valid media far above real time) and for the inbound
+rate budget off ("before") and on ("after", the default), in one run side by side:
+
+* a server process (``VoiceServer.start``, mock providers) whose good call's flow sends ``--marks`` marks one
+  after another with ``send_mark_and_wait`` and reports each round trip (mark queued → carrier echo seen);
+* a good call: a :class:`~voice_runtime.testing.SimulatedPhone` (real time, echoes marks as a carrier does);
+* a flooder process: a raw ``websockets`` client sending the carrier's opening and then the flood as fast as
+  loopback allows (``--reconnect``: after each close it reconnects and floods again, a persistent attacker),
+  until the good call is done. The good call starts once the flood is running.
+
+Reports p50/p99 (ms) per run and the median and min–max over ``--runs``; the goal is p99 under each flood
+within 2x the no-flood p99. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ["none", "binary", "unknown", "media"]
+
+SERVER = textwrap.dedent(
+    """
+    import json, sys, time
+    from voice_runtime import VoiceServer, create_stt, create_tts
+    from voice_runtime.server import ConnectionConfig
+    budget, port, marks = sys.argv[1] == "on", int(sys.argv[2]), int(sys.argv[3])
+    config = ConnectionConfig() if budget else ConnectionConfig(inbound_budget=None, max_protocol_errors=10**12)
+
+    def flow(session):
+        if session.custom_parameters.get("who") != "good":
+            session.wait_until_disconnected(120)
+            return
+        rtts = []
+        for i in range(marks):
+            t0 = time.perf_counter()
+            session.send_mark_and_wait(f"m{i}", timeout=30)
+            rtts.append((time.perf_counter() - t0) * 1000)
+        print("RTT " + json.dumps(rtts), flush=True)
+
+    server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"),
+                         inbound_flow=flow, connection_config=config)
+    server.allow_unsigned_streams = True
+    handle = server.start(port=port)
+    print("LISTENING", flush=True)
+    sys.stdin.readline()
+    handle.stop()
+    """
+)
+
+
+def _flooder(url: str, kind: str, stop: Any, flooding: Any, counter: Any, reconnect: bool) -> None:
+    """Flood as fast as loopback allows; with ``reconnect``, flood again on a new socket after each close."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from voice_runtime.testing.carriers import carrier_codec
+
+    async def main() -> None:
+        sent = connections = 0
+        while not stop.is_set():
+            codec = carrier_codec("twilio")
+            make = {
+                "binary": lambda i: b"\x00" * 64,
+                "unknown": lambda i: json.dumps({"event": "whatever", "n": i}),
+                "media": lambda i: codec.media(b"\xff" * 160, i + 1, 20 * i),
+            }[kind]
+            try:
+                async with connect(url, max_size=None, ping_interval=None) as ws:
+                    connections += 1
+                    for message in codec.opening():
+                        await ws.send(message)
+                    n = 0
+                    while not stop.is_set():
+                        await ws.send(make(n))
+                        n += 1
+                        sent += 1
+                        if n == 512:
+                            flooding.set()
+                        if n % 256 == 0:
+                            await asyncio.sleep(0)  # yield to the reader (a close frame) now and then
+            except (ConnectionClosed, OSError):
+                flooding.set()
+            if not reconnect:
+                break
+        counter.value = sent
+
+    asyncio.run(main())
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def one(budget: str, kind: str, marks: int, reconnect: bool = False) -> dict[str, Any]:
+    from voice_runtime.testing import SimulatedPhone
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = ROOT / "benchmarks" / ".flood_server.py"
+    script.write_text(SERVER)
+    proc = subprocess.Popen([sys.executable, str(script), budget, str(port), str(marks)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    stop, flooding, counter = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("q", 0)
+    flooder = None
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "LISTENING"
+        url = f"ws://127.0.0.1:{port}/stream"
+        if kind != "none":
+            flooder = multiprocessing.Process(target=_flooder, args=(url, kind, stop, flooding, counter, reconnect))
+            flooder.start()
+            assert flooding.wait(60), "the flooder never got going"
+        t0 = time.monotonic()
+        phone = SimulatedPhone(url, custom_parameters={"who": "good"}).connect(10)
+        line = proc.stdout.readline()
+        elapsed = time.monotonic() - t0
+        phone.close()
+        rtts = json.loads(line.split(" ", 1)[1])
+    finally:
+        stop.set()
+        if flooder is not None:
+            flooder.join(10)
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(20)
+        script.unlink(missing_ok=True)
+    return {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "flood_sent": counter.value, "seconds": elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--marks", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reconnect", action="store_true", help="the flooder reconnects after each close")
+    args = parser.parse_args()
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {b: {k: [] for k in KINDS} for b in ("off", "on")}
+    for _ in range(args.runs):
+        for kind in KINDS:
+            for budget in ("off", "on"):
+                results[budget][kind].append(one(budget, kind, args.marks, args.reconnect))
+    how = "reconnecting flooder" if args.reconnect else "one hostile socket"
+    print(f"mark round trip (ms), {args.marks} marks x {args.runs} runs, {how}: median [min-max]")
+    print(f"{'flood':<8} {'budget':<7} {'p50':>20} {'p99':>22} {'flood msgs sent':>16}")
+    for kind in KINDS:
+        for budget in ("off", "on"):
+            runs = results[budget][kind]
+            p50 = [r["p50"] for r in runs]
+            p99 = [r["p99"] for r in runs]
+            sent = int(statistics.median(r["flood_sent"] for r in runs))
+            print(f"{kind:<8} {budget:<7} {statistics.median(p50):>7.2f} [{min(p50):.2f}-{max(p50):.2f}]"
+                  f" {statistics.median(p99):>8.2f} [{min(p99):.2f}-{max(p99):.2f}] {sent:>16}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Issue 13, per connection: every kind of misbehaviour counts, and floods are dropped, then closed with 1008.
+
+Hostile sockets here are raw ``websockets`` clients that send a carrier's real opening and then flood as fast
+as the loopback allows: binary frames, unknown events, oversized messages, a second ``start``, or *valid*
+media far above real time. Each must end with close 1008 and a reason, while a well-behaved call on the
+same server keeps playing its marks. (The mark round-trip figures under each flood are measured by
+``benchmarks/flood_bench.py``, not asserted here.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from voice_runtime import CallHangupError, MarkOutcome
+from voice_runtime.server import ConnectionConfig
+from voice_runtime.server.inbound_budget import BudgetConfig, InboundBudget, Verdict
+from voice_runtime.testing.carriers import carrier_codec
+
+from ..conftest import CallHarness
+
+CALL_ID = "CA" + "e" * 32
+
+
+def _floods(codec: Any) -> dict[str, Any]:
+    return {
+        "binary": lambda i: b"\x00" * 64,
+        "unknown": lambda i: json.dumps({"event": "whatever", "n": i}),
+        "oversize": lambda i: json.dumps({"event": "media", "pad": "x" * 70_000}),
+        "start_again": lambda i: codec.opening()[1],
+        "media": lambda i: codec.media(b"\xff" * 160, i + 1, 20 * i),  # valid frames, far above real time
+    }
+
+
+async def _flood(url: str, kind: str, seconds: float) -> tuple[int | None, str, int]:
+    codec = carrier_codec("twilio", call_id=CALL_ID)
+    make = _floods(codec)[kind]
+    sent = 0
+    async with connect(url, max_size=None, ping_interval=None, open_timeout=10) as ws:
+        for message in codec.opening():
+            await ws.send(message)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        try:
+            while loop.time() < end:
+                await ws.send(make(sent))
+                sent += 1
+                if sent % 64 == 0:
+                    await asyncio.sleep(0)  # let the close frame in
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        except ConnectionClosed:
+            pass
+        return ws.close_code, ws.close_reason or "", sent
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", ["binary", "unknown", "oversize", "start_again", "media"])
+def test_each_flood_is_closed_1008_with_a_reason_and_a_good_call_carries_on(harness: CallHarness, kind: str) -> None:
+    good: dict[str, Any] = {}
+    good_done = threading.Event()
+
+    def flow(session: Any) -> None:
+        if session.custom_parameters.get("who") != "good":
+            try:
+                session.wait_until_disconnected(60)
+            except CallHangupError:
+                pass
+            return
+        try:
+            good["marks"] = [session.send_mark_and_wait(f"g{i}", timeout=10) for i in range(20)]
+        finally:
+            good_done.set()
+
+    server, running = harness.serve(flow, connection_config=ConnectionConfig(max_protocol_errors=500))
+    phone = harness.phone(running, custom_parameters={"who": "good"})
+    code, reason, sent = asyncio.run(_flood(running.ws_url + "/stream", kind, seconds=20))
+    assert code == 1008, (kind, code, reason, sent)
+    assert reason, "a 1008 close must say why"
+    assert good_done.wait(30) and good["marks"] == [MarkOutcome.PLAYED] * 20
+    phone.close()
+
+
+def test_budget_accepts_a_carrier_and_its_catch_up_bursts() -> None:
+    now = [0.0]
+    budget = InboundBudget(clock=lambda: now[0])
+    for second in range(60):  # a minute of a real carrier: 50 media frames + 5 events per second
+        for i in range(50):
+            now[0] = second + i / 50
+            assert budget.before_parse(400) is Verdict.ACCEPT
+            assert budget.media(0.02) is Verdict.ACCEPT
+        for _ in range(5):
+            assert budget.before_parse(120) is Verdict.ACCEPT and budget.event() is Verdict.ACCEPT
+    # a network stall, then 5 s of frames delivered at once: within the bursts
+    for _ in range(250):
+        assert budget.before_parse(400) is Verdict.ACCEPT and budget.media(0.02) is Verdict.ACCEPT
+    assert budget.dropped == 0
+
+
+def test_budget_drops_past_the_rate_and_closes_well_past_it() -> None:
+    now = [0.0]
+    config = BudgetConfig(message_rate=100, message_burst=100, close_after_drops=50, close_window=1.0)
+    budget = InboundBudget(config, clock=lambda: now[0])
+    verdicts = [budget.before_parse(10) for _ in range(100)]
+    assert set(verdicts) == {Verdict.ACCEPT}
+    verdicts = [budget.before_parse(10) for _ in range(60)]
+    assert verdicts[:50] == [Verdict.DROP] * 50 and verdicts[-1] is Verdict.CLOSE
+    assert budget.last_drop_reason == "message_rate"
+    now[0] += 10  # later, at a sane rate, all is forgiven
+    assert budget.before_parse(10) is Verdict.ACCEPT
+
+
+def test_media_budget_is_audio_seconds_per_second() -> None:
+    now = [0.0]
+    budget = InboundBudget(BudgetConfig(media_factor=5, media_burst_seconds=1), clock=lambda: now[0])
+    accepted = sum(budget.media(0.02) is Verdict.ACCEPT for _ in range(200))  # 4 s of audio at one instant
+    assert accepted == 50  # the 1 s burst
+    now[0] += 1.0
+    accepted = sum(budget.media(0.02) is Verdict.ACCEPT for _ in range(500))
+    assert accepted == 50  # refilled 5 s/s but capped at the 1 s burst
+    assert budget.last_drop_reason == "media_rate"
+
+
+# ------------------------------------------------------------------------------------------- provider factory
+@pytest.mark.timeout(60)
+def test_a_raising_tts_factory_ends_that_call_with_1011_a_counter_and_no_asgi_traceback(
+    harness: CallHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from voice_runtime.testing import SimulatedPhone
+
+    made: list[int] = []
+
+    def tts_factory() -> Any:
+        made.append(1)
+        raise RuntimeError("TTS vendor is down")
+
+    server, running = harness.serve(lambda s: None, tts_factory=tts_factory)
+    seen: list[tuple[str, str]] = []
+    server.add_call_listener(lambda session, event: seen.append((str(event.kind), str(event.data.get("reason", "")))))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            phone = SimulatedPhone(running.ws_url + "/stream").connect()
+            assert phone.wait_closed(10) and phone.close_code == 1011
+            phone.close()
+    assert len(made) == 3 and server.stats["provider_factory_failed"] == 3
+    assert "Exception in ASGI application" not in caplog.text
+    errors = [r for r in caplog.records if "provider factory raised" in r.getMessage()]
+    assert errors and errors[0].exc_info is not None  # the first one carries the traceback, once
+    assert sum(1 for r in caplog.records if r.exc_info) == 1
+    assert seen.count(("provider_error", "")) == 3 and seen.count(("call_ended", "provider_failed")) == 3
