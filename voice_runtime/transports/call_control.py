@@ -141,7 +141,8 @@ class CallControlBase:
             try:
                 outbound.wait_answered(answer_timeout)
             except CallNotAnsweredError:
-                self._safe_hangup(outbound.call_id)
+                if session.end_reason not in NOT_ANSWERED:  # busy/no-answer/failed: the carrier ended it already
+                    self._safe_hangup(outbound.call_id)  # our own timeout: cancel the dial
                 raise
             yield session
         finally:

@@ -504,11 +504,13 @@ class PlivoCallControl(CallControlBase):
         if not call_id:
             log.info("Plivo hangup callback without a call id")
             return
-        self.on_call_status(call_id, status, hangup_cause=params.get("HangupCause", ""), duration=params.get("Duration", ""))
+        # The call is over at the carrier: forget its pending request first, so nothing woken by the status
+        # below (a flow leaving call()) tries to cancel a request that no longer exists.
         request_uuid = params.get("RequestUUID", "") or params.get("ALegRequestUUID", "")
         if request_uuid:
             self._requests.pop(request_uuid, None)
             self._drop_pending_for(request_uuid)
+        self.on_call_status(call_id, status, hangup_cause=params.get("HangupCause", ""), duration=params.get("Duration", ""))
 
     def _drop_pending_for(self, request_uuid: str) -> None:
         """A dialled call ended before its answer URL was fetched: its stream token can never be used."""
