@@ -13,7 +13,7 @@ command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
 if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis,audio"
+scripts/bootstrap.sh "dev,local,plivo,elevenlabs,azure,fast,redis,audio,report,examples"
 scripts/typecheck.sh  # mypy: the package, and a user's program under --strict
 .venv/bin/python -m pytest -q "$@"
 # The prior art's (voice-runtime 0.1.15) own public tests against this package; skips with one line offline.

@@ -68,8 +68,10 @@ def test_calls_with_the_same_call_id_get_distinct_time_stamped_files(harness: Ca
         session.speak("Recording check.", wait=True)
         session.hangup(timeout=5)
 
-    _, running = harness.serve(flow, recordings_dir=tmp_path)
-    for _ in range(2):  # simulated calls all carry the same call id: the old "<call_sid>.wav" overwrote
+    # Two servers recording into one folder (one server refuses a second session for a CallSid it has seen:
+    # replay safety), both calls with the same call id: the old "<call_sid>.wav" made the second overwrite.
+    for _ in range(2):
+        _, running = harness.serve(flow, recordings_dir=tmp_path)
         phone = harness.phone(running, call_id="CA" + "7" * 32)
         assert phone.wait_closed(10)
     paths = [_wait_saved(s) for s in sessions]

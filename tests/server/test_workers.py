@@ -91,7 +91,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "tests.server.fleet_app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # a loaded CI machine starts the fleet slowly
             for port in ports + [webhook_port]:
                 _wait_listening(port, deadline)
             yield Fleet(fake, proc, ports, webhook_port, log)

@@ -93,7 +93,7 @@ def proxied_fleet(tmp_path: Path) -> Iterator[tuple[FakeTwilio, int, list[int], 
             fleet = subprocess.Popen([sys.executable, "-m", "tests.server.fleet_app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # a loaded CI machine starts the fleet slowly
             for port in [*ports, listen]:
                 _wait_listening(port, deadline)
             yield fake, listen, ports, log
