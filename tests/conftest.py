@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -79,3 +80,15 @@ class FlowResult:
 @pytest.fixture
 def flow_result() -> FlowResult:
     return FlowResult()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """CLI commands run in-process configure root logging on the stderr pytest captured for *that* test; a
+    later test's log line would then be written to a closed stream ("--- Logging error ---"). Put the root
+    logger's handlers and level back after every test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -126,6 +126,34 @@ def test_answer_url_is_single_use_and_token_bound(rig: PlivoRig) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_an_answer_that_beats_the_dial_response_still_binds_the_call(rig: PlivoRig) -> None:
+    """Plivo can ring, fetch the answer URL and open the stream before its ``POST /Call/`` response reaches us
+    (seen under load). The call must still be known by its CallUUID, keep its stream, and hang up over
+    ``DELETE /Call/{CallUUID}/`` (not cancel a request that was answered long ago)."""
+    server, _ = rig.server()
+    phones: list[Any] = []
+    fake = rig.fake(before_dial_response=lambda call: phones.append(call.answer()))
+    rig.phones.extend(phones)
+    control = rig.control(server, fake)
+
+    def flow() -> str:
+        with control.call(TO, answer_timeout=10) as session:
+            session.speak("You answered before I knew I had dialled.", wait=True, timeout=10)
+            return session.call_sid or ""
+
+    thread, box = run_in_thread(flow)
+    call = fake.wait_for_call()
+    thread.join(20)
+    rig.phones.extend(phones)
+    assert "error" not in box, box.get("error")
+    assert box["value"] == call.call_uuid  # re-keyed from the request_uuid to the CallUUID
+    hangup = fake.wait_for_request(lambda r: r.method == "DELETE")
+    assert hangup.path == f"/v1/Account/{fake.auth_id}/Call/{call.call_uuid}/"
+    assert phones and phones[0].wait_closed(10)
+    assert control.session_for_call(call.call_uuid) is None  # forgotten once the flow ended
+
+
+@pytest.mark.timeout(30)
 def test_hangup_refuses_missing_call_id_and_treats_404_as_ended(rig: PlivoRig) -> None:
     server, _ = rig.server()
     fake = rig.fake()

@@ -243,8 +243,12 @@ class FakePlivo:
         ws_signature: str = "https",
         sign_webhooks: bool = True,
         latency: float = 0.0,
+        before_dial_response: Callable[[FakeCall], None] | None = None,
     ) -> None:
+        """``before_dial_response(call)`` runs before ``POST /Call/`` is answered: a carrier whose answer
+        webhook (or stream) beats its own REST response, which real Plivo does under load."""
         self.auth_id = auth_id
+        self.before_dial_response = before_dial_response
         #: Seconds each REST request takes to be answered (a slow carrier API; drain tests use 1 s).
         self.latency = latency
         self._stopping = threading.Event()
@@ -409,6 +413,8 @@ class FakePlivo:
         with self._cond:
             self.calls[call.request_uuid] = call
             self._cond.notify_all()
+        if self.before_dial_response is not None:
+            self.before_dial_response(call)
         return 201, {"api_id": api_id, "message": "call fired", "request_uuid": call.request_uuid}
 
     def _find(self, uuid_: str) -> FakeCall | None:

@@ -148,6 +148,8 @@ class CallControlBase:
         finally:
             self._end_flow(session, hangup_timeout)
             self.forget(outbound.call_id)
+            if session.call_sid and session.call_sid != outbound.call_id:  # re-keyed (Plivo: CallUUID)
+                self.forget(session.call_sid)
 
     # ------------------------------------------------------------------ sessions and flows
     def new_session(self, **overrides: Any) -> VoiceSession:

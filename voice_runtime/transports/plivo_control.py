@@ -44,7 +44,7 @@ from voice_runtime.server.app import VoiceServer
 from voice_runtime.transports.call_control import Flow
 from voice_runtime.session import VoiceSession
 from voice_runtime.transports._plivo_client import PlivoCredentials, build_plivo_client, carrier_api_error, credentials
-from voice_runtime.transports.call_control import CallControlBase
+from voice_runtime.transports.call_control import CallControlBase, OutboundCall
 from voice_runtime.transports.plivo_security import PlivoSignatureValidator
 from voice_runtime.urls import to_http_url
 from voice_runtime.once import NonceCache
@@ -131,6 +131,8 @@ class PlivoCallControl(CallControlBase):
         self._pending: dict[str, _Pending] = {}  # answer key -> dialled call
         self._requests: dict[str, str] = {}  # request_uuid -> answer key (until answered)
         self._answered: dict[str, str] = {}  # request_uuid -> CallUUID
+        self._early_answers: dict[str, str] = {}  # request_uuid -> CallUUID, answered before dial() tracked it
+        self._bind_lock = threading.Lock()
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._transfers: dict[str, str] = {}  # transfer key -> the <Dial> XML Plivo will fetch (single use)
@@ -173,7 +175,8 @@ class PlivoCallControl(CallControlBase):
         parse_content_type(content_type)
         extra_headers = _check_extra_headers(options.pop("extra_headers", None) or {})
         key = secrets.token_urlsafe(18)
-        self._pending[key] = _Pending(session, stream_url, content_type, extra_headers)
+        pending = _Pending(session, stream_url, content_type, extra_headers)
+        self._pending[key] = pending
         params: dict[str, Any] = {
             "from_": src,
             "to_": to,
@@ -206,10 +209,22 @@ class PlivoCallControl(CallControlBase):
         if not request_uuid:
             self._pending.pop(key, None)
             raise CallError(f"Plivo did not return a request_uuid: {getattr(response, 'message', response)!r}")
-        self._pending[key].request_uuid = request_uuid
-        self._requests[request_uuid] = key
+        # Plivo may have fetched the answer URL already (it can beat this response): the pending entry is then
+        # gone, and dial() binds the CallUUID that answer reported once the call is tracked.
+        pending.request_uuid = request_uuid
+        if key in self._pending:
+            self._requests[request_uuid] = key
         session.carrier = "plivo"
         return request_uuid
+
+    def dial(self, to: str, *, session: VoiceSession | None = None, **options: Any) -> OutboundCall:
+        """Dial as the base does, then bind a CallUUID whose answer arrived before the REST response did."""
+        outbound = super().dial(to, session=session, **options)
+        with self._bind_lock:
+            call_uuid = self._early_answers.pop(outbound.call_id, None)
+            if call_uuid:
+                self._bind_call_uuid({"CallUUID": call_uuid, "RequestUUID": outbound.call_id})
+        return outbound
 
     def _hangup_call(self, call_id: str) -> None:
         """End a call (``DELETE /Call/{uuid}/``) or cancel a not-yet-answered dial (``DELETE /Request/{uuid}/``).
@@ -464,9 +479,14 @@ class PlivoCallControl(CallControlBase):
         request_uuid = params.get("RequestUUID", "") or pending.request_uuid
         call_uuid = params.get("CallUUID", "")
         if request_uuid and call_uuid:
-            merged = dict(params)
-            merged.setdefault("RequestUUID", request_uuid)
-            self._bind_call_uuid(merged)
+            with self._bind_lock:
+                if super().session_for_call(request_uuid) is None and request_uuid not in self._answered:
+                    # The answer beat our own dial's REST response: dial() binds it once it tracks the call.
+                    self._early_answers[request_uuid] = call_uuid
+                    while len(self._early_answers) > 1024:
+                        self._early_answers.pop(next(iter(self._early_answers)))
+                else:
+                    self._bind_call_uuid({**params, "RequestUUID": request_uuid})
         session = pending.session
         session.log.emit(ev.CALL_STATUS, status="answered", call_uuid=call_uuid)
         return self.answer_xml(pending.stream_url, content_type=pending.content_type, extra_headers=pending.extra_headers)
