@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from voice_runtime import call_events as ev
 from voice_runtime.call_events import CallEvent
@@ -79,3 +82,62 @@ def test_call_log_redacts_secret_looking_parameters_and_reads_back(tmp_path: Pat
     events, report = read_call_log(path)
     assert events[0]["data"]["parameters"] == {"auth_token": "***", "lang": "en"}
     assert report == {"schema": 1, "call_id": "CA/1"}
+
+
+def test_call_log_file_io_happens_on_the_writer_thread_never_the_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events fire on the event loop: the open, the writes and the close must all run on the call-log thread."""
+    import builtins
+
+    from voice_runtime.metrics import jsonl
+
+    writer = jsonl.LogFileThread()
+    opened_on: list[str] = []
+    real_open = builtins.open
+
+    def spying_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if str(file).startswith(str(tmp_path)):
+            opened_on.append(threading.current_thread().name)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spying_open)
+    log = JsonlCallLog(tmp_path, writer=writer)
+    for i in range(100):
+        log.on_event(CallEvent(ev.MARK_PLAYED, float(i), "CA1", {"name": f"m{i}"}))
+    log.write_report("CA1", {"call_id": "CA1"})
+    log.close(wait=False)  # returns at once; the file is finished by the writer thread
+    assert writer.drain(10)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert opened_on == ["call-log-writer"]
+    assert log.path is not None
+    events, report = read_call_log(log.path)
+    assert [e["data"]["name"] for e in events] == [f"m{i}" for i in range(100)]  # every line, in order
+    assert report == {"schema": 1, "call_id": "CA1"}
+
+
+def test_call_log_queue_is_bounded_and_says_what_it_dropped(tmp_path: Path) -> None:
+    """A disk that cannot keep up must not grow memory: lines past the byte budget are dropped and counted,
+    and the file ends with a ``log_truncated`` line saying how many."""
+    from voice_runtime.metrics import jsonl
+
+    writer = jsonl.LogFileThread(max_pending_bytes=2_000)
+    gate = threading.Event()
+    stalled = JsonlCallLog(tmp_path / "stall", writer=writer)
+    real_write_line = stalled._write_line
+
+    def slow_disk(call_id: str | None, line: bytes) -> None:
+        gate.wait(10)  # the disk is stuck until the test releases it
+        real_write_line(call_id, line)
+
+    stalled._write_line = slow_disk  # type: ignore[method-assign]
+    log = JsonlCallLog(tmp_path, writer=writer)
+    for i in range(200):  # ~90 bytes a line: far more than 2,000 bytes while the writer is stuck
+        (stalled if i == 0 else log).on_event(CallEvent(ev.MARK_PLAYED, float(i), "CA2", {"name": f"m{i}"}))
+    assert writer.dropped_lines > 100
+    assert writer._pending_bytes <= 2_000
+    gate.set()
+    path = log.close(timeout=10)
+    stalled.close(timeout=10)
+    assert path is not None
+    events, _ = read_call_log(path)
+    assert events[-1]["kind"] == "log_truncated" and events[-1]["data"]["dropped_lines"] == writer.dropped_lines
+    assert len(events) - 1 + writer.dropped_lines == 199  # kept + dropped = every event after the stalled one

@@ -5,7 +5,7 @@ call loop. ``voice_runtime.metrics.prometheus`` imports ``prometheus_client`` an
 server exports metrics.
 """
 
-from voice_runtime.metrics.jsonl import JsonlCallLog, read_call_log
+from voice_runtime.metrics.jsonl import JsonlCallLog, flush_call_logs, read_call_log
 from voice_runtime.metrics.observer import CallObserver
 from voice_runtime.metrics.report import LATENCIES, CallReport, LatencySummary, percentile
 from voice_runtime.metrics.turns import AgentTurn, BargeIn, CallerTurn, TurnTracker
@@ -20,6 +20,7 @@ __all__ = [
     "JsonlCallLog",
     "LatencySummary",
     "TurnTracker",
+    "flush_call_logs",
     "percentile",
     "read_call_log",
 ]

@@ -11,10 +11,12 @@ The schema (stable; ``docs/observability.md`` is its reference, and ``voice-runt
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,50 +59,154 @@ def log_path(directory: Path, call_id: str | None, wall: float | None = None) ->
 
 
 class JsonlCallLog:
-    """Writes one call's events to a file as they happen (buffered; flushed at :meth:`close`)."""
+    """One call's events as a JSON-lines file, written by the process's call-log thread.
 
-    def __init__(self, directory: Path) -> None:
+    Why a thread: events fire on the event loop (marks, media, the end of the call), and file I/O there (the
+    open, ``mkdir``, a buffer flush on a slow or network disk) would stall every call on the server. Lines are
+    serialised where the event happens (``orjson``, microseconds) and handed to :data:`WRITER`, which owns the
+    file. :meth:`close` waits for the file to be complete by default (for callers off the loop); the observer
+    closes without waiting.
+    """
+
+    def __init__(self, directory: Path, writer: LogFileThread | None = None) -> None:
         self.directory = directory
         self.path: Path | None = None
-        self._file: IO[bytes] | None = None
-        self._lock = threading.Lock()
+        self._writer = writer or WRITER
+        self._file: IO[bytes] | None = None  # owned by the writer thread
         self._failed = False
+        self._closed = threading.Event()
+        self._close_requested = False
         self.lines = 0
 
     def on_event(self, event: CallEvent) -> None:
         self.lines += 1
         if self.lines > MAX_EVENT_LINES:
             if self.lines == MAX_EVENT_LINES + 1:
-                self._write("log_truncated", event.at, event.call_id, {"after_lines": MAX_EVENT_LINES})
+                self._submit("log_truncated", event.at, event.call_id, {"after_lines": MAX_EVENT_LINES})
             return
-        self._write(event.kind, event.at, event.call_id, redact(event.data))
+        self._submit(event.kind, event.at, event.call_id, redact(event.data))
 
-    def _write(self, kind: str, at: float, call_id: str | None, data: dict[str, Any]) -> None:
-        with self._lock:
-            if self._failed:
-                return
-            try:
-                if self._file is None:
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    self.path = log_path(self.directory, call_id)
-                    self._file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
-                self._file.write(event_line(kind, at, call_id, data))
-            except OSError:
-                self._failed = True  # a full disk must not end calls: logged once, then silent
-                log.exception("call log %s could not be written; this call's log is incomplete", self.path)
+    def _submit(self, kind: str, at: float, call_id: str | None, data: dict[str, Any]) -> None:
+        if self._close_requested:
+            return
+        self._writer.submit(self, call_id, event_line(kind, at, call_id, data))
 
     def write_report(self, call_id: str | None, report: dict[str, Any]) -> None:
-        self._write(REPORT_KIND, time.monotonic(), call_id, {"schema": SCHEMA_VERSION, **report})
+        self._submit(REPORT_KIND, time.monotonic(), call_id, {"schema": SCHEMA_VERSION, **report})
 
-    def close(self) -> Path | None:
-        with self._lock:
-            f, self._file = self._file, None
+    def close(self, *, wait: bool = True, timeout: float = 10.0) -> Path | None:
+        """Finish the file. With ``wait`` (the default), return once it is complete on disk (or ``timeout``
+        passed); without, return at once (``path`` may still be None if the first line is not yet written)."""
+        if not self._close_requested:
+            self._close_requested = True
+            self._writer.submit(self, None, None)
+        if wait:
+            self._closed.wait(timeout)
+        return self.path
+
+    # ------------------------------------------------------------------ run by the writer thread only
+    def _write_line(self, call_id: str | None, line: bytes) -> None:
+        if self._failed:
+            return
+        try:
+            if self._file is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self.path = log_path(self.directory, call_id)
+                self._file = open(self.path, "xb")  # noqa: SIM115 - closed in _finish()
+            self._file.write(line)
+        except OSError:
+            self._failed = True  # a full disk must not end calls: logged once, then silent
+            log.exception("call log %s could not be written; this call's log is incomplete", self.path)
+
+    def _finish(self, dropped: int) -> None:
+        if dropped:
+            self._write_line(None, event_line("log_truncated", time.monotonic(), None, {"dropped_lines": dropped}))
+        f, self._file = self._file, None
         if f is not None:
             try:
                 f.close()
+                log.debug("call log written to %s", self.path)
             except OSError:
                 log.exception("call log %s could not be closed", self.path)
-        return self.path
+        self._closed.set()
+
+
+class LogFileThread:
+    """The one thread that does every call log's file I/O, fed through a bounded queue.
+
+    Bounded by bytes: when the disk cannot keep up and ``max_pending_bytes`` are waiting, further lines are
+    dropped (counted per log, and a ``log_truncated`` line with the count closes that file) rather than
+    growing memory without limit. The thread starts on first use and is a daemon; :meth:`drain` (also run at
+    interpreter exit) waits for what is queued.
+    """
+
+    def __init__(self, max_pending_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_pending_bytes = max_pending_bytes
+        self._queue: deque[tuple[JsonlCallLog, str | None, bytes | None]] = deque()
+        self._cond = threading.Condition()
+        self._pending_bytes = 0
+        self._dropped: dict[int, int] = {}  # id(log) -> lines dropped
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self.dropped_lines = 0
+
+    def submit(self, call_log: JsonlCallLog, call_id: str | None, line: bytes | None) -> None:
+        """Queue one line (``line``) or the close of ``call_log`` (``line is None``; never dropped)."""
+        with self._cond:
+            if line is not None and self._pending_bytes + len(line) > self.max_pending_bytes:
+                self._dropped[id(call_log)] = self._dropped.get(id(call_log), 0) + 1
+                self.dropped_lines += 1
+                return
+            self._queue.append((call_log, call_id, line))
+            self._pending_bytes += len(line) if line is not None else 0
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="call-log-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._busy = False
+                    self._cond.notify_all()  # drain() waiters
+                    self._cond.wait()
+                self._busy = True
+                call_log, call_id, line = self._queue.popleft()
+                if line is not None:
+                    self._pending_bytes -= len(line)
+                    dropped = 0
+                else:
+                    dropped = self._dropped.pop(id(call_log), 0)
+            try:
+                if line is not None:
+                    call_log._write_line(call_id, line)
+                else:
+                    call_log._finish(dropped)
+            except Exception:  # never let one bad log stop every other call's logging
+                log.exception("call log writer failed on %s", call_log.path)
+
+
+#: The process's call-log writer (one thread for every call).
+WRITER = LogFileThread()
+atexit.register(WRITER.drain, 5.0)
+
+
+def flush_call_logs(timeout: float = 10.0) -> bool:
+    """Wait until every call log line queued so far is on disk (the ``on_call_report`` hook runs on the event
+    loop *before* the log file is finished); False if ``timeout`` passed first. Stopping a server does it."""
+    return WRITER.drain(timeout)
 
 
 def read_call_log(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

@@ -112,9 +112,7 @@ class CallObserver:
         session.call_stats.report = report
         if watch.jsonl is not None:
             watch.jsonl.write_report(session.call_sid, report.as_dict())
-            path = watch.jsonl.close()
-            if path is not None:
-                log.debug("call log written to %s", path)
+            watch.jsonl.close(wait=False)  # on the event loop: the call-log thread finishes the file
         if watch.started:
             self._record_end(session, report)
             log.info(

@@ -56,8 +56,11 @@ class RunningServer:
         return f"ws://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
+        from voice_runtime.metrics.jsonl import flush_call_logs
+
         self._server.should_exit = True
         self._thread.join(timeout)
+        flush_call_logs(timeout)  # the ended calls' logs are complete on disk once stop() returns
 
     def __enter__(self) -> RunningServer:
         return self
