@@ -65,7 +65,21 @@ def script(t0: float) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def run(mode: str, calls: int, tmp: Path) -> float:
+def run(mode: str, calls: int, tmp: Path) -> tuple[float, float]:
+    """(µs per call on the emitting thread — what the event loop pays, µs of process CPU per call — every
+    thread, including the call-log writer, measured until its files are on disk)."""
+    cpu_started = time.process_time()
+    on_caller = run_calls(mode, calls, tmp)
+    try:
+        from voice_runtime.metrics import flush_call_logs
+    except ImportError:  # before the call-log thread existed, files were finished inline
+        pass
+    else:
+        flush_call_logs(60)
+    return on_caller, (time.process_time() - cpu_started) / calls * 1e6
+
+
+def run_calls(mode: str, calls: int, tmp: Path) -> float:
     observer = None
     if mode != "bare":
         observer = CallObserver(metrics=ServerMetrics(), call_log_dir=tmp if mode == "observed+log" else None)
@@ -95,17 +109,25 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)  # INFO lifecycle lines are made, then filtered, as in production
     modes = ("bare", "observed", "observed+log")
     results: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             for mode in modes:
-                results[mode].append(run(mode, args.calls, Path(tmp)))
+                on_caller, process_cpu = run(mode, args.calls, Path(tmp))
+                results[mode].append(on_caller)
+                cpu[mode].append(process_cpu)
     bare = statistics.median(results["bare"])
+    bare_cpu = statistics.median(cpu["bare"])
     out = {"benchmark": "observability per call", "events_per_call": len(script(0.0)), "calls": args.calls}
     for mode in modes:
         med = statistics.median(results[mode])
+        med_cpu = statistics.median(cpu[mode])
         out[mode] = {
             "us_per_call_median": round(med, 1), "min": round(min(results[mode]), 1), "max": round(max(results[mode]), 1),
             "extra_us_per_call_second": round((med - bare) / args.call_seconds, 2),
+            "process_cpu_us_per_call_median": round(med_cpu, 1),
+            "cpu_min": round(min(cpu[mode]), 1), "cpu_max": round(max(cpu[mode]), 1),
+            "extra_cpu_us_per_call_second": round((med_cpu - bare_cpu) / args.call_seconds, 2),
         }
     print(json.dumps(out))
 
