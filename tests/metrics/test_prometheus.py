@@ -65,7 +65,7 @@ def test_metrics_show_a_simulated_call_in_counters_and_histograms(harness: CallH
         release.set()
         assert phone.wait_closed(10)
         flow_result.wait(10)
-        assert reported.wait(10)  # built right after the socket closes, on the server's loop
+        assert reported.wait(10)  # built right after the socket closes; the hook runs on the end-hook thread
         response = http.get("/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
         data = samples(response.text)

@@ -104,6 +104,10 @@ class JsonlCallLog:
             self._closed.wait(timeout)
         return self.path
 
+    def wait_closed(self, timeout: float = 10.0) -> bool:
+        """After :meth:`close`: wait until the file is complete on disk; False if ``timeout`` passed first."""
+        return self._closed.wait(timeout)
+
     # ------------------------------------------------------------------ run by the writer thread only
     def _write_line(self, call_id: str | None, line: bytes) -> None:
         if self._failed:

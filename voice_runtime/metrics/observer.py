@@ -2,7 +2,8 @@
 
 One :class:`CallObserver` per :class:`~voice_runtime.server.VoiceServer`. The server calls exactly two
 methods: :meth:`call_started` when it adopts a session (before the call's first event) and
-:meth:`call_finished` when it reports the call ended (after the connection finished, before ``on_call_ended``).
+:meth:`call_finished` when it reports the call ended (after the connection finished, on the loop: report, metrics,
+log line), then :meth:`deliver_report` on its end-hook thread (the user's ``on_call_report``).
 Everything in between is an event subscriber, so nothing here runs in, or reaches into, the call loop.
 """
 
@@ -67,6 +68,7 @@ class CallObserver:
         self.on_call_report = on_call_report
         # Weak keys: a session the server adopted that never became a call must not be kept alive by us.
         self._watches: weakref.WeakKeyDictionary[VoiceSession, _Watch] = weakref.WeakKeyDictionary()
+        self._closing: weakref.WeakKeyDictionary[VoiceSession, JsonlCallLog] = weakref.WeakKeyDictionary()
         self.reports_built = 0
 
     # ------------------------------------------------------------------------------------ per call
@@ -113,6 +115,7 @@ class CallObserver:
         if watch.jsonl is not None:
             watch.jsonl.write_report(session.call_sid, report.as_dict())
             watch.jsonl.close(wait=False)  # on the event loop: the call-log thread finishes the file
+            self._closing[session] = watch.jsonl
         if watch.started:
             self._record_end(session, report)
             log.info(
@@ -120,12 +123,19 @@ class CallObserver:
                 report.call_id, report.end_reason, report.duration_s, report.caller_turns, report.agent_turns,
                 "-" if report.response_p50 is None else f"{report.response_p50:.3f}s",
             )
+        return report
+
+    def deliver_report(self, session: VoiceSession, report: CallReport, *, log_timeout: float = 10.0) -> None:
+        """Run ``on_call_report`` once the call's log file is complete (the server calls this on its end-hook
+        thread, never on the event loop: see ``server/end_hooks.py``)."""
+        call_log = self._closing.pop(session, None)
+        if call_log is not None and not call_log.wait_closed(log_timeout):
+            log.warning("call log of %s not finished within %.0fs; reporting anyway", report.call_id, log_timeout)
         if self.on_call_report is not None:
             try:
                 self.on_call_report(session, report)
             except Exception:
                 log.exception("on_call_report hook failed")
-        return report
 
     # ------------------------------------------------------------------------------------ server-wide
     def signature_rejected(self, reason: str) -> None:

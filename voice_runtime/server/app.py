@@ -46,6 +46,7 @@ from voice_runtime.errors import CallError, ConfigError, MissingStreamUrlError
 from voice_runtime.logs import CallRef, call_context, install_call_id_records
 from voice_runtime.metrics.observer import CallObserver, ReportHook
 from voice_runtime.server.admin import mount_admin
+from voice_runtime.server.end_hooks import EndHookRunner
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
 from voice_runtime.server.flow_watch import FlowWatch
@@ -211,6 +212,7 @@ class VoiceServer:
         self.observer = CallObserver(
             metrics=self.metrics, call_log_dir=call_log_dir, on_call_report=on_call_report, enabled=observe
         )
+        self.end_hooks = EndHookRunner()  # on_call_report / on_call_ended run here, never on the loop
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
         from voice_runtime.server.probes import install_probe_routes
@@ -294,13 +296,21 @@ class VoiceServer:
             if session in self._reported:
                 return
             self._reported.add(session)
-        self.observer.call_finished(session)  # the CallReport exists before the hook runs (stats.report)
+        report = self.observer.call_finished(session)  # on the loop: report, metrics (stats.report is set)
         hook = self.on_call_ended
-        if hook is not None:
-            try:
-                hook(session, session.call_stats)
-            except Exception:
-                log.exception("on_call_ended hook failed")
+        if report is None and hook is None:
+            return
+
+        def run_end_hooks() -> None:  # off the loop, in call-end order (server/end_hooks.py)
+            if report is not None:
+                self.observer.deliver_report(session, report)
+            if hook is not None:
+                try:
+                    hook(session, session.call_stats)
+                except Exception:
+                    log.exception("on_call_ended hook failed")
+
+        self.end_hooks.submit(run_end_hooks)
 
     def expect_stream(self, session: VoiceSession, *, carrier: str | None = None) -> str:
         """Issue the single-use token that binds a stream we are about to dial (or answer) to ``session``."""

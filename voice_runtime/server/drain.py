@@ -126,6 +126,8 @@ async def drain(
                 report.failed_calls.append(call_id)
 
     report.flow_threads_left = await asyncio.to_thread(_join_flows, server, flow_grace)
+    if not await asyncio.to_thread(server.end_hooks.drain, flow_grace):  # on_call_report/on_call_ended of the ended calls
+        log.warning("end-of-call hooks still running after %.1fs; exiting without waiting for them", flow_grace)
     watch = getattr(server, "flow_watch", None)
     if watch is not None and report.flow_threads_left:
         report.flows_left_calls = watch.alive()

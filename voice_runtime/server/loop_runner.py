@@ -113,7 +113,7 @@ def start_in_thread(
     if "error" in state:
         raise RuntimeError(f"media server failed to start: {state['error']}") from state["error"]
     bound_host, bound_port = state["address"]
-    return RunningServer(bound_host, bound_port, handle, thread, handle.loop)
+    return RunningServer(bound_host, bound_port, handle, thread, handle.loop, server)
 
 
 def serve_forever(

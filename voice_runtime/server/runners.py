@@ -46,6 +46,7 @@ class RunningServer:
     _server: Any
     _thread: threading.Thread
     loop: asyncio.AbstractEventLoop | None = None  # the loop the calls run on (run drains and probes there)
+    voice_server: Any = None  # the VoiceServer it runs (stop() waits for its end-of-call hooks)
 
     @property
     def http_url(self) -> str:
@@ -60,6 +61,8 @@ class RunningServer:
 
         self._server.should_exit = True
         self._thread.join(timeout)
+        if self.voice_server is not None:
+            self.voice_server.end_hooks.drain(timeout)  # the ended calls' on_call_report / on_call_ended have run
         flush_call_logs(timeout)  # the ended calls' logs are complete on disk once stop() returns
 
     def __enter__(self) -> RunningServer:
@@ -96,7 +99,7 @@ def start_fastapi(server: VoiceServer, host: str = "127.0.0.1", port: int = 0, *
         raise RuntimeError("voice server failed to start")
     listener = uv.servers[0]
     bound_host, bound_port = listener.sockets[0].getsockname()[:2]
-    return RunningServer(bound_host, bound_port, uv, thread, listener.get_loop())
+    return RunningServer(bound_host, bound_port, uv, thread, listener.get_loop(), server)
 
 
 def serve_fastapi(server: VoiceServer, host: str = "0.0.0.0", port: int = 8080, *, drain_deadline: float = 30.0, **uvicorn_kwargs: Any) -> None:
