@@ -1,7 +1,7 @@
 """A whole call with the Azure providers: the real VoiceServer, a SimulatedPhone over a loopback WebSocket.
 
 Mocking boundary: only the Azure Speech SDK objects behind ``voice_runtime.providers.azure_sdk.SpeechSdk``
-are fakes (``tests/azure/fakes.py``: the SDK is a proprietary native binary with an internal protocol, and the
+are fakes (``voice_runtime/testing/fake_azure_speech.py``: the SDK is a proprietary native binary with an internal protocol, and the
 service needs an account). They produce real μ-law audio and fire their events from real foreign threads;
 everything between them and the phone — server, session, flow thread, marks, barge-in, sockets — is real.
 """
@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("azure.cognitiveservices.speech")
 
-from tests.azure.fakes import (  # noqa: E402
+from voice_runtime.testing.fake_azure_speech import (  # noqa: E402
     FakeSpeechSdk,
     FakeSynthesizer,
     fake_speech_audio,

@@ -1,6 +1,6 @@
 """AzureStt against SDK-shaped fakes that fire callbacks from real foreign threads.
 
-Mocking boundary: only the Azure Speech SDK objects are faked (see ``tests/azure/fakes.py`` for why: a
+Mocking boundary: only the Azure Speech SDK objects are faked (see ``voice_runtime/testing/fake_azure_speech.py`` for why: a
 proprietary native binary with an internal protocol). The event loop, the provider's writer/teardown
 threads, its queues and the thread hops are all real; events are fired from real ``threading.Thread``s.
 """
@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("azure.cognitiveservices.speech")
 
-from tests.azure.fakes import (  # noqa: E402
+from voice_runtime.testing.fake_azure_speech import (  # noqa: E402
     CancellationErrorCode,
     CancellationReason,
     FakeSpeechSdk,

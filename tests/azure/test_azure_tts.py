@@ -1,6 +1,6 @@
 """AzureTts against an SDK-shaped fake synthesizer that fires its events from a real foreign thread.
 
-Mocking boundary: only the Azure Speech SDK's synthesizer is faked (see ``tests/azure/fakes.py``: a
+Mocking boundary: only the Azure Speech SDK's synthesizer is faked (see ``voice_runtime/testing/fake_azure_speech.py``: a
 proprietary native binary with an internal protocol). The thread hand-off, the bounded queue, the locking,
 ``VoiceSession.speak`` and its error reporting are real.
 """
@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("azure.cognitiveservices.speech")
 
-from tests.azure.fakes import CancellationErrorCode, FakeSpeechSdk, FakeSynthesizer, fake_speech_audio  # noqa: E402
+from voice_runtime.testing.fake_azure_speech import CancellationErrorCode, FakeSpeechSdk, FakeSynthesizer, fake_speech_audio  # noqa: E402
 from voice_runtime import VoiceSession  # noqa: E402
 from voice_runtime.errors import ProviderError  # noqa: E402
 from voice_runtime.providers.azure_tts import AzureTts  # noqa: E402

@@ -7,18 +7,10 @@ the benchmark measures a silent caller as silent.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+from tests.benchmarks._load import load_benchmark
 from voice_runtime.providers.mock import EnergyVad, frame_level
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "load_bench.py"
-_spec = importlib.util.spec_from_file_location("load_bench", _PATH)
-assert _spec is not None and _spec.loader is not None
-load_bench = importlib.util.module_from_spec(_spec)
-sys.modules["load_bench"] = load_bench
-_spec.loader.exec_module(load_bench)
+load_bench = load_benchmark("load_bench")
 
 
 def _frame(call: int, counter: int, sent_us: int) -> bytes:

@@ -50,6 +50,7 @@ from websockets.http11 import Request, Response
 
 from voice_runtime.audio.g711 import pcm16_to_ulaw
 from voice_runtime.providers.mock import frame_level, tone_speech
+from voice_runtime.testing.speech_timing import DEFAULT_CHARS_PER_SECOND, DEFAULT_MIN_SECONDS, paced_due, speech_seconds
 
 __all__ = [
     "FakeElevenLabs",
@@ -184,8 +185,8 @@ class FakeElevenLabs:
         tts_realtime_factor: float | None = 4.0,
         tts_chunk_bytes: int = FRAME,
         tts_first_byte_delay: float = 0.0,
-        tts_chars_per_second: float = 14.0,
-        tts_min_seconds: float = 0.3,
+        tts_chars_per_second: float = DEFAULT_CHARS_PER_SECOND,
+        tts_min_seconds: float = DEFAULT_MIN_SECONDS,
         stream_input_timeout: float = 20.0,
         stt_partial_every: int = 5,
         stt_both_committed: bool = False,
@@ -363,7 +364,7 @@ class FakeElevenLabs:
 
     # ================================================================================ audio
     def tts_seconds(self, text: str) -> float:
-        return max(self.tts_min_seconds, len(text.strip()) / self.tts_chars_per_second)
+        return speech_seconds(text, chars_per_second=self.tts_chars_per_second, min_seconds=self.tts_min_seconds)
 
     def _audio(self, text: str, output_format: str) -> tuple[bytes, float]:
         """(audio bytes, bytes per second of audio) for ``text`` in ``output_format``."""
@@ -393,11 +394,9 @@ class FakeElevenLabs:
         return proc.stdout
 
     async def _pace(self, t0: float, sent: int, bytes_per_second: float) -> None:
-        if self.tts_realtime_factor:
-            due = t0 + sent / bytes_per_second / self.tts_realtime_factor
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        delay = paced_due(t0, sent, bytes_per_second, self.tts_realtime_factor) - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     # ================================================================================ HTTP (raw ASGI)
     async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:

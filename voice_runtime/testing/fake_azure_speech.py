@@ -1,5 +1,8 @@
 """Stand-ins for the Azure Speech SDK objects, plugged in through ``voice_runtime.providers.azure_sdk.SpeechSdk``.
 
+Shipped in the package (``azure`` extra: it uses the SDK's real enum members) for the project's tests, the
+first-token benchmark and users' own tests: ``AzureTts(sdk=FakeSpeechSdk(timing=SynthesisTiming(...)))``.
+
 Why mocks here, and only here: the Azure Speech SDK is a proprietary native library whose service protocol
 (USP) is internal and undocumented, and the real service needs an account. These fakes reproduce the parts
 of the SDK's *behaviour* that the providers must cope with, as observed with SDK 1.53:
@@ -13,13 +16,20 @@ of the SDK's *behaviour* that the providers must cope with, as observed with SDK
 * synthesis streams ``synthesizing`` chunks and ends with ``synthesis_completed`` or ``synthesis_canceled``;
   ``stop_speaking_async`` cancels it (``CancelledByUser``).
 
+The service's *timing* is modelled only when asked (:class:`SynthesisTiming`): the first ``synthesizing``
+chunk comes ``first_chunk_latency`` seconds after ``speak_text_async``, later ones at ``realtime_factor`` ×
+real time, and the audio's length follows the text, with the same formulas as the fake ElevenLabs
+(:mod:`voice_runtime.testing.speech_timing`). That is a model of the service, not a measurement of it.
+
 Everything else in the tests (the event loop, threads, queues, the server, the phone, sockets) is real.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +38,26 @@ import azure.cognitiveservices.speech as speechsdk
 from voice_runtime.audio.g711 import pcm16_to_ulaw
 from voice_runtime.providers.azure_sdk import RecognizerOptions, SynthesizerOptions
 from voice_runtime.providers.mock import tone_speech
+from voice_runtime.testing.speech_timing import DEFAULT_CHARS_PER_SECOND, DEFAULT_MIN_SECONDS, paced_due, speech_seconds
+
+__all__ = [
+    "CancellationErrorCode",
+    "CancellationReason",
+    "FakeFuture",
+    "FakePushStream",
+    "FakeRecognizer",
+    "FakeSignal",
+    "FakeSpeechSdk",
+    "FakeSynthesizer",
+    "ResultReason",
+    "SynthesisTiming",
+    "canceled_event",
+    "fake_speech_audio",
+    "fire_from_thread",
+    "plain_event",
+    "recognized_event",
+    "recognizing_event",
+]
 
 ResultReason = speechsdk.ResultReason
 CancellationReason = speechsdk.CancellationReason
@@ -61,7 +91,8 @@ def fire_from_thread(signal: FakeSignal, evt: Any, *, wait: bool = True) -> thre
     thread.start()
     if wait:
         thread.join(5.0)
-        assert not thread.is_alive(), "callback thread hung"
+        if thread.is_alive():
+            raise AssertionError("callback thread hung")
     return thread
 
 
@@ -168,9 +199,15 @@ class FakeRecognizer:
 
 
 class FakeSpeechSdk:
-    """The ``SpeechSdk`` seam with fakes; remembers every object it built."""
+    """The ``SpeechSdk`` seam with fakes; remembers every object it built.
 
-    def __init__(self) -> None:
+    ``timing`` gives every synthesizer it builds that service model (see :class:`SynthesisTiming`); without
+    it synthesizers emit a fixed second of audio as fast as the consumer takes it. ``synth_factory`` may be
+    replaced for other per-test synthesizer behaviour.
+    """
+
+    def __init__(self, timing: SynthesisTiming | None = None) -> None:
+        self.timing = timing
         self.streams: list[FakePushStream] = []
         self.recognizers: list[FakeRecognizer] = []
         self.synthesizers: list[FakeSynthesizer] = []
@@ -179,7 +216,9 @@ class FakeSpeechSdk:
         self.configure_recognizer: Callable[[int, FakeRecognizer], None] | None = None
         self.create_gate: dict[int, threading.Event] = {}  # recognizer index → released when set
         self.create_entered: dict[int, threading.Event] = {}
-        self.synth_factory: Callable[[SynthesizerOptions], FakeSynthesizer] = lambda options: FakeSynthesizer(options)
+        self.synth_factory: Callable[[SynthesizerOptions], FakeSynthesizer] = lambda options: FakeSynthesizer(
+            options, timing=self.timing
+        )
         self._cond = threading.Condition()
 
     def create_push_stream(self) -> FakePushStream:
@@ -193,7 +232,8 @@ class FakeSpeechSdk:
         self.create_entered.setdefault(index, threading.Event()).set()
         gate = self.create_gate.get(index)
         if gate is not None:
-            assert gate.wait(10.0), "test never released the recognizer gate"
+            if not gate.wait(10.0):
+                raise AssertionError("test never released the recognizer gate")
         recognizer = FakeRecognizer(push_stream, options)
         if self.configure_recognizer is not None:
             self.configure_recognizer(index, recognizer)
@@ -204,9 +244,11 @@ class FakeSpeechSdk:
 
     def wait_recognizer(self, index: int, timeout: float = 5.0) -> FakeRecognizer:
         with self._cond:
-            assert self._cond.wait_for(lambda: len(self.recognizers) > index, timeout), f"no recognizer #{index}"
+            if not self._cond.wait_for(lambda: len(self.recognizers) > index, timeout):
+                raise AssertionError(f"no recognizer #{index}")
             recognizer = self.recognizers[index]
-        assert recognizer.started.wait(timeout) or recognizer.start_error is not None
+        if not recognizer.started.wait(timeout) and recognizer.start_error is None:
+            raise AssertionError(f"recognizer #{index} never started")
         return recognizer
 
     def create_synthesizer(self, options: SynthesizerOptions) -> FakeSynthesizer:
@@ -227,12 +269,41 @@ def fake_speech_audio(seconds: float = 1.0) -> bytes:
     return audio[: len(audio) // 160 * 160]
 
 
+#: μ-law 8 kHz: one byte per sample, what ``Raw8Khz8BitMonoMULaw`` produces.
+ULAW_BYTES_PER_SECOND = 8000.0
+
+
+@dataclass(frozen=True)
+class SynthesisTiming:
+    """A model of the service's speed, the same one the fake ElevenLabs uses (for comparable benchmarks).
+
+    ``first_chunk_latency``: seconds from ``speak_text_async`` to the first ``synthesizing`` event (the
+    service's time to first audio, network included). ``realtime_factor``: audio seconds generated per wall
+    second after that (``None``: as fast as the consumer takes it). The audio for a text lasts
+    ``max(min_seconds, characters / chars_per_second)``.
+    """
+
+    first_chunk_latency: float = 0.0
+    realtime_factor: float | None = None
+    chars_per_second: float = DEFAULT_CHARS_PER_SECOND
+    min_seconds: float = DEFAULT_MIN_SECONDS
+
+    def audio_for(self, text: str) -> bytes:
+        """The μ-law audio the modelled service returns for ``text`` (length as the fake ElevenLabs')."""
+        seconds = speech_seconds(text, chars_per_second=self.chars_per_second, min_seconds=self.min_seconds)
+        return fake_speech_audio(round(seconds, 2))
+
+
 class FakeSynthesizer:
     """``SpeechSynthesizer``: a producer thread fires ``synthesizing`` chunks, then completes or cancels.
 
     ``gate_after`` holds synthesis after that many chunks until ``release()`` (to prove streaming);
-    ``chunk_interval`` paces chunks (the fake's synthesis speed); ``cancel_with`` ends in a canceled result;
-    ``silent`` never emits anything.
+    ``chunk_interval`` sleeps between chunks (a crude synthesis speed for tests); ``timing`` models the
+    service's latency and speed, and makes the audio follow the text unless ``audio`` is given;
+    ``cancel_with`` ends in a canceled result; ``silent`` never emits anything.
+
+    Timestamps (``time.monotonic()``) per utterance, for measuring the model: ``requested_at`` when
+    ``speak_text_async`` was called, ``first_chunk_at`` just before the first ``synthesizing`` event fired.
     """
 
     def __init__(
@@ -245,8 +316,11 @@ class FakeSynthesizer:
         gate_after: int | None = None,
         cancel_with: tuple[Any, str] | None = None,
         silent: bool = False,
+        timing: SynthesisTiming | None = None,
     ) -> None:
         self.options = options
+        self.timing = timing
+        self.fixed_audio = audio is not None or timing is None
         self.audio = audio if audio is not None else fake_speech_audio(1.0)
         self.chunk_bytes = chunk_bytes
         self.chunk_interval = chunk_interval
@@ -258,6 +332,8 @@ class FakeSynthesizer:
         self.synthesis_completed = FakeSignal()
         self.synthesis_canceled = FakeSignal()
         self.texts: list[str] = []
+        self.requested_at: list[float] = []
+        self.first_chunk_at: list[float] = []
         self.stop_calls = 0
         self.stop_threads: list[str] = []
         self.chunks_sent = 0
@@ -273,7 +349,9 @@ class FakeSynthesizer:
         self.gate.set()
 
     def speak_text_async(self, text: str) -> FakeFuture:
+        self.requested_at.append(time.monotonic())
         self.texts.append(text)
+        audio = self.audio if self.fixed_audio or self.timing is None else self.timing.audio_for(text)
         self._stop.clear()
         self.completed.clear()
         done = threading.Event()
@@ -281,7 +359,7 @@ class FakeSynthesizer:
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-        thread = threading.Thread(target=self._produce, args=(done, box), name="Dummy-synth", daemon=True)
+        thread = threading.Thread(target=self._produce, args=(audio, done, box), name="Dummy-synth", daemon=True)
         thread.start()
 
         def get() -> Any:
@@ -290,7 +368,7 @@ class FakeSynthesizer:
 
         return FakeFuture(get)
 
-    def _produce(self, done: threading.Event, box: dict[str, Any]) -> None:
+    def _produce(self, audio: bytes, done: threading.Event, box: dict[str, Any]) -> None:
         self.callback_threads.add(threading.current_thread().name)
         try:
             if self.silent:
@@ -298,13 +376,22 @@ class FakeSynthesizer:
                 if self._stop.is_set():
                     box["result"] = self._cancel(CancellationReason.CancelledByUser, CancellationErrorCode.NoError, "")
                 return
-            for index, start in enumerate(range(0, len(self.audio), self.chunk_bytes)):
+            timing = self.timing or SynthesisTiming()
+            # The service model: waits on the stop event, so stop_speaking cuts them short like the SDK's.
+            if timing.first_chunk_latency and self._stop.wait(timing.first_chunk_latency):
+                box["result"] = self._cancel(CancellationReason.CancelledByUser, CancellationErrorCode.NoError, "")
+                return
+            t0 = time.monotonic()
+            for index, start in enumerate(range(0, len(audio), self.chunk_bytes)):
                 if self.gate_after is not None and index == self.gate_after:
                     self.gate.wait(10.0)
-                if self._stop.is_set():
+                delay = paced_due(t0, start, ULAW_BYTES_PER_SECOND, timing.realtime_factor) - time.monotonic()
+                if (delay > 0 and self._stop.wait(delay)) or self._stop.is_set():
                     box["result"] = self._cancel(CancellationReason.CancelledByUser, CancellationErrorCode.NoError, "")
                     return
-                chunk = self.audio[start : start + self.chunk_bytes]
+                chunk = audio[start : start + self.chunk_bytes]
+                if index == 0:
+                    self.first_chunk_at.append(time.monotonic())
                 self.synthesizing.fire(SimpleNamespace(result=SimpleNamespace(audio_data=chunk, reason=ResultReason.SynthesizingAudio)))
                 self.chunks_sent += 1
                 if self.chunk_interval and self._stop.wait(self.chunk_interval):
@@ -314,7 +401,7 @@ class FakeSynthesizer:
                 code, details = self.cancel_with
                 box["result"] = self._cancel(CancellationReason.Error, code, details)
                 return
-            result = SimpleNamespace(reason=ResultReason.SynthesizingAudioCompleted, audio_data=self.audio, cancellation_details=None)
+            result = SimpleNamespace(reason=ResultReason.SynthesizingAudioCompleted, audio_data=audio, cancellation_details=None)
             self.completed.set()
             self.synthesis_completed.fire(SimpleNamespace(result=result))
             box["result"] = result
