@@ -18,22 +18,23 @@ What the providers rely on from the objects the seam returns (the SDK's own shap
 
 Also here, because both providers need them: settings from the environment (with the key never shown in a
 repr or log), the classification of cancellation codes, and :func:`run_blocking` /
-:func:`call_with_timeout`, which run a blocking SDK call on a *daemon* thread with a deadline. Why not
-``asyncio.to_thread``: the default executor's threads are joined at loop shutdown and interpreter exit, so one
-SDK ``stop`` hung for 10 s (a known SDK behaviour) would hang shutdown too; a daemon thread is abandoned.
+:func:`call_with_timeout`, which run a blocking SDK call on a *daemon* thread with a deadline (the runtime's
+:func:`voice_runtime.offloop.run_off_loop` / :func:`~voice_runtime.offloop.call_off_thread`, named for the
+SDK). Why not ``asyncio.to_thread``: the default executor's threads are joined at loop shutdown and
+interpreter exit, so one SDK ``stop`` hung for 10 s (a known SDK behaviour) would hang shutdown too; a daemon
+thread is abandoned.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from voice_runtime.errors import ConfigError, ProviderError
+from voice_runtime.offloop import OffLoopTimeout, call_off_thread, run_off_loop
 
 __all__ = [
     "PROVIDER",
@@ -277,69 +278,19 @@ def is_fatal(code_name: str) -> bool:
 
 
 # ================================================================================================ blocking calls
-class BlockingCallTimeout(TimeoutError):
-    """A blocking SDK call did not return within its deadline (it keeps running on its daemon thread)."""
-
-
-def _start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    return thread
+#: A blocking SDK call did not return within its deadline (it keeps running on its daemon thread).
+BlockingCallTimeout = OffLoopTimeout
 
 
 async def run_blocking(fn: Callable[..., T], *args: Any, timeout: float, name: str = "azure-sdk") -> T:
     """Run ``fn(*args)`` on a daemon thread; await its result for at most ``timeout`` seconds.
 
     On timeout raises :class:`BlockingCallTimeout`; the thread is abandoned (it finishes on its own and its
-    result is discarded). Cancelling the awaiting task likewise abandons it. The result is delivered with
-    ``call_soon_threadsafe`` only while the loop is open.
+    result is discarded). Cancelling the awaiting task likewise abandons it.
     """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-    def worker() -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            outcome = (False, exc)
-        if loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # loop closed between the check and the call
-            pass
-
-    _start_daemon(worker, name)
-    try:
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
-    except asyncio.TimeoutError:
-        raise BlockingCallTimeout(f"{name} did not return within {timeout:g}s") from None
+    return await run_off_loop(fn, *args, name=name, timeout=timeout)
 
 
 def call_with_timeout(fn: Callable[..., T], *args: Any, timeout: float, name: str = "azure-sdk") -> T:
     """The thread-side twin of :func:`run_blocking`: block the *calling* thread at most ``timeout`` seconds."""
-    done = threading.Event()
-    box: list[tuple[bool, Any]] = []
-
-    def worker() -> None:
-        try:
-            box.append((True, fn(*args)))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box.append((False, exc))
-        done.set()
-
-    _start_daemon(worker, name)
-    if not done.wait(timeout):
-        raise BlockingCallTimeout(f"{name} did not return within {timeout:g}s")
-    ok, value = box[0]
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+    return call_off_thread(fn, *args, timeout=timeout, name=name)
