@@ -1,6 +1,6 @@
 """Issue 13, connection level: header deadlines, connection and call caps (503 + Retry-After), quiet logs.
 
-Both server modes (uvicorn and websockets-native), real sockets on loopback. Slowloris sockets send part of
+All three server modes (uvicorn, websockets-native and picows), real sockets on loopback. Slowloris sockets send part of
 an upgrade request and stall; the server must close them at ``header_timeout`` and a genuine call must still
 get through. Over ``max_connections`` a new socket is answered 503 with Retry-After without being read; over
 ``max_calls`` an upgrade is refused 503 before any session exists. Each limit logs one rate-limited line, not
@@ -30,7 +30,16 @@ from voice_runtime.server.ws_native import start_native
 from voice_runtime.session import VoiceSession
 from voice_runtime.testing import PhoneRejected, SimulatedPhone
 
-MODES: dict[str, Callable[[VoiceServer], RunningServer]] = {"uvicorn": VoiceServer.start, "native": start_native}
+def _start_picows(server: VoiceServer) -> RunningServer:
+    pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
+    from voice_runtime.server.ws_picows import start_picows
+
+    return start_picows(server)
+
+
+MODES: dict[str, Callable[[VoiceServer], RunningServer]] = {
+    "uvicorn": VoiceServer.start, "native": start_native, "picows": _start_picows,
+}
 HALF_UPGRADE = b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 
 
@@ -80,6 +89,13 @@ def _half_open(handle: RunningServer, n: int) -> list[socket.socket]:
     return socks
 
 
+def _full_upgrade(handle: RunningServer) -> bytes:
+    """Send one complete upgrade request for ``/stream``; what the server answered before closing (or b"")."""
+    with socket.create_connection((handle.host, handle.port), timeout=10) as s:
+        s.sendall(HALF_UPGRADE + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        return _closed_by_server(s, 10) or b""
+
+
 def _closed_by_server(sock: socket.socket, timeout: float) -> bytes | None:
     """What the server sent before closing (b"" for a bare close), or None if it is still open."""
     sock.settimeout(timeout)
@@ -99,17 +115,21 @@ def _closed_by_server(sock: socket.socket, timeout: float) -> bytes | None:
 @pytest.mark.timeout(60)
 def test_slowloris_sockets_closed_at_header_deadline_and_a_real_call_still_works(serve: Any) -> None:
     server, handle, live = serve(header_timeout=0.5)
+    early = SimulatedPhone(handle.ws_url + "/stream").connect()  # a call older than the deadline: not cut
+    assert live.wait(1)
     socks = _half_open(handle, 30)
     try:
         still_open = [s for s in socks if _closed_by_server(s, 5.0) is None]
         assert not still_open, f"{len(still_open)} of 30 half-sent upgrades were never closed"
+        assert not early.closed, "the header deadline closed a call that had already upgraded"
         phone = SimulatedPhone(handle.ws_url + "/stream").connect()
-        assert live.wait(1)
+        assert live.wait(2)
         phone.close()
     finally:
+        early.close()
         for s in socks:
             s.close()
-    if serve.mode == "uvicorn":  # native mode: websockets' open_timeout closes them (not counted by us)
+    if serve.mode != "native":  # native mode: websockets' open_timeout closes them (not counted by us)
         assert server.limits.stats["header_timeouts"] == 30
 
 
@@ -121,10 +141,7 @@ def test_over_max_connections_new_sockets_get_503_retry_after_and_one_log_line(s
         with caplog.at_level(logging.WARNING, logger="voice_runtime.server.limits"):
             answers = []
             for _ in range(20):
-                with socket.create_connection((handle.host, handle.port), timeout=10) as s:
-                    s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                    answers.append(_closed_by_server(s, 10) or b"")
+                answers.append(_full_upgrade(handle))
         assert all(a.startswith(b"HTTP/1.1 503") for a in answers), answers[0][:100]
         assert all(b"retry-after: 5" in a.lower() for a in answers)
         assert server.limits.stats["connections_refused"] == 20
@@ -146,7 +163,10 @@ def test_over_max_calls_upgrade_refused_503_before_any_session(serve: Any) -> No
             second.connect()
         assert refused.value.status == 503
         second.close()
-        assert live.started == 1 and server.limits.stats["calls_refused"] == 1
+        answer = _full_upgrade(handle)  # the raw answer: the carrier is told when to retry
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+        assert f"retry-after: {server.limits.retry_after}".encode() in answer.lower(), answer[:300]
+        assert live.started == 1 and server.limits.stats["calls_refused"] == 2
     finally:
         first.close()
 

@@ -10,6 +10,10 @@ frame costs one parse and one session call. Everything else is the shared machin
   policy) *before* the 101 — a refusal is a 403, an unknown path a 404;
 * the same :class:`CallConnection`, config, recorder, hooks and hangup policy (``VoiceServer.serve_wire``);
 * the same runners and SIGTERM drain (:mod:`~voice_runtime.server.loop_runner`), workers included.
+* the same :class:`~voice_runtime.server.limits.ServerLimits`: ``header_timeout`` and ``max_connections`` are
+  enforced by picows' own protocol subclassed in :mod:`~voice_runtime.server.picows_guard` (picows has no
+  connection cap and its handshake timeout counts nothing), and over ``max_calls`` an upgrade gets ``503`` +
+  ``Retry-After`` as in the other modes.
 
 picows' handshake hook is synchronous, so the admission is driven synchronously; the carrier validators never
 await I/O, and one that did would have its upgrades refused (503), never admitted unchecked. Carrier HTTP
@@ -32,9 +36,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync, stream_path_token
+from voice_runtime.server.picows_guard import guarded_protocol_factory
 from voice_runtime.server.probes import probe_response
 from voice_runtime.server.limits import quiet_accept_errors
 from voice_runtime.server.stream_policy import warn_if_unsigned
@@ -216,8 +221,13 @@ def _listener_factory(server: VoiceServer) -> Callable[[WSUpgradeRequest], Any]:
             if verdict.status == 421:  # misdirected (another worker's stream): say whose
                 body = (verdict.reason + "\n").encode()
                 return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(http.HTTPStatus.MISDIRECTED_REQUEST, body), None)
-            status = http.HTTPStatus.SERVICE_UNAVAILABLE if verdict.status == 503 else http.HTTPStatus.FORBIDDEN
-            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, b"Refused\n"), None)
+            if verdict.status == 503:  # at max_calls (or a validator that needs I/O): retry later, as every mode says
+                retry = {"Retry-After": str(server.limits.retry_after)}
+                response = WSUpgradeResponse.create_error_response(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE, b"server at capacity, retry later\n", retry
+                )
+                return WSUpgradeResponseWithListener(response, None)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(http.HTTPStatus.FORBIDDEN, b"Forbidden\n"), None)
         return PicowsWire(server, verdict)
 
     return factory
@@ -229,13 +239,12 @@ async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket
     kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     if reuse_port and sock is None:
         kwargs["reuse_port"] = True
-    return await ws_create_server(
-        _listener_factory(server),
-        max_frame_size=server.connection_config.hard_max_inbound_message,
-        websocket_handshake_timeout=10,
-        enable_auto_ping=False,  # carriers do not answer pings on media streams
-        **kwargs,
+    # Not ws_create_server: it builds picows' protocol inside itself, and the connection cap and the counted
+    # header deadline (server/picows_guard.py) need a say in connection_made, before any byte is read.
+    factory = guarded_protocol_factory(
+        server.limits, _listener_factory(server), max_frame_size=server.connection_config.hard_max_inbound_message
     )
+    return await asyncio.get_running_loop().create_server(factory, **kwargs)
 
 
 def start_picows(
