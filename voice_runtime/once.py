@@ -11,8 +11,18 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["NonceCache"]
+__all__ = ["NonceCache", "ReplayCache"]
+
+
+class ReplayCache(Protocol):
+    """What a replay guard asks: has this nonce (or call id) been seen? :class:`NonceCache` answers for one
+    process; :class:`voice_runtime.fleet_replay.RedisNonceCache` for every worker sharing a Redis."""
+
+    def first_use(self, nonce: str) -> bool:
+        """Record ``nonce``; True the first time it is seen within its window, False for a replay."""
+        ...
 
 
 class NonceCache:

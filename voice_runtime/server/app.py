@@ -188,6 +188,7 @@ class VoiceServer:
         self._warned_unsigned = False
         self.stream_tickets: StreamTickets | None = None  # set to require a per-call ticket on /stream
         self.start_guard = StartGuard()  # /stream: one session per CallSid, ever
+        self.shared_replay: Any = None  # set by fleet_replay.share_replay_guards: guards shared by a fleet
         self.flow_watch = FlowWatch()  # flows that outlive their call are logged and counted
         self.limits = ServerLimits()  # max_connections / max_calls / header_timeout, both server modes
         self.stats: Counter[str] = Counter()  # server-wide counters
@@ -365,6 +366,8 @@ class VoiceServer:
     def register_call_control(self, control: Any) -> None:
         """Attach a carrier's call control (REST hangup etc.); ``control.carrier`` names the carrier."""
         self.call_controls[control.carrier] = control
+        if self.shared_replay is not None:  # replay guards in Redis (fleet_replay.py): this carrier's too
+            self.shared_replay.attach_call_control(control)
 
     async def hangup_via_carrier(self, session: VoiceSession) -> None:
         """REST hangup through the session's carrier's call control (or the ``hangup`` hook), on the loop."""

@@ -33,7 +33,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from voice_runtime.once import NonceCache
+from voice_runtime.once import NonceCache, ReplayCache
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class StartGuard:
     """Checked on every tokenless stream's ``start``: each CallSid once, and a valid ticket when required."""
 
     def __init__(self, *, remember_seconds: float = 6 * 3600.0, max_calls: int = 100_000) -> None:
-        self.seen = NonceCache(ttl=remember_seconds, max_size=max_calls)
+        self.seen: ReplayCache = NonceCache(ttl=remember_seconds, max_size=max_calls)  # fleet: fleet_replay.py
         self.stats: Counter[str] = Counter()
 
     def admit(self, call_id: str, custom_parameters: dict[str, str], tickets: StreamTickets | None) -> bool:

@@ -38,6 +38,7 @@ from voice_runtime.conversation.flows import as_flow
 from voice_runtime.errors import CallError, CallNotAnsweredError, CallTimeoutError, ConfigError
 from voice_runtime.lifecycle import NOT_ANSWERED, EndReason
 from voice_runtime.offloop import run_off_loop
+from voice_runtime.once import NonceCache, ReplayCache
 from voice_runtime.server.connection import SessionUnavailable
 from voice_runtime.server.overload import capacity_response
 from voice_runtime.server.provider_setup import report_setup_failure
@@ -94,6 +95,12 @@ class CallControlBase:
         self._lock = threading.RLock()
         self.inbound_answers = InboundAnswers()  # call id -> the one answer document it ever gets
         server.register_call_control(self)
+
+    def nonce_cache(self, ttl: float) -> ReplayCache:
+        """This carrier's signature-nonce cache: the process's own, or the fleet's in Redis once the server's
+        replay guards are shared (:func:`voice_runtime.fleet_replay.share_replay_guards`)."""
+        shared = self.server.shared_replay
+        return NonceCache(ttl=ttl) if shared is None else shared.nonce_cache(self.carrier, ttl, fallback=NonceCache(ttl=ttl))
 
     # ------------------------------------------------------------------ to implement per carrier
     def _dial(self, to: str, stream_url: str, session: VoiceSession, **options: Any) -> str:

@@ -47,7 +47,6 @@ from voice_runtime.transports._plivo_client import PlivoCredentials, build_plivo
 from voice_runtime.transports.call_control import CallControlBase, OutboundCall
 from voice_runtime.transports.plivo_security import PlivoSignatureValidator
 from voice_runtime.urls import to_http_url
-from voice_runtime.once import NonceCache
 from voice_runtime.server.connection import SessionUnavailable
 from voice_runtime.transports.forwarded import ForwardedHeaders
 from voice_runtime.transports.webhooks import MAX_WEBHOOK_BODY, read_limited, too_large
@@ -125,7 +124,7 @@ class PlivoCallControl(CallControlBase):
             self.creds.auth_token,
             public_url=self.public_url,
             enforce=validate_signatures,
-            nonces=NonceCache(ttl=nonce_ttl),
+            nonces=self.nonce_cache(nonce_ttl),
             forwarded=self.forwarded,
         )
         self._pending: dict[str, _Pending] = {}  # answer key -> dialled call

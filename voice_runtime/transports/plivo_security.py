@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from voice_runtime.errors import ConfigError
 from voice_runtime.transports.forwarded import ForwardedHeaders
-from voice_runtime.once import NonceCache
+from voice_runtime.once import NonceCache, ReplayCache
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class PlivoSignatureValidator:
     matched: dict[str, int] = field(default_factory=dict)  # candidate label -> count (observability)
     rejected: int = 0
     #: Nonces already accepted (a replayed signed request is refused); None turns replay protection off.
-    nonces: NonceCache | None = field(default_factory=NonceCache)
+    nonces: ReplayCache | None = field(default_factory=NonceCache)  # a fleet shares one: fleet_replay.py
     #: Whose ``X-Forwarded-*`` headers shape the request URL (trusted proxies only).
     forwarded: ForwardedHeaders = field(default_factory=ForwardedHeaders)
     replays: int = 0
