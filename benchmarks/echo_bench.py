@@ -52,6 +52,7 @@ SERVERS = (
     "vr-picows-listener",
     "vr-picows-loop",
     "vr-picows-thread",
+    "vr-picows-loop-noguard",  # the picows mode on ws_create_server, without server/picows_guard.py (before row)
     "vr-native-loop",
     "vr-native-thread",
     "vr-fastapi-loop",
@@ -136,6 +137,23 @@ def _voice_server(kind: str) -> Any:
     return server, mode
 
 
+def _serve_picows_without_guard() -> None:
+    """The picows mode as it listened before the connection guard: ``ws_create_server`` and picows' own
+    protocol (no cap, picows' uncounted handshake timeout) — the before row for the guard's per-frame cost."""
+    from picows import ws_create_server
+
+    from voice_runtime.server import ws_picows
+
+    async def listen(server: Any, host: str, port: int, sock: Any, reuse_port: bool) -> Any:
+        return await ws_create_server(
+            ws_picows._listener_factory(server), host, port,
+            max_frame_size=server.connection_config.hard_max_inbound_message,
+            websocket_handshake_timeout=server.limits.header_timeout, enable_auto_ping=False,
+        )
+
+    ws_picows._listen = listen  # type: ignore[assignment]
+
+
 def server_main(kind: str, port: int) -> None:
     if kind == "bare-websockets":
         with asyncio.Runner(loop_factory=_new_loop) as runner:
@@ -145,7 +163,10 @@ def server_main(kind: str, port: int) -> None:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             runner.run(_bare_picows(port))
         return
-    server, mode = _voice_server(kind)
+    noguard = kind.endswith("-noguard")
+    server, mode = _voice_server(kind.removesuffix("-noguard"))
+    if noguard:
+        _serve_picows_without_guard()
     if mode == "fastapi":
         server.start(port=port)
     elif mode == "native":
