@@ -146,3 +146,18 @@ def test_a_valid_media_flood_is_closed_1008_with_exact_counted_drops_and_few_eve
     harness.phone(running, custom_parameters={"who": "good"})
     assert good_done.wait(30)
     assert hostile.get("good_marks") == [MarkOutcome.PLAYED] * 10
+
+
+@pytest.mark.timeout(30)
+def test_the_uvicorn_mode_refuses_permessage_deflate(harness: CallHarness) -> None:
+    """A client offering compression gets none: no inflate per frame for a flooder (carriers never offer it)."""
+
+    async def offered() -> tuple[str | None, str]:
+        async with connect(running.ws_url + "/stream", ping_interval=None, open_timeout=10) as ws:  # offers deflate
+            assert ws.response is not None
+            return ws.response.headers.get("Sec-WebSocket-Extensions"), ws.request.headers.get("Sec-WebSocket-Extensions", "")
+
+    _, running = harness.serve(lambda session: None)
+    accepted, offer = asyncio.run(offered())
+    assert "permessage-deflate" in offer  # the client did offer it
+    assert accepted is None
