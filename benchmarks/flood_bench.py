@@ -15,7 +15,10 @@ rate budget off ("before") and on ("after", the default), in one run side by sid
   until the good call is done. The good call starts once the flood is running.
 
 Reports p50/p99 (ms) per run and the median and min–max over ``--runs``; the goal is p99 under each flood
-within 2x the no-flood p99. Loopback only.
+within 2x the no-flood p99. Loopback only. The JSON line also names each run's three slowest marks (by index:
+start-up or steady state). ``--kinds media,none`` runs a subset; ``--profile DIR`` writes a cProfile of each
+server's event-loop thread (where every call's messages are handled) to ``DIR`` — that is how the costs in
+``benchmarks/README.md`` ("Flood") were found.
 """
 
 from __future__ import annotations
@@ -60,8 +63,19 @@ SERVER = textwrap.dedent(
                          inbound_flow=flow, connection_config=config)
     server.allow_unsigned_streams = True
     handle = server.start(port=port)
+    profile = None
+    if len(sys.argv) > 4:  # --profile: cProfile the event loop's thread (where every call's messages are handled)
+        import cProfile, threading
+        profile, ready = cProfile.Profile(), threading.Event()
+        handle.loop.call_soon_threadsafe(lambda: (profile.enable(), ready.set()))
+        ready.wait(10)
     print("LISTENING", flush=True)
     sys.stdin.readline()
+    if profile is not None:
+        done = threading.Event()
+        handle.loop.call_soon_threadsafe(lambda: (profile.disable(), done.set()))
+        done.wait(10)
+        profile.dump_stats(sys.argv[4])
     handle.stop()
     """
 )
@@ -111,7 +125,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def one(budget: str, kind: str, marks: int, reconnect: bool = False) -> dict[str, Any]:
+def one(budget: str, kind: str, marks: int, reconnect: bool = False, profile: Path | None = None) -> dict[str, Any]:
     from voice_runtime.testing import SimulatedPhone
 
     with socket.socket() as probe:
@@ -119,7 +133,11 @@ def one(budget: str, kind: str, marks: int, reconnect: bool = False) -> dict[str
         port = probe.getsockname()[1]
     script = ROOT / "benchmarks" / ".flood_server.py"
     script.write_text(SERVER)
-    proc = subprocess.Popen([sys.executable, str(script), budget, str(port), str(marks)], stdin=subprocess.PIPE,
+    command = [sys.executable, str(script), budget, str(port), str(marks)]
+    if profile is not None:  # cProfile of the server's event-loop thread, one pstats file per variant
+        profile.mkdir(parents=True, exist_ok=True)
+        command.append(str(profile / f"{kind}-{budget}-{time.strftime('%H%M%S')}.pstats"))
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     stop, flooding, counter = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("q", 0)
     flooder = None
@@ -145,7 +163,9 @@ def one(budget: str, kind: str, marks: int, reconnect: bool = False) -> dict[str
         proc.stdin.flush()
         proc.wait(20)
         script.unlink(missing_ok=True)
-    return {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "flood_sent": counter.value, "seconds": elapsed}
+    slowest = sorted(range(len(rtts)), key=rtts.__getitem__)[-3:]  # which marks were slow: start-up or steady
+    return {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "flood_sent": counter.value, "seconds": elapsed,
+            "slowest": [[i, round(rtts[i], 2)] for i in reversed(slowest)]}
 
 
 def main() -> None:
@@ -153,16 +173,19 @@ def main() -> None:
     parser.add_argument("--marks", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reconnect", action="store_true", help="the flooder reconnects after each close")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS))
+    parser.add_argument("--profile", type=Path, help="cProfile each server's event loop into this folder")
     args = parser.parse_args()
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {b: {k: [] for k in KINDS} for b in ("off", "on")}
+    kinds = [k for k in args.kinds.split(",") if k]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {b: {k: [] for k in kinds} for b in ("off", "on")}
     for _ in range(args.runs):
-        for kind in KINDS:
+        for kind in kinds:
             for budget in ("off", "on"):
-                results[budget][kind].append(one(budget, kind, args.marks, args.reconnect))
+                results[budget][kind].append(one(budget, kind, args.marks, args.reconnect, args.profile))
     how = "reconnecting flooder" if args.reconnect else "one hostile socket"
     print(f"mark round trip (ms), {args.marks} marks x {args.runs} runs, {how}: median [min-max]")
     print(f"{'flood':<8} {'budget':<7} {'p50':>20} {'p99':>22} {'flood msgs sent':>16}")
-    for kind in KINDS:
+    for kind in kinds:
         for budget in ("off", "on"):
             runs = results[budget][kind]
             p50 = [r["p50"] for r in runs]

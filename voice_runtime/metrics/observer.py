@@ -169,7 +169,10 @@ class CallObserver:
                 log.debug("%s %s", kind, event.data.get("error"))
             elif kind == ev.PROTOCOL_ERROR and metrics is not None:
                 live = session_ref()
-                metrics.protocol_errors.labels((live.carrier if live is not None else None) or "unknown").inc()
+                count = event.data.get("count", 1)  # coalesced: one event may stand for many drops
+                metrics.protocol_errors.labels((live.carrier if live is not None else None) or "unknown").inc(
+                    count if isinstance(count, int) and count > 0 else 1
+                )
 
         return on_event
 

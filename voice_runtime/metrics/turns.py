@@ -281,6 +281,11 @@ class TurnTracker:
     def _counter(self, e: CallEvent) -> None:
         self._count(e.kind)
 
+    def _drop_counter(self, e: CallEvent) -> None:
+        """A ``protocol_error`` event may stand for ``count`` drops (the connection coalesces a flood's)."""
+        count = e.data.get("count", 1)
+        self.counts[e.kind] = self.counts.get(e.kind, 0) + (count if isinstance(count, int) and count > 0 else 1)
+
     # ------------------------------------------------------------------------------------ output
     def turns(self) -> list[dict[str, Any]]:
         """Every turn, caller and agent, in time order."""
@@ -312,6 +317,6 @@ _HANDLERS: dict[str, Callable[[TurnTracker, CallEvent], None]] = {
     ev.DTMF_RECEIVED: TurnTracker._dtmf,
     ev.STT_ERROR: TurnTracker._counter,
     ev.TTS_ERROR: TurnTracker._counter,
-    ev.PROTOCOL_ERROR: TurnTracker._counter,
+    ev.PROTOCOL_ERROR: TurnTracker._drop_counter,
     ev.BARGE_IN: TurnTracker._counter,
 }

@@ -89,6 +89,12 @@ class ConnectionConfig:
     max_protocol_errors: int = 1000  # misbehaviour of any kind (parse, binary, oversize, unknown, order, rate): close 1008
     # Per-connection inbound rate budget (server/inbound_budget.py); None disables it (the benchmark's "before").
     inbound_budget: BudgetConfig | None = field(default_factory=BudgetConfig)
+    # At most this many already-queued carrier messages are handled before this call yields the event loop.
+    # uvicorn parses a whole 256 KiB socket read (~1,000 Twilio frames) into the queue at once and an await
+    # on a non-empty queue never suspends, so without this one flooding socket held the loop for the whole
+    # batch and every other call's marks waited behind it (benchmarks/flood_bench.py). A carrier sends ~50
+    # messages a second, so a real call almost never reaches it.
+    max_messages_per_turn: int = 32
     background_lead: float = 0.12  # seconds of background bed kept at the carrier in silences (speech waits <= this)
     stt_stop_timeout: float = 5.0
     close_timeout: float = 1.0
@@ -100,6 +106,9 @@ SessionFor = Callable[[StreamStarted, Dialect], Awaitable[VoiceSession | None]]
 
 class SessionUnavailable(Exception):
     """``session_for`` could not produce a session (a provider factory raised): close 1011."""
+
+
+_DROP_REPORT_INTERVAL = 1.0  # seconds between coalesced protocol_error events of one call
 
 
 class CallConnection:
@@ -149,6 +158,9 @@ class CallConnection:
         self._encode: Callable[[bytes], bytes] | None = None
         self._encoder: Any = None  # stream-format encoder (L16): flushed before marks, reset on clear
         self._warned: set[str] = set()
+        self._unreported_drops: Counter[str] = Counter()  # drops counted but not yet in a protocol_error event
+        self._reported_drop_reasons: set[str] = set()
+        self._drops_reported_at = 0.0
         self._media_bytes_per_second = 8000.0
         self._budget: InboundBudget | None = None
         self._close_reason = "too many protocol errors"
@@ -354,7 +366,10 @@ class CallConnection:
         return reason
 
     async def _receive_pulled(self) -> EndReason:
+        """Pull and dispatch, yielding the loop after every ``max_messages_per_turn`` messages (fairness)."""
         receive, dispatch = self.wire.receive, self._dispatch
+        per_turn = max(1, self.config.max_messages_per_turn)
+        handled = 0
         while True:
             try:
                 message = await receive()
@@ -363,6 +378,11 @@ class CallConnection:
             reason = dispatch(message)
             if reason is not None:
                 return reason
+            handled += 1
+            if handled >= per_turn:
+                handled = 0
+                self.stats["receive_yields"] += 1
+                await asyncio.sleep(0)  # let the other calls' I/O and tasks run before the rest of our queue
 
     async def _receive_pushed(self, push_to: Callable[..., None]) -> EndReason:
         ended: asyncio.Future[EndReason] = self._loop.create_future()
@@ -597,6 +617,7 @@ class CallConnection:
         session = self.session
         self.end_reason = reason
         if session is not None:
+            self._report_drops()  # before the call's end, so reports and metrics see every drop
             session.signal_disconnected(reason)
         tasks = [t for t in (self._pump_task, self._stt_task) if t is not None and not t.done()]
         for task in tasks:
@@ -623,6 +644,15 @@ class CallConnection:
                 session.stats["sequence_repeats"] += self.dialect.sequence_repeats
         self.closed.set()
 
+    def _report_drops(self) -> None:
+        """Emit one ``protocol_error`` event per reason with drops not yet reported (``count`` of them)."""
+        session, pending = self.session, self._unreported_drops
+        if session is None or not pending:
+            return
+        for reason, count in pending.items():
+            session.log.emit(ev.PROTOCOL_ERROR, reason=reason, count=count)
+        pending.clear()
+
     async def _close_recorder(self, recorder: Recorder) -> None:
         """Finish the recording off the event loop (file or network I/O may block)."""
         session = self.session
@@ -635,13 +665,27 @@ class CallConnection:
             log.exception("recorder close failed")
 
     def _count_drop(self, reason: str) -> None:
+        """Count one dropped message. Counters move per message; the ``protocol_error`` event is coalesced.
+
+        Why: under a flood the drops arrive at tens of thousands a second, and one event each (with its
+        listeners: metrics, the turn tracker) was the largest cost of a dropped message on the shared loop.
+        The first drop of each reason is reported at once; later ones are folded into one event per reason
+        at most every ``_DROP_REPORT_INTERVAL`` seconds (``count`` = drops it stands for), and whatever is
+        left is reported when the call ends, so the totals are exact.
+        """
         self.stats["protocol_errors"] += 1
         self.stats[f"dropped_{reason}"] += 1
         if self.dialect is not None:
             self.dialect.dropped[reason] += 1
         if self.session is not None:
             self.session.stats[f"dropped_{reason}"] += 1
-            self.session.log.emit(ev.PROTOCOL_ERROR, reason=reason)
+            pending = self._unreported_drops
+            pending[reason] += 1
+            now = time.monotonic()
+            if reason not in self._reported_drop_reasons or now - self._drops_reported_at >= _DROP_REPORT_INTERVAL:
+                self._reported_drop_reasons.add(reason)
+                self._drops_reported_at = now
+                self._report_drops()
         if reason not in self._warned:
             self._warned.add(reason)
             log.warning("dropped carrier message (%s); further drops of this kind are counted silently", reason)
