@@ -152,7 +152,7 @@ class PlivoCarrierPlan:
             with self._lock:
                 self.errors.append(f"{call.request_uuid} {outcome}: {type(exc).__name__}: {exc}")
             if not call.ended.is_set():  # end it at the carrier too, as Plivo would (no call is left hanging)
-                call.end("completed" if outcome in ("human", "machine") else "failed")
+                call.end("completed" if call.answered_at else "failed", "NORMAL_CLEARING" if call.answered_at else "ANSWER_URL_ERROR")
 
     def _act(self, call: Any, outcome: str) -> None:
         if outcome not in ("busy", "no-answer", "failed", "human", "machine"):

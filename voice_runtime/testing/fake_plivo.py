@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
+from voice_runtime.testing.fake_twilio import _SO_TIMESTAMPNS, _arrival_time
 from voice_runtime.testing.phone import SimulatedPhone
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ class _CarrierHttpServer(ThreadingHTTPServer):
 
     request_queue_size = 1024
     daemon_threads = True
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        if _SO_TIMESTAMPNS is not None:  # inherited by accepted sockets: kernel arrival times (see fake_twilio)
+            self.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
 
 _ACCOUNT_PATH = re.compile(r"^/v1/Account/(?P<auth_id>[^/]+)/(?P<rest>.*)$")
 
@@ -59,6 +66,9 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     json: Any
+    #: Monotonic time the request reached the fake's socket (the kernel's receive timestamp where the platform
+    #: has one, else when it was handled): CPS measurements do not depend on this busy process's scheduling.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -239,7 +249,10 @@ class FakeCall:
         url = self.request.get("hangup_url")
         if url:
             params = {**self._base_params(), "CallStatus": status, "HangupCause": cause, "Event": "Hangup", "Duration": "1", "BillDuration": "60"}
-            self.fake.post_webhook("hangup", url, params)
+            try:
+                self.fake.post_webhook("hangup", url, params)
+            except httpx.TransportError as exc:  # the app is gone (a killed worker): the call ended all the same
+                log.info("hangup callback for %s not delivered: %s", self.call_uuid, exc)
 
 
 class FakePlivo:
@@ -288,6 +301,11 @@ class FakePlivo:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
+            def handle(self) -> None:
+                # HTTP/1.0: one request per connection, so the peeked first byte is this request's.
+                self.arrived = _arrival_time(self.connection)
+                super().handle()
+
             def _handle(self) -> None:
                 fake._dispatch(self)
 
@@ -312,6 +330,12 @@ class FakePlivo:
             self._server.shutdown()
             self._server.server_close()
         self._http.close()
+
+    close = stop
+
+    def requests_for(self, method: str, path_suffix: str) -> list[RecordedRequest]:
+        with self._cond:
+            return [r for r in self.requests if r.method == method and r.path.endswith(path_suffix)]
 
     def __enter__(self) -> FakePlivo:
         return self.start()
@@ -372,6 +396,7 @@ class FakePlivo:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
+        arrived = getattr(handler, "arrived", None)
         record = RecordedRequest(
             handler.command,
             parts.path,
@@ -380,6 +405,7 @@ class FakePlivo:
             {k: v for k, v in handler.headers.items()},
             body,
             parsed,
+            at=time.monotonic() - (time.time() - arrived) if arrived else time.monotonic(),
         )
         with self._cond:
             self.requests.append(record)
