@@ -261,3 +261,29 @@ def test_ghost_known_by_request_uuid_is_reconciled_not_redialled(
         hung_up = any(r.method == "DELETE" and r.path.endswith(f"/Call/{ghost_call.call_uuid}/") for r in rig.fake.requests)
         assert hung_up == (stage == "live")
     assert redis_client.xpending(campaign.keys.jobs, GROUP)["pending"] == 0
+
+
+def test_a_refused_dial_is_rejected_and_a_timeout_is_unknown(rig_factory: Callable[..., PlivoRig]) -> None:
+    from voice_runtime.campaign import DialRejected
+
+    rig = rig_factory({})
+    sent: list[str] = []
+    wrong = PlivoCallControl(
+        rig.server, auth_id=rig.fake.auth_id, auth_token="not-the-token", from_number="+14155550000", api_base_url=rig.fake.base_url,
+        route_prefix="/plivo-wrong",
+    )
+    with pytest.raises(DialRejected, match="HTTP 401"):  # Plivo answered 401: the call was not placed
+        PlivoDialer(wrong).dial("+15550000601", before_send=lambda: sent.append("slot"))
+    assert sent == ["slot"]  # the CPS slot is taken right before the POST goes on the wire
+    slow = FakePlivo(latency=1.0).start()
+    try:
+        control = PlivoCallControl(
+            rig.server, auth_id=slow.auth_id, auth_token=slow.auth_token, from_number="+14155550000",
+            api_base_url=slow.base_url, http_timeout=0.2, route_prefix="/plivo-slow",
+        )
+        with pytest.raises(Exception) as info:  # no answer in time: the call may exist, so not DialRejected
+            PlivoDialer(control).dial("+15550000602")
+        assert not isinstance(info.value, DialRejected)
+        assert slow.wait_for_call(5).to == "+15550000602"  # ... and indeed it was placed: hence reconciliation
+    finally:
+        slow.stop()
