@@ -31,10 +31,12 @@ JOBS, CPS, MAX_ATTEMPTS = 200, 20, 3
 POLICY = RetryPolicy(max_attempts=MAX_ATTEMPTS, delays={Outcome.BUSY: 1.0, Outcome.NO_ANSWER: 1.0, Outcome.CANCELED: 1.0})
 
 
+@pytest.mark.timeout(300)  # start-up (up to 90 s on a loaded machine) + the campaign (up to 120 s)
 def test_campaign_across_four_workers_with_a_kill_9(redis_server: RedisServer, redis_client: Any, tmp_path: Path) -> None:
     run_fleet(redis_server, redis_client, tmp_path, carrier="twilio", jobs=JOBS, workers=4, kill_after=80)
 
 
+@pytest.mark.timeout(300)
 def test_plivo_campaign_across_three_workers_with_a_kill_9(redis_server: RedisServer, redis_client: Any, tmp_path: Path) -> None:
     pytest.importorskip("plivo", reason="plivo SDK not installed: pip install voice-runtime[plivo]")
     run_fleet(redis_server, redis_client, tmp_path, carrier="plivo", jobs=60, workers=3, kill_after=25)

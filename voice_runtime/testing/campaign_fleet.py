@@ -151,15 +151,21 @@ class CampaignFleet:
     def account(self) -> str:
         return str(self.fake.auth_id if self.carrier == "plivo" else self.fake.account_sid)
 
-    def start(self, timeout: float = 30.0) -> CampaignFleet:
+    def start(self, timeout: float = 90.0) -> CampaignFleet:
+        """Spawn the workers and wait for each to be ready (90 s: a loaded shared machine is slow to import).
+        If one is not, every spawned worker is stopped before the error propagates: none outlives the caller."""
         self.fake.start()
         self.plan = PlivoCarrierPlan(self.fake, self.decide) if self.carrier == "plivo" else CarrierPlan(self.fake, self.decide)
         self.stats_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(self.count):
-            self.spawn(f"w{index}")
-        deadline = time.monotonic() + timeout
-        for worker_id in list(self.procs):
-            self.wait_ready(worker_id, deadline)
+        try:
+            for index in range(self.count):
+                self.spawn(f"w{index}")
+            deadline = time.monotonic() + timeout
+            for worker_id in list(self.procs):
+                self.wait_ready(worker_id, deadline)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def spawn(self, worker_id: str) -> None:
