@@ -6,7 +6,9 @@ A carrier is four things, and this is the only place they are named together:
 * its **call control** — REST dial/hangup/transfer, answer webhooks and status callbacks, built on
   :class:`~voice_runtime.transports.call_control.CallControlBase` (``transports/<carrier>_control.py``);
 * its **signature validator** — webhooks and WebSocket upgrades, used by the call control;
-* its **SMS** module — ``send_sms(to, body, ...)`` (``transports/<carrier>_sms.py``).
+* its **SMS** module — ``send_sms(to, body, ...)`` (``transports/<carrier>_sms.py``);
+* its **campaign dialer** — the :class:`~voice_runtime.campaign.dialer.Dialer` a campaign worker dials and
+  reconciles with, built from the call control (``campaign/<carrier>_dialer.py``).
 
 Adding a carrier means writing those modules and one :func:`register_carrier` line; the media loop, the
 admission path, the flow runner and the tokens are shared and need no change (``docs/architecture.md``).
@@ -34,12 +36,16 @@ class Carrier:
     call_control: str | None = None
     signature_validator: str | None = None
     sms: str | None = None
+    campaign_dialer: str | None = None
 
     def load_call_control(self) -> Any:
         return _load(self.call_control, self.name, "call control")
 
     def load_signature_validator(self) -> Any:
         return _load(self.signature_validator, self.name, "signature validator")
+
+    def load_campaign_dialer(self) -> Any:
+        return _load(self.campaign_dialer, self.name, "campaign dialer")
 
     def load_sms(self) -> Any:
         if self.sms is None:
@@ -84,6 +90,7 @@ def _register_builtins() -> None:
             call_control="voice_runtime.transports.twilio_control:TwilioCallControl",
             signature_validator="voice_runtime.transports.twilio_security:TwilioSignatureValidator",
             sms="voice_runtime.transports.twilio_sms",
+            campaign_dialer="voice_runtime.campaign.dialer:TwilioDialer",
         )
     )
     register_carrier(
@@ -93,6 +100,7 @@ def _register_builtins() -> None:
             call_control="voice_runtime.transports.plivo_control:PlivoCallControl",
             signature_validator="voice_runtime.transports.plivo_security:PlivoSignatureValidator",
             sms="voice_runtime.transports.plivo_sms",
+            campaign_dialer="voice_runtime.campaign.plivo_dialer:PlivoDialer",
         )
     )
 

@@ -43,3 +43,15 @@ def test_campaign_commands(redis_server: RedisServer, redis_client: Any, tmp_pat
 def test_status_of_a_missing_campaign_is_a_clear_error(redis_server: RedisServer, redis_client: Any) -> None:
     with pytest.raises(Exception, match="no campaign 'nope'"):
         main(["campaign", "status", "nope", "--redis", redis_server.url])
+
+
+def test_create_records_the_carrier(redis_server: RedisServer, redis_client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(capsys, redis_server, "campaign", "create", "cli2", "--account", "MAcli", "--cps", "2", "--carrier", "plivo")
+    assert "campaign cli2: running" in out
+    status = json.loads(run(capsys, redis_server, "campaign", "status", "cli2", "--json"))
+    assert (status["carrier"], status["account"]) == ("plivo", "MAcli")
+    assert "(plivo MAcli)" in run(capsys, redis_server, "campaign", "status", "cli2")
+    assert Campaign(redis_client, "cli2").meta()["carrier"] == "plivo"
+    with pytest.raises(SystemExit):  # argparse: not a registered carrier
+        main(["campaign", "create", "cli3", "--account", "x", "--cps", "1", "--carrier", "sip", "--redis", redis_server.url])
+    assert not Campaign(redis_client, "cli3").exists()

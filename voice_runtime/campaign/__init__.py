@@ -5,7 +5,8 @@ Needs the ``[redis]`` extra (``pip install voice-runtime[redis]``) and a Redis s
 """
 
 from voice_runtime.campaign.campaign import Campaign, CampaignStatus, current_cps, set_account_cps
-from voice_runtime.campaign.dialer import CallRecord, Dialer, DialRejected, TwilioDialer
+from voice_runtime.campaign.dialer import CallRecord, Dialer, DialRejected, TwilioDialer, dialer_for
+from voice_runtime.campaign.plivo_dialer import PlivoDialer
 from voice_runtime.campaign.jobs import CallJob, Outcome, RetryPolicy, TimeWindow
 from voice_runtime.campaign.worker import CampaignFlow, CampaignWorker, fleet_live_calls, fleet_workers
 
@@ -17,12 +18,14 @@ __all__ = [
     "CampaignStatus",
     "CampaignWorker",
     "DialRejected",
+    "PlivoDialer",
     "Dialer",
     "Outcome",
     "RetryPolicy",
     "TimeWindow",
     "TwilioDialer",
     "current_cps",
+    "dialer_for",
     "fleet_live_calls",
     "fleet_workers",
     "set_account_cps",

@@ -71,6 +71,7 @@ class CampaignStatus:
     retries: int
     cps: float
     account: str
+    carrier: str = ""  # empty: any worker's carrier
 
     @property
     def finished(self) -> bool:
@@ -103,13 +104,20 @@ class Campaign:
         headroom: float = DEFAULT_HEADROOM,
         retry: RetryPolicy | None = None,
         exist_ok: bool = True,
+        carrier: str | None = None,
     ) -> Campaign:
         """Create (or, with ``exist_ok``, open) a campaign dialling through carrier ``account``.
 
         ``cps`` sets the account's limit (shared by every campaign on that account); leave it None to keep
-        the one already set.
+        the one already set. ``carrier`` (a name in ``voice_runtime.carriers``: ``twilio``, ``plivo``) makes
+        only workers whose dialer is that carrier's take the jobs; without it any worker does (the campaign's
+        ``account`` must then be the account of every worker's dialer).
         """
         campaign = cls(redis, name)
+        if carrier is not None:
+            from voice_runtime.carriers import get_carrier
+
+            carrier = get_carrier(carrier).name  # unknown names fail here, not at the first dial
         check_name(account.replace("+", ""), "carrier account")
         if cps is not None:
             set_account_cps(redis, account, cps, headroom=headroom)
@@ -122,7 +130,10 @@ class Campaign:
         if created:
             redis.hset(
                 campaign.keys.meta,
-                mapping={"account": account, "retry": json.dumps(policy.to_dict()), "created": repr(time.time())},
+                mapping={
+                    "account": account, "retry": json.dumps(policy.to_dict()), "created": repr(time.time()),
+                    **({"carrier": carrier} if carrier else {}),
+                },
             )
             try:
                 redis.xgroup_create(campaign.keys.jobs, GROUP, id="0", mkstream=True)
@@ -225,6 +236,7 @@ class Campaign:
             retries=counts.get("retries", 0),
             cps=current_cps(self.redis, account) if account else 0.0,
             account=account,
+            carrier=meta.get("carrier", ""),
         )
 
     def pause(self) -> None:

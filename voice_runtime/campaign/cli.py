@@ -46,7 +46,11 @@ def add_campaign_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     create = sub.add_parser("create", help="create a campaign (or set its account's CPS)")
     create.add_argument("name")
-    create.add_argument("--account", required=True, help="carrier account (Twilio Account SID) the campaign dials with")
+    create.add_argument("--account", required=True, help="carrier account the campaign dials with (Twilio Account SID, Plivo Auth ID)")
+    create.add_argument(
+        "--carrier", choices=_carrier_names(), default=None,
+        help="only workers dialling with this carrier take the jobs (default: any worker)",
+    )
     create.add_argument("--cps", type=float, help="the account's calls-per-second limit, fleet-wide")
     create.add_argument("--headroom", type=float, default=0.1, help="fraction of the CPS kept free for send jitter")
     create.add_argument("--max-attempts", type=int, default=3)
@@ -88,6 +92,12 @@ def add_calls_parser(subparsers: Any) -> argparse.ArgumentParser:
     return calls
 
 
+def _carrier_names() -> list[str]:
+    from voice_runtime.carriers import CARRIERS
+
+    return sorted(CARRIERS)
+
+
 def _create(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from voice_runtime.campaign import Campaign, RetryPolicy
 
@@ -96,7 +106,9 @@ def _create(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         delays={"busy": args.busy_delay, "no-answer": args.no_answer_delay},
         machine_delay=args.machine_delay,
     )
-    campaign = Campaign.create(_redis(args), args.name, account=args.account, cps=args.cps, headroom=args.headroom, retry=policy)
+    campaign = Campaign.create(
+        _redis(args), args.name, account=args.account, cps=args.cps, headroom=args.headroom, retry=policy, carrier=args.carrier
+    )
     print(f"campaign {campaign.name}: {campaign.status().state}", file=out)
     return 0
 
@@ -146,7 +158,8 @@ def _control(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(
             f"{status.name} [{status.state}{', finished' if status.finished else ''}]  total {status.total}  "
             f"done {status.done}  active {status.active}  queued {status.queued}  failed {status.failed}  "
-            f"cancelled {status.cancelled}  retries {status.retries}  cps {status.cps:.1f} ({status.account})",
+            f"cancelled {status.cancelled}  retries {status.retries}  cps {status.cps:.1f} "
+            f"({status.carrier + ' ' if status.carrier else ''}{status.account})",
             file=out,
         )
     return 0

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallRecord", "Dialer", "TwilioDialer", "DialRejected", "TERMINAL_STATUSES"]
+__all__ = ["CallRecord", "Dialer", "TwilioDialer", "DialRejected", "TERMINAL_STATUSES", "dialer_for"]
 
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
@@ -34,6 +34,8 @@ class CallRecord:
 
 class Dialer(Protocol):
     account: str
+    #: The carrier's registry name (``voice_runtime.carriers``); a worker takes only its carrier's campaigns.
+    carrier: str
 
     def dial(self, number: str, *, before_send: Callable[[], None] | None = None, **options: Any) -> Any:
         """Place the call; returns an ``OutboundCall`` (``call_id``, ``session``, ``wait_answered``).
@@ -46,7 +48,9 @@ class Dialer(Protocol):
     def find_calls(self, number: str, since: float) -> list[CallRecord]:
         """The account's calls to ``number`` created at or after ``since`` (epoch s), newest first."""
 
-    def call_status(self, sid: str) -> str: ...
+    def call_status(self, sid: str, *, number: str = "", since: float = 0.0) -> str:
+        """The carrier's status of call ``sid``. ``number`` and ``since`` (the job's number and dial intent)
+        let a carrier whose first call id is not its final one (Plivo's request_uuid) find the call."""
 
     def hangup(self, sid: str) -> None: ...
 
@@ -59,6 +63,8 @@ class TwilioDialer:
     It wraps the SDK client's HTTP layer once, so that ``before_send`` runs inside ``http_client.request``
     for the ``POST …/Calls.json`` of this thread's dial: after the SDK built the request, before it is sent.
     """
+
+    carrier = "twilio"
 
     def __init__(self, control: Any) -> None:
         self.control = control
@@ -101,7 +107,7 @@ class TwilioDialer:
                 records.append(CallRecord(call.sid, str(call.status), created))
         return sorted(records, key=lambda r: -r.created)
 
-    def call_status(self, sid: str) -> str:
+    def call_status(self, sid: str, *, number: str = "", since: float = 0.0) -> str:
         return str(self.control.client.calls(sid).fetch().status)
 
     def hangup(self, sid: str) -> None:
@@ -127,6 +133,18 @@ class _GatedHttpClient:
             self.gate.before_send = None
             before_send()
         return self.inner.request(method, url, *args, **kwargs)
+
+
+def dialer_for(control: Any) -> Any:
+    """The campaign dialer for a call control, chosen through the carrier registry by ``control.carrier``:
+    ``dialer_for(TwilioCallControl(...))`` is a :class:`TwilioDialer`, ``dialer_for(PlivoCallControl(...))``
+    a :class:`~voice_runtime.campaign.plivo_dialer.PlivoDialer`."""
+    from voice_runtime.carriers import get_carrier
+
+    name = getattr(control, "carrier", None)
+    if not name:
+        raise ValueError(f"{type(control).__name__} names no carrier: pass a carrier's call control")
+    return get_carrier(str(name)).load_campaign_dialer()(control)
 
 
 def utc_now() -> datetime:

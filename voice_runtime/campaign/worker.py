@@ -141,6 +141,9 @@ class CampaignWorker:
         self.reconcile_skew = reconcile_skew
         self.max_cps_wait = max_cps_wait
         self.scripts = Scripts(redis)
+        #: The carrier this worker dials with (``voice_runtime.carriers``); it takes only campaigns created for
+        #: it (a campaign created without one is taken by any worker, as before carriers were recorded).
+        self.carrier = str(getattr(dialer, "carrier", "twilio"))
         self.stats = WorkerStats()
         self._lock = threading.Lock()
         self._active: dict[str, _Attempt] = {}  # entry id -> attempt in progress
@@ -270,9 +273,11 @@ class CampaignWorker:
             return None
         for i in range(len(names)):
             name = names[(self._next_campaign + i) % len(names)]
-            state = self._campaign_meta(name).get("state")
-            if state not in ("running", "cancelled"):
+            meta = self._campaign_meta(name)
+            if meta.get("state") not in ("running", "cancelled"):
                 continue
+            if meta.get("carrier", self.carrier) != self.carrier:
+                continue  # another carrier's campaign: its workers dial it, with their own account
             block = 200 if i == len(names) - 1 else None
             found = self.redis.xreadgroup(GROUP, self.worker_id, {CampaignKeys(name).jobs: ">"}, count=1, block=block)
             if found:
@@ -440,7 +445,7 @@ class CampaignWorker:
             if records is None or not records:
                 self._finish(attempt, keys, job, policy, Outcome.FAILED, self.worker_id, error=f"dial error: {exc}")
                 return
-            self._adopt(attempt, keys, job, policy, records[0].sid, self.worker_id)
+            self._adopt(attempt, keys, job, policy, records[0].sid, self.worker_id, since=started - self.reconcile_skew)
             return
         sid = outbound.call_id
         if not attempt.dial_at:
@@ -451,6 +456,7 @@ class CampaignWorker:
             self._live[sid] = {"campaign": attempt.campaign, "job": job.job_id, "number": job.number, "since": started, "state": "ringing"}
         session = outbound.session
         answered_by, result, error = None, None, None
+        call_id = sid  # the id the results name: Plivo's CallUUID once answered, else the dial's id
         wants_retry = False
         answered_at = ended_at = None
         try:
@@ -463,6 +469,7 @@ class CampaignWorker:
                 self._finish(attempt, keys, job, policy, _STATUS_OUTCOME.get(status, Outcome.FAILED), self.worker_id, call_sid=sid)
                 return
             answered_at = time.time()
+            call_id = self._record_answered_id(attempt, keys, sid, session)
             with self._lock:
                 if sid in self._live:
                     self._live[sid]["state"] = "live"
@@ -494,7 +501,7 @@ class CampaignWorker:
             self.dialer.forget(sid)
         duration = round(ended_at - answered_at, 3) if answered_at else 0.0
         self._finish(
-            attempt, keys, job, policy, outcome, self.worker_id, call_sid=sid, answered_by=answered_by,
+            attempt, keys, job, policy, outcome, self.worker_id, call_sid=call_id, answered_by=answered_by,
             duration=duration, result=result, error=error, wants_retry=wants_retry,
         )
 
@@ -515,15 +522,31 @@ class CampaignWorker:
                 log.info("job %s attempt %s: worker %s died before the dial reached the carrier; dialling it now", job.job_id, attempt.attempt, owner)
                 return bool(self.scripts.revert_dial(keys=[keys.job(job.job_id), keys.counts], args=[attempt.attempt, owner]))
             sid = records[0].sid
+        since = float(raw.get("intent_at") or 0.0) - self.reconcile_skew
         self.stats.reconciled_dialled += 1
         log.info("job %s attempt %s: worker %s died after dialling %s; reconciling with the carrier record", job.job_id, attempt.attempt, owner, sid)
-        self._adopt(attempt, keys, job, policy, sid, owner)
+        self._adopt(attempt, keys, job, policy, sid, owner, since=since)
         return False
 
-    def _adopt(self, attempt: _Attempt, keys: CampaignKeys, job: CallJob, policy: RetryPolicy, sid: str, owner: str) -> None:
+    def _record_answered_id(self, attempt: _Attempt, keys: CampaignKeys, sid: str, session: Any) -> str:
+        """Plivo: the CallUUID replaces the request_uuid on answer. Record it on the job, so a worker that
+        reconciles this attempt later looks the call up directly (the request_uuid still works, with more
+        lookups). A Redis error here costs only that shortcut."""
+        answered_id = str(getattr(session, "call_sid", "") or "")
+        if not answered_id or answered_id == sid:
+            return sid
+        try:
+            self.scripts.set_call(keys=[keys.job(attempt.job_id)], args=[attempt.attempt, self.worker_id, answered_id])
+        except Exception as exc:
+            log.warning("job %s: could not record CallUUID %s (%s); the request id %s stays", attempt.job_id, answered_id, exc, sid)
+        return answered_id
+
+    def _adopt(
+        self, attempt: _Attempt, keys: CampaignKeys, job: CallJob, policy: RetryPolicy, sid: str, owner: str, *, since: float = 0.0
+    ) -> None:
         """Settle an attempt from the carrier's record of call ``sid`` (no flow can run on it any more)."""
         try:
-            status = self.dialer.call_status(sid)
+            status = self.dialer.call_status(sid, number=job.number, since=since)
         except Exception as exc:
             log.warning("job %s: carrier lookup of %s failed (%s); will retry", job.job_id, sid, exc)
             return
@@ -532,7 +555,9 @@ class CampaignWorker:
         else:
             self._safe_hangup(sid)  # ringing or up with nobody behind it: end it
             outcome = Outcome.INTERRUPTED if status == "in-progress" else Outcome.CANCELED
-        self._finish(attempt, keys, job, policy, outcome, owner, call_sid=sid, error=f"worker {owner} lost; carrier status {status}")
+        canonical = getattr(self.dialer, "canonical_id", None)  # Plivo: the CallUUID a request_uuid was found as
+        call_sid = str(canonical(sid)) if callable(canonical) else sid
+        self._finish(attempt, keys, job, policy, outcome, owner, call_sid=call_sid, error=f"worker {owner} lost; carrier status {status}")
 
     def _safe_find(self, number: str, since: float) -> list[Any] | None:
         try:

@@ -1,8 +1,9 @@
-"""A simulated campaign fleet: real Redis, real worker processes, the fake Twilio with scripted callees.
+"""A simulated campaign fleet: real Redis, real worker processes, the fake Twilio (or Plivo) with scripted callees.
 
 ``CampaignFleet`` starts N worker processes (``python -m voice_runtime.testing.campaign_fleet``). Each is an
 addressable worker (its own port: its streams and callbacks come back to it) running a real ``VoiceServer``,
-``TwilioCallControl`` against the fake Twilio in the calling process, and a ``CampaignWorker`` on Redis. The
+the carrier's call control (``carrier="twilio"`` or ``"plivo"``) against its fake in the calling process, and
+a ``CampaignWorker`` on Redis with the dialer the carrier registry names for it (``dialer_for``). The
 flow ``greet`` says one word and hangs up. Used by ``tests/campaign`` and ``benchmarks/campaign_bench.py``.
 
 Each worker counts its Redis round trips (one per ``send_packed_command``: a pipeline is one) and writes
@@ -24,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from voice_runtime.testing.carrier_plan import CarrierPlan
+from voice_runtime.testing.carrier_plan import CarrierPlan, PlivoCarrierPlan
+from voice_runtime.testing.fake_plivo import FakePlivo
 from voice_runtime.testing.fake_twilio import FakeTwilio
 from voice_runtime.testing.redis_server import free_port
 
@@ -53,11 +55,8 @@ def greet(session: Any, job: Any) -> dict[str, Any]:
 
 def worker_main() -> None:
     from voice_runtime import VoiceServer, create_tts
-    from voice_runtime.campaign import CampaignFlow, CampaignWorker, TwilioDialer
+    from voice_runtime.campaign import CampaignFlow, CampaignWorker, dialer_for
     from voice_runtime.server.workers import WorkerAddress, install_worker
-    from voice_runtime.testing.fake_twilio import FakeTwilioHttpClient
-    from voice_runtime.transports.twilio_client import TwilioCredentials
-    from voice_runtime.transports.twilio_control import TwilioCallControl
 
     env = os.environ
     worker_id, port = env["WORKER_ID"], int(env["WORKER_PORT"])
@@ -65,14 +64,13 @@ def worker_main() -> None:
     logging.getLogger("twilio").setLevel(logging.WARNING)  # the SDK logs every request's headers at INFO
     server = VoiceServer(tts_factory=lambda: create_tts("mock", min_seconds=0.1))
     install_worker(server, WorkerAddress(worker_id, f"http://127.0.0.1:{port}"))
-    credentials = TwilioCredentials(account_sid=env["FAKE_TWILIO_ACCOUNT_SID"], auth_token=env["FAKE_TWILIO_AUTH_TOKEN"], from_number="+15550001000")
-    control = TwilioCallControl(server, credentials=credentials, http_client=FakeTwilioHttpClient(env["FAKE_TWILIO_URL"]))
+    control = _call_control(server, env)
     running = server.start(port=port)
     redis = counting_redis(env["REDIS_URL"])
     flows = {"greet": CampaignFlow(greet, machine_detection=True, on_machine=env.get("ON_MACHINE", "hangup"), amd_timeout=5.0)}
     worker = CampaignWorker(
         redis,
-        TwilioDialer(control),
+        dialer_for(control),
         flows,
         worker_id=worker_id,
         max_calls=int(env.get("MAX_CALLS", "10")),
@@ -98,8 +96,26 @@ def worker_main() -> None:
         Path(stats_dir, f"{worker_id}.json").write_text(json.dumps(stats))
 
 
+def _call_control(server: Any, env: Any) -> Any:
+    """The worker's call control for ``$CARRIER`` (default twilio), pointed at the fake in the parent."""
+    if env.get("CARRIER", "twilio") == "plivo":
+        from voice_runtime.transports.plivo_control import PlivoCallControl
+
+        logging.getLogger("plivo").setLevel(logging.WARNING)
+        return PlivoCallControl(
+            server, auth_id=env["FAKE_CARRIER_ACCOUNT"], auth_token=env["FAKE_CARRIER_TOKEN"], from_number="+15550001000",
+            api_base_url=env["FAKE_CARRIER_URL"],
+        )
+    from voice_runtime.testing.fake_twilio import FakeTwilioHttpClient
+    from voice_runtime.transports.twilio_client import TwilioCredentials
+    from voice_runtime.transports.twilio_control import TwilioCallControl
+
+    credentials = TwilioCredentials(account_sid=env["FAKE_CARRIER_ACCOUNT"], auth_token=env["FAKE_CARRIER_TOKEN"], from_number="+15550001000")
+    return TwilioCallControl(server, credentials=credentials, http_client=FakeTwilioHttpClient(env["FAKE_CARRIER_URL"]))
+
+
 class CampaignFleet:
-    """Fake Twilio + callee plan in this process, N worker processes against a given Redis."""
+    """Fake carrier + callee plan in this process, N worker processes against a given Redis."""
 
     def __init__(
         self,
@@ -113,6 +129,7 @@ class CampaignFleet:
         heartbeat: float = 0.5,
         lease_ttl: float = 2.0,
         log_level: str = "WARNING",
+        carrier: str = "twilio",
     ) -> None:
         self.redis_url = redis_url
         self.decide = decide
@@ -122,31 +139,40 @@ class CampaignFleet:
             "MAX_CALLS": str(max_calls), "HEARTBEAT": str(heartbeat), "LEASE_TTL": str(lease_ttl),
             "WORKER_LOG_LEVEL": log_level, **({"GLOBAL_MAX_CALLS": str(global_max_calls)} if global_max_calls else {}),
         }
-        self.fake = FakeTwilio()
-        self.plan: CarrierPlan | None = None
+        if carrier not in ("twilio", "plivo"):
+            raise ValueError(f"the simulated fleet has fakes for twilio and plivo, not {carrier!r}")
+        self.carrier = carrier
+        self.fake: Any = FakePlivo() if carrier == "plivo" else FakeTwilio()
+        self.plan: Any = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
 
     @property
     def account(self) -> str:
-        return self.fake.account_sid
+        return str(self.fake.auth_id if self.carrier == "plivo" else self.fake.account_sid)
 
-    def start(self, timeout: float = 30.0) -> CampaignFleet:
+    def start(self, timeout: float = 90.0) -> CampaignFleet:
+        """Spawn the workers and wait for each to be ready (90 s: a loaded shared machine is slow to import).
+        If one is not, every spawned worker is stopped before the error propagates: none outlives the caller."""
         self.fake.start()
-        self.plan = CarrierPlan(self.fake, self.decide)
+        self.plan = PlivoCarrierPlan(self.fake, self.decide) if self.carrier == "plivo" else CarrierPlan(self.fake, self.decide)
         self.stats_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(self.count):
-            self.spawn(f"w{index}")
-        deadline = time.monotonic() + timeout
-        for worker_id in list(self.procs):
-            self.wait_ready(worker_id, deadline)
+        try:
+            for index in range(self.count):
+                self.spawn(f"w{index}")
+            deadline = time.monotonic() + timeout
+            for worker_id in list(self.procs):
+                self.wait_ready(worker_id, deadline)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def spawn(self, worker_id: str) -> None:
         env = dict(
             os.environ, WORKER_ID=worker_id, WORKER_PORT=str(free_port()), REDIS_URL=self.redis_url,
-            FAKE_TWILIO_URL=self.fake.base_url, FAKE_TWILIO_ACCOUNT_SID=self.fake.account_sid,
-            FAKE_TWILIO_AUTH_TOKEN=self.fake.auth_token, CAMPAIGN_STATS_DIR=str(self.stats_dir), **self.settings,
+            CARRIER=self.carrier, FAKE_CARRIER_URL=self.fake.base_url, FAKE_CARRIER_ACCOUNT=self.account,
+            FAKE_CARRIER_TOKEN=self.fake.auth_token, CAMPAIGN_STATS_DIR=str(self.stats_dir), **self.settings,
         )
         log_path = self.stats_dir / f"{worker_id}.log"
         self.logs[worker_id] = log_path
@@ -196,8 +222,9 @@ class CampaignFleet:
         return stats
 
     def dial_times(self) -> list[float]:
-        """When each dial (``POST Calls.json``) reached the fake carrier (its own request log)."""
-        return sorted(r.at for r in self.fake.requests_for("POST", "/Calls.json"))
+        """When each dial (Twilio ``POST Calls.json``, Plivo ``POST /Call/``) reached the fake carrier (its own
+        request log)."""
+        return sorted(r.at for r in self.fake.requests_for("POST", "/Call/" if self.carrier == "plivo" else "/Calls.json"))
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:

@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
+from voice_runtime.testing.fake_twilio import _SO_TIMESTAMPNS, _arrival_time
 from voice_runtime.testing.phone import SimulatedPhone
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ class _CarrierHttpServer(ThreadingHTTPServer):
 
     request_queue_size = 1024
     daemon_threads = True
+
+    def server_bind(self) -> None:
+        super().server_bind()
+        if _SO_TIMESTAMPNS is not None:  # inherited by accepted sockets: kernel arrival times (see fake_twilio)
+            self.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
 
 _ACCOUNT_PATH = re.compile(r"^/v1/Account/(?P<auth_id>[^/]+)/(?P<rest>.*)$")
 
@@ -59,6 +66,9 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     json: Any
+    #: Monotonic time the request reached the fake's socket (the kernel's receive timestamp where the platform
+    #: has one, else when it was handled): CPS measurements do not depend on this busy process's scheduling.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,11 @@ class FakeCall:
     #: Each Transfer API request's fetched XML (``<Dial>`` …), in order; see :meth:`FakePlivo._transfer`.
     transfers: list[str] = field(default_factory=list)
     transferred: threading.Event = field(default_factory=threading.Event)
+    #: Carrier-clock times (epoch s) for the call records (CDR / live / queued lookups).
+    created: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    hangup_cause: str = ""
 
     # ------------------------------------------------------------------ Plivo → app
     def _base_params(self) -> dict[str, str]:
@@ -139,6 +154,7 @@ class FakeCall:
         hook = self.fake.post_webhook("answer", url, params)
         self.answer_xml = hook.body
         self.status = "in-progress"
+        self.answered_at = self.answered_at or time.time()
         if hook.status == 200:
             self._parse_xml(hook.body)
         return hook
@@ -223,13 +239,20 @@ class FakeCall:
         if self.ended.is_set():
             return
         self.status = status
+        self.hangup_cause = cause
+        self.ended_at = time.time()
         self.ended.set()
+        with self.fake._cond:
+            self.fake._cond.notify_all()
         if close_stream and self.phone is not None:
             self.phone.hangup()
         url = self.request.get("hangup_url")
         if url:
             params = {**self._base_params(), "CallStatus": status, "HangupCause": cause, "Event": "Hangup", "Duration": "1", "BillDuration": "60"}
-            self.fake.post_webhook("hangup", url, params)
+            try:
+                self.fake.post_webhook("hangup", url, params)
+            except httpx.TransportError as exc:  # the app is gone (a killed worker): the call ended all the same
+                log.info("hangup callback for %s not delivered: %s", self.call_uuid, exc)
 
 
 class FakePlivo:
@@ -244,11 +267,15 @@ class FakePlivo:
         sign_webhooks: bool = True,
         latency: float = 0.0,
         before_dial_response: Callable[[FakeCall], None] | None = None,
+        on_dial: Callable[[FakeCall], None] | None = None,
     ) -> None:
         """``before_dial_response(call)`` runs before ``POST /Call/`` is answered: a carrier whose answer
         webhook (or stream) beats its own REST response, which real Plivo does under load."""
         self.auth_id = auth_id
         self.before_dial_response = before_dial_response
+        #: Called in a background thread for every call created over REST, after the ``201``: lets a test
+        #: play the callee (answer, busy, no-answer ...), e.g. :class:`~voice_runtime.testing.carrier_plan.PlivoCarrierPlan`.
+        self.on_dial = on_dial
         #: Seconds each REST request takes to be answered (a slow carrier API; drain tests use 1 s).
         self.latency = latency
         self._stopping = threading.Event()
@@ -274,6 +301,11 @@ class FakePlivo:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
+            def handle(self) -> None:
+                # HTTP/1.0: one request per connection, so the peeked first byte is this request's.
+                self.arrived = _arrival_time(self.connection)
+                super().handle()
+
             def _handle(self) -> None:
                 fake._dispatch(self)
 
@@ -298,6 +330,12 @@ class FakePlivo:
             self._server.shutdown()
             self._server.server_close()
         self._http.close()
+
+    close = stop
+
+    def requests_for(self, method: str, path_suffix: str) -> list[RecordedRequest]:
+        with self._cond:
+            return [r for r in self.requests if r.method == method and r.path.endswith(path_suffix)]
 
     def __enter__(self) -> FakePlivo:
         return self.start()
@@ -358,6 +396,7 @@ class FakePlivo:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
+        arrived = getattr(handler, "arrived", None)
         record = RecordedRequest(
             handler.command,
             parts.path,
@@ -366,6 +405,7 @@ class FakePlivo:
             {k: v for k, v in handler.headers.items()},
             body,
             parsed,
+            at=time.monotonic() - (time.time() - arrived) if arrived else time.monotonic(),
         )
         with self._cond:
             self.requests.append(record)
@@ -392,6 +432,10 @@ class FakePlivo:
         rest = match["rest"].rstrip("/").split("/")
         if req.method == "POST" and rest == ["Call"]:
             return self._create_call(req, api_id)
+        if req.method == "GET" and rest == ["Call"]:
+            return self._list_calls(req, api_id)
+        if req.method == "GET" and len(rest) == 2 and rest[0] == "Call":
+            return self._get_call(rest[1], req, api_id)
         if req.method == "POST" and len(rest) == 2 and rest[0] == "Call":
             return self._transfer(rest[1], req, api_id)
         if req.method == "DELETE" and len(rest) == 2 and rest[0] == "Call":
@@ -415,7 +459,109 @@ class FakePlivo:
             self._cond.notify_all()
         if self.before_dial_response is not None:
             self.before_dial_response(call)
+        if self.on_dial is not None:
+            on_dial = self.on_dial
+            threading.Thread(target=on_dial, args=(call,), name="fake-plivo-callee", daemon=True).start()
         return 201, {"api_id": api_id, "message": "call fired", "request_uuid": call.request_uuid}
+
+    # ------------------------------------------------------------------ call lookups
+    # Plivo keeps three views of a call, and a caller that lost track of one (a worker that died mid-dial)
+    # needs all three: ``status=queued`` (fired, not yet placed: known by request_uuid only), ``status=live``
+    # (ringing or up: by CallUUID, and the record names its request_uuid), and the call detail record (CDR,
+    # once the call has ended: by CallUUID; it does not carry the request_uuid).
+    def _list_calls(self, req: RecordedRequest, api_id: str) -> tuple[int, Any]:
+        """``GET /Call/``: ``status=live|queued`` → ``{"api_id", "calls": [ids]}``; otherwise the CDR list
+        ``{"api_id", "meta": {limit, next, offset, previous, total_count}, "objects": [CDR, ...]}`` with the
+        documented filters ``to_number``, ``from_number``, ``call_direction``, ``end_time__{gt,gte,lt,lte}``
+        (``YYYY-MM-DD HH:MM[:SS]``, UTC), ``limit`` (max 20) and ``offset``."""
+        q = {k: v[-1] for k, v in req.query.items()}
+        status = q.get("status", "")
+        with self._cond:
+            calls = list(self.calls.values())
+        if status in ("live", "queued"):
+            chosen = [c for c in calls if _live(c)] if status == "live" else [c for c in calls if c.status == "queued" and c.direction == "outbound"]
+            for name, attr in (("to_number", "to"), ("from_number", "from_")):
+                if q.get(name):
+                    chosen = [c for c in chosen if _digits(getattr(c, attr)) == _digits(q[name])]
+            if q.get("call_direction"):
+                chosen = [c for c in chosen if c.direction == q["call_direction"]]
+            ids = [c.call_uuid if status == "live" else c.request_uuid for c in chosen]
+            return 200, {"api_id": api_id, "calls": ids}
+        if status:
+            return 400, {"api_id": api_id, "error": "status must be live or queued"}
+        try:
+            limit = min(int(q.get("limit", "20")), 20)
+            offset = int(q.get("offset", "0"))
+            bounds = {op: _parse_plivo_time(q[f"end_time__{op}"]) for op in ("gt", "gte", "lt", "lte") if f"end_time__{op}" in q}
+        except ValueError as exc:
+            return 400, {"api_id": api_id, "error": f"bad filter: {exc}"}
+        ended = [c for c in calls if c.ended_at is not None]
+        if q.get("to_number"):
+            ended = [c for c in ended if _digits(c.to) == _digits(q["to_number"])]
+        if q.get("from_number"):
+            ended = [c for c in ended if _digits(c.from_) == _digits(q["from_number"])]
+        if q.get("call_direction"):
+            ended = [c for c in ended if c.direction == q["call_direction"]]
+        checks = {"gt": lambda t, b: t > b, "gte": lambda t, b: t >= b, "lt": lambda t, b: t < b, "lte": lambda t, b: t <= b}
+        ended = [c for c in ended if all(checks[op](int(c.ended_at or 0), b) for op, b in bounds.items())]
+        ended.sort(key=lambda c: -(c.ended_at or 0.0))
+        page = ended[offset : offset + limit]
+        meta = {"limit": limit, "next": None, "offset": offset, "previous": None, "total_count": len(ended)}
+        return 200, {"api_id": api_id, "meta": meta, "objects": [self._cdr(c) for c in page]}
+
+    def _get_call(self, uuid_: str, req: RecordedRequest, api_id: str) -> tuple[int, Any]:
+        """``GET /Call/{uuid}/``: the CDR of an ended call; ``?status=live`` a live call (by CallUUID);
+        ``?status=queued`` a queued request (by request_uuid). 404 ``{"api_id", "error"}`` otherwise."""
+        status = (req.query.get("status") or [""])[-1]
+        with self._cond:
+            calls = list(self.calls.values())
+        if status == "queued":
+            call = next((c for c in calls if c.request_uuid == uuid_ and c.status == "queued"), None)
+            if call is None:
+                return 404, {"api_id": api_id, "error": "not found"}
+            return 200, {
+                "api_id": api_id, "call_status": "queued", "caller_name": call.request.get("caller_name", ""),
+                "direction": call.direction, "from": call.from_, "request_uuid": call.request_uuid, "to": call.to,
+            }
+        call = next((c for c in calls if c.call_uuid == uuid_), None)
+        if status == "live":
+            if call is None or not _live(call):
+                return 404, {"api_id": api_id, "error": "not found"}
+            return 200, {
+                "api_id": api_id, "call_status": call.status, "call_uuid": call.call_uuid, "caller_name": "",
+                "direction": call.direction, "from": call.from_, "request_uuid": call.request_uuid,
+                "session_start": _plivo_time(call.created, micro=True), "to": call.to,
+            }
+        if status:
+            return 400, {"api_id": api_id, "error": "status must be live or queued"}
+        if call is None or call.ended_at is None:
+            return 404, {"api_id": api_id, "error": "call not found"}
+        return 200, {"api_id": api_id, **self._cdr(call)}
+
+    def _cdr(self, call: FakeCall) -> dict[str, Any]:
+        """A call detail record in Plivo's shape (``answer_time`` null for an unanswered call)."""
+        state, name, code = _CDR_STATE.get(call.status, ("FAILED", "Unknown Error", 1000))
+        duration = int(round((call.ended_at or 0) - call.answered_at)) if call.answered_at else 0
+        return {
+            "answer_time": _plivo_time(call.answered_at) if call.answered_at else None,
+            "bill_duration": duration,
+            "billed_duration": 60 * -(-duration // 60),
+            "call_direction": call.direction,
+            "call_duration": duration,
+            "call_state": state if call.answered_at is None else "ANSWER",
+            "call_uuid": call.call_uuid,
+            "end_time": _plivo_time(call.ended_at or 0.0),
+            "from_number": call.from_.lstrip("+"),
+            "hangup_cause_code": code,
+            "hangup_cause_name": name,
+            "hangup_source": "Callee" if call.status in ("busy", "no-answer") else "API",
+            "initiation_time": _plivo_time(call.created),
+            "parent_call_uuid": None,
+            "resource_uri": f"/v1/Account/{self.auth_id}/Call/{call.call_uuid}/",
+            "to_number": call.to.lstrip("+"),
+            "total_amount": "0.00000",
+            "total_rate": "0.00850",
+        }
 
     def _find(self, uuid_: str) -> FakeCall | None:
         for call in self.calls.values():
@@ -462,6 +608,45 @@ class FakePlivo:
             self.messages.append({**body, "message_uuid": message_uuid})
             self._cond.notify_all()
         return 202, {"api_id": api_id, "message": "message(s) queued", "message_uuid": [message_uuid]}
+
+
+#: Fake call status -> (CDR call_state, hangup_cause_name, hangup_cause_code) for an unanswered call.
+_CDR_STATE = {
+    "completed": ("ANSWER", "Normal Hangup", 4000),
+    "busy": ("BUSY", "Busy Line", 3010),
+    "no-answer": ("NO_ANSWER", "No Answer", 3020),
+    "timeout": ("NO_ANSWER", "Ring Timeout Reached", 3030),
+    "cancel": ("CANCEL", "Cancelled", 1010),
+    "failed": ("FAILED", "Unknown Error", 1000),
+}
+
+
+def _live(call: FakeCall) -> bool:
+    return call.status in ("ringing", "in-progress") and not call.ended.is_set()
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def _plivo_time(epoch: float, *, micro: bool = False) -> str:
+    """Plivo's CDR times: ``YYYY-MM-DD HH:MM:SS+00:00`` (live ``session_start``: microseconds, no offset)."""
+    from datetime import datetime, timezone
+
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f") if micro else moment.strftime("%Y-%m-%d %H:%M:%S+00:00")
+
+
+def _parse_plivo_time(text: str) -> int:
+    """A CDR filter time (``YYYY-MM-DD HH:MM[:SS[.ffffff]]``, UTC) as whole epoch seconds."""
+    from datetime import datetime, timezone
+
+    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            return int(datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp())
+        except ValueError:
+            continue
+    raise ValueError(f"time {text!r} is not YYYY-MM-DD HH:MM[:SS[.ffffff]]")
 
 
 def _basic_auth(header: str) -> tuple[str, str] | None:

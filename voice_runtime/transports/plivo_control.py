@@ -308,6 +308,10 @@ class PlivoCallControl(CallControlBase):
         """Public, blocking hangup by CallUUID (or request_uuid before the answer)."""
         self._hangup_call(call_id)
 
+    def call_uuid_of(self, call_id: str) -> str | None:
+        """The CallUUID a dialled request_uuid was answered as (None before the answer or if unknown)."""
+        return self._answered.get(call_id)
+
     def session_for_call(self, call_id: str) -> VoiceSession | None:
         session = super().session_for_call(call_id)
         if session is None and call_id in self._answered:
