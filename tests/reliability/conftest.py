@@ -47,7 +47,13 @@ class LeakCheck:
     def assert_clean(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
         for thread in set(threading.enumerate()) - self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            while True:  # a thread can be listed between its start() and its first instruction
+                try:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                    break
+                except RuntimeError:  # "cannot join thread before it is started": it is microseconds away
+                    if time.monotonic() >= deadline:
+                        break
         threads = [t.name for t in set(threading.enumerate()) - self.threads if t.is_alive()]
         assert not threads, f"threads left behind: {threads}"
 

@@ -140,7 +140,7 @@ class LogFileThread:
 
     Bounded by bytes: when the disk cannot keep up and ``max_pending_bytes`` are waiting, further lines are
     dropped (counted per log, and a ``log_truncated`` line with the count closes that file) rather than
-    growing memory without limit. The thread starts on first use and is a daemon; :meth:`drain` (also run at
+    growing memory without limit. The thread runs only while lines are queued and is a daemon; :meth:`drain` (also run at
     interpreter exit) waits for what is queued.
     """
 
@@ -180,12 +180,14 @@ class LogFileThread:
         return True
 
     def _run(self) -> None:
+        # Lives only while there is work (the next submit starts another): no idle thread left behind.
         while True:
             with self._cond:
-                while not self._queue:
+                if not self._queue:
                     self._busy = False
+                    self._thread = None
                     self._cond.notify_all()  # drain() waiters
-                    self._cond.wait()
+                    return
                 self._busy = True
                 call_log, call_id, line = self._queue.popleft()
                 if line is not None:

@@ -27,7 +27,7 @@ BACKLOG_WARNING = 100
 
 
 class EndHookRunner:
-    """A lazily started daemon thread that runs submitted callables in FIFO order; never raises into callers."""
+    """A daemon thread, started on demand, that runs submitted callables in FIFO order; never raises into callers."""
 
     def __init__(self, name: str = "call-end-hooks") -> None:
         self.name = name
@@ -63,12 +63,15 @@ class EndHookRunner:
         return True
 
     def _run(self) -> None:
+        # The thread lives only while there is work: it exits when the queue is empty (the next submit starts
+        # another), so a stopped server leaves no thread behind and an idle one costs none.
         while True:
             with self._cond:
-                while not self._queue:
+                if not self._queue:
                     self._busy = False
-                    self._cond.notify_all()
-                    self._cond.wait()
+                    self._thread = None
+                    self._cond.notify_all()  # drain() waiters
+                    return
                 self._busy = True
                 job = self._queue.popleft()
             try:
