@@ -329,7 +329,7 @@ class Playback:
     def stop_speech(self) -> None:
         """``stop_speaking``: resumable speech stops for good (the caller of this clears the buffer)."""
         with self._lock:
-            items = [i for i in self._items if isinstance(i, _SpeechItem)]
+            items: list[_Item] = [i for i in self._items if isinstance(i, _SpeechItem)]
         if items:
             self._cut(items)
             for item in items:

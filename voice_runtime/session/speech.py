@@ -210,7 +210,7 @@ class Speaker:
         def run() -> None:
             try:
                 if resumable:
-                    self._synthesize_resumable(result, source, label, stop_event, submitted, bool(dtmf_interrupt))
+                    self._synthesize_resumable(result, source, str(label), stop_event, submitted, bool(dtmf_interrupt))
                 else:
                     self._synthesize(result, source, label, stop_event, submitted)  # type: ignore[arg-type]  # narrow ignore so scripts/typecheck.sh holds zero errors; a real fix is for this module's owner
             finally:
