@@ -139,7 +139,7 @@ class Probe:
 
 
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
-                 background_lead_ms: float = 120.0, observe: str = "on") -> Any:
+                 background_lead_ms: float = 240.0, observe: str = "on") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -345,6 +345,7 @@ class Stats:
         self.ticker_late_ms: list[float] = []
         self.connect_failures = 0
         self.protocol_errors = 0
+        self.clears = 0  # bed-only clears (with --background): speech replacing the bed queued at the carrier
 
 
 class Call(asyncio.Protocol):
@@ -467,7 +468,15 @@ class Call(asyncio.Protocol):
             self.pending_echoes += 1
             asyncio.get_running_loop().call_later(max(0.0, self.play_end - now), self.echo, name)
         elif event in self.d.clear_events:
-            self.gen.stats.protocol_errors += 1  # the bench never barges in: a clear is unexpected
+            if not self.gen.args.background:
+                self.gen.stats.protocol_errors += 1  # the bench never barges in: a clear is unexpected
+                return
+            # With a bed, the server clears bed queued here when speech comes (speech replaces it rather than
+            # waiting behind it). A carrier drops its buffer: playout restarts with the next media, which
+            # starts a new playout for the lateness model (nothing queued before the clear is needed any more).
+            self.gen.stats.clears += 1
+            self.play_end = now
+            self.u_start = None
         else:
             self.gen.stats.protocol_errors += 1
 
@@ -646,6 +655,7 @@ class Generator:
             "ticker_late_p99_ms": percentile(s.ticker_late_ms, 99),
             "connect_failures": s.connect_failures,
             "protocol_errors": s.protocol_errors,
+            "clears": s.clears,
             "calls": per_call,
         }
         print("RESULT " + json.dumps(result), flush=True)
@@ -724,7 +734,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
                       "--observe", getattr(args, "observe", "on")]
                 + (["--background"] if getattr(args, "background", False) else [])
-                + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 120.0))],
+                + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 240.0))],
                 None,
             )
             servers.append(child)
@@ -735,7 +745,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         gen = Child(
             me + ["--role", "gen", "--port", str(port), "--calls", str(calls), "--dialect", args.dialect,
                   "--ramp", str(args.ramp), "--idle", str(args.idle), "--warmup", str(args.warmup),
-                  "--duration", str(args.duration)],
+                  "--duration", str(args.duration)]
+            + (["--background"] if getattr(args, "background", False) else []),
             None,
         )
         connected = int(gen.expect("CONNECTED", calls / args.ramp * 3 + 60))
@@ -850,6 +861,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "generator_ticker_late_p99_ms": _r(result["ticker_late_p99_ms"]),
         "connect_failures": result["connect_failures"],
         "generator_protocol_errors": result["protocol_errors"],
+        "generator_clears_seen": result.get("clears", 0),
         "server_stats": {k: v for k, v in stats.items() if "drop" in k or "error" in k or "gap" in k or "repeat" in k},
     }
     background = getattr(args, "background", False)
@@ -879,8 +891,10 @@ def compare_background(args: argparse.Namespace) -> None:
             args.background = background
             res = run_once(args, args.calls)
             results[background].append(res)
-            print(json.dumps({k: res[k] for k in ("background", "calls", "server_cpu_ms_per_call_s", "other_cpu_pct",
-                                                   "lateness_p99_ms", "inbound_lost", "pass")}), flush=True)
+            print(json.dumps({k: res.get(k) for k in (
+                "background", "calls", "server_cpu_ms_per_call_s", "server_cpu_pct", "other_cpu_pct", "lateness_p50_ms",
+                "lateness_p99_ms", "lateness_max_ms", "generator_ticker_late_p99_ms", "generator_clears_seen",
+                "inbound_lost", "pass")}), flush=True)
     summary: dict[str, Any] = {"benchmark": "background", "calls": args.calls, "repeats": args.repeats,
                                "machine": f"{platform.machine()} {os.cpu_count()} vCPU, Python {platform.python_version()}"}
     for background, name in ((False, "off"), (True, "on")):
@@ -957,7 +971,8 @@ def main() -> None:
     p.add_argument("--compare-background", action="store_true",
                    help="alternate runs without and with a background bed; report both side by side")
     p.add_argument("--repeats", type=int, default=2, help="runs of each variant with --compare-background")
-    p.add_argument("--background-lead-ms", type=float, default=120.0, help="bed kept ahead at the carrier in silences")
+    p.add_argument("--background-lead-ms", type=float, default=240.0,
+                   help="bed kept ahead at the carrier in silences (ConnectionConfig.background_lead)")
     p.add_argument("--observe", choices=("on", "off", "log"), default="on",
                    help="server observability: off, on (reports + Prometheus), log (on + JSON-lines call logs)")
     p.add_argument("--compare-observe", default="",

@@ -122,3 +122,27 @@ def test_thinking_sound_plays_between_the_callers_turn_and_the_next_speak(harnes
     assert all(not f.audio for f in phone.levels(0, start.at - 0.05))
     end = phone.wait_for("playback_end", timeout=5, after=phone.events_of("mark_echoed")[-1].at)
     assert end.data["cleared"] is False
+
+
+def test_speech_replaces_the_bed_queued_at_the_carrier(harness: CallHarness, flow_result: FlowResult, tmp_path: Path) -> None:
+    """Speech after a bed-only silence does not wait behind the bed already at the carrier: the pump clears
+    that bed first (no mark is pending then, so none is cleared), and the speech is heard whole."""
+    bed = bed_wav(tmp_path)
+    speak_now = threading.Event()
+
+    def body(session) -> None:
+        session.set_background(bed, volume=0.1)
+        assert speak_now.wait(10)
+        flow_result.values["speech"] = session.speak("Hello there, this is the agent.", wait=True, timeout=15).mark.outcome
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    phone.wait_for("media", timeout=10)
+    phone.wait_for("media", timeout=10, after=phone.events[-1].at + 1.0)  # a second of bed alone
+    before = [e for e in phone.events if e.kind == "clear"]
+    speak_now.set()
+    values = flow_result.wait()
+    assert values["speech"] is MarkOutcome.PLAYED
+    clears = [e for e in phone.events if e.kind == "clear"]
+    assert not before and len(clears) == 1  # exactly one: the bed-only clear just before the speech
+    assert clears[0].data["pending_marks"] == 0 and clears[0].data["dropped_bytes"] > 0  # only bed was dropped

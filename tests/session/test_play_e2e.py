@@ -75,7 +75,7 @@ def test_barge_in_cuts_an_interruptible_prompt(harness: CallHarness, flow_result
     heard = phone.heard_audio()
     assert 0.6 < len(heard) / 8000 < 2.0  # cut about 100 ms after the caller started, long before its 4 s end
     assert locate(heard, prompt) == 0
-    assert abs(values["heard_s"] - len(heard) / 8000) <= 0.02  # the handle knows what was heard, to the frame
+    assert abs(values["heard_s"] - len(heard) / 8000) <= 0.02 + 1e-9  # the handle knows what was heard, to the frame (1e-9: 0.66 vs 0.68 is 0.020000000000000018 in floats)
 
 
 def test_non_interruptible_prompt_plays_through_a_barge_in(harness: CallHarness, flow_result: FlowResult) -> None:

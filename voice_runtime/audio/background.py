@@ -92,27 +92,44 @@ class Bed:
 class BackgroundMixer:
     """The layers a call's outbound path mixes in (see the module docstring). One per call."""
 
-    __slots__ = ("bed", "thinking_bed", "hold", "thinking", "mixed_bytes", "filled_bytes")
+    __slots__ = ("bed", "thinking_bed", "hold", "_thinking", "mixed_bytes", "filled_bytes", "version")
 
     def __init__(self) -> None:
         self.bed: Bed | None = None
         self.thinking_bed: Bed | None = None
         self.hold: Bed | None = None
-        self.thinking = False  # the flow is busy between the caller's turn and the next speak
+        self._thinking = False
         self.mixed_bytes = 0
         self.filled_bytes = 0
+        #: Bumped by every layer change: fill already at the carrier from an older version is stale, and the
+        #: pump clears it (so hold music stops, or a thinking sound starts, at once).
+        self.version = 0
+
+    @property
+    def thinking(self) -> bool:
+        """The flow is busy between the caller's turn and the next speak (the thinking sound plays)."""
+        return self._thinking
+
+    @thinking.setter
+    def thinking(self, on: bool) -> None:
+        if on != self._thinking:
+            self._thinking = on
+            self.version += 1
 
     # ------------------------------------------------------------------ control (flow thread)
     def set_bed(self, ulaw: bytes | None, *, volume: float = 0.1, loop: bool = True) -> None:
         self.bed = None if ulaw is None else Bed(ulaw, volume=volume, loop=loop, name="bed")
+        self.version += 1
 
     def set_thinking(self, ulaw: bytes | None, *, volume: float = 0.3) -> None:
         self.thinking_bed = None if ulaw is None else Bed(ulaw, volume=volume, loop=True, name="thinking")
+        self.version += 1
         if ulaw is None:
             self.thinking = False
 
     def set_hold(self, ulaw: bytes | None, *, volume: float = 1.0) -> None:
         self.hold = None if ulaw is None else Bed(ulaw, volume=volume, loop=True, name="hold")
+        self.version += 1
 
     # ------------------------------------------------------------------ the outbound path (loop thread)
     @property

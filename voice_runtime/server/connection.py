@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voice_runtime import call_events as ev
-from voice_runtime.audio.frames import ulaw_duration
+from voice_runtime.audio.frames import FRAME_BYTES, ulaw_duration
 from voice_runtime.errors import RemoteProtocolError
 from voice_runtime.lifecycle import EndReason
 from voice_runtime.protocols import (
@@ -95,7 +95,10 @@ class ConnectionConfig:
     # batch and every other call's marks waited behind it (benchmarks/flood_bench.py). A carrier sends ~50
     # messages a second, so a real call almost never reaches it.
     max_messages_per_turn: int = 32
-    background_lead: float = 0.12  # seconds of background bed kept at the carrier in silences (speech waits <= this)
+    # Seconds of background bed kept at the carrier in silences, refilled a batch at a time like speech (so a
+    # bed stalls no more easily than speech does). Speech never waits behind it: when speech comes and the
+    # carrier holds only bed, the pump clears the bed first (CallConnection._drop_fill).
+    background_lead: float = 0.24
     stt_stop_timeout: float = 5.0
     close_timeout: float = 1.0
 
@@ -142,6 +145,8 @@ class CallConnection:
         self._wake = asyncio.Event()
         self._pacing: asyncio.Future[None] | None = None  # the pump's pacing sleep; clears and DTMF cut it short
         self._bed_wait: asyncio.Future[None] | None = None  # the pump's wait between bed refills; wake cuts it
+        self._fill_queued = False  # the last audio sent was background fill (the carrier may hold only bed)
+        self._fill_version = -1  # the background layers' version that fill was taken from
         self._clear_pending = False
         self._dtmf_pending: list[str] = []
         self._disconnect_task: asyncio.Task[None] | None = None
@@ -498,6 +503,7 @@ class CallConnection:
                     await self.wire.send(dialect.encode_clear())
                     now = time.monotonic()
                     self._playhead = now
+                    self._fill_queued = False
                     session.clear_sent()
                     self._turn_audio_sent = False
                     if self._encoder is not None:
@@ -511,6 +517,8 @@ class CallConnection:
                     continue
                 audio, mark = session.take_outbound(batch)
                 if mark is not None:
+                    if self._fill_queued:
+                        await self._drop_fill()  # the mark (a play's start mark) need not wait behind bed either
                     if self._encoder is not None:
                         # A resampling encoder holds back up to ~100 ms; the mark must follow all of it.
                         tail = self._encoder.flush()
@@ -519,9 +527,12 @@ class CallConnection:
                     await self.wire.send(dialect.encode_mark(mark.wire_name))
                     session.mark_sent(mark)
                     self._turn_audio_sent = False
+                    self._fill_queued = False  # bed sent after this mark must not be cleared (it would clear the mark)
                     continue
                 bed = session.background_mixer
                 if not audio:
+                    if self._fill_queued and (bed is None or bed.version != self._fill_version):
+                        await self._drop_fill()  # a layer changed or was cleared: the carrier's bed goes at once
                     if bed is not None and bed.active:
                         await self._fill_background(bed)
                         continue
@@ -532,6 +543,8 @@ class CallConnection:
                     finally:
                         self._pump_parked = False
                     continue
+                if self._fill_queued:
+                    await self._drop_fill()  # speech replaces the bed queued at the carrier, never waits behind it
                 if bed is not None:
                     audio = bed.mix(audio)
                 now = time.monotonic()
@@ -567,14 +580,19 @@ class CallConnection:
     async def _fill_background(self, bed: Any) -> None:
         """Silence with a bed on: keep ``background_lead`` of it at the carrier, then wait for speech or refill.
 
+        Paced like speech: when less than ``background_lead`` is ahead, one batch (``max_batch_seconds``) goes
+        out, so the bed has the same margin against a late event loop as speech and costs as few messages
+        (2.5 a second at 0.4 s). It used to be topped up to 120 ms whenever 60 ms were left: a 60 ms margin,
+        which a loaded loop missed (benchmarks/README.md, "Background bed"), and ~16 messages a second.
         Not counted as agent speech (no playout update), so the caller talking over a bed is not a barge-in.
         """
         lead = self.config.background_lead
         now = time.monotonic()
         if self._playhead < now:
             self._playhead = now
-        need = int((now + lead - self._playhead) * 8000) // 160 * 160
-        if need > 0:
+        if self._playhead - now <= lead:
+            need = self._batch // FRAME_BYTES * FRAME_BYTES or FRAME_BYTES
+            self._fill_version = bed.version
             fill = bed.fill(need)
             payload = self._encode(fill) if self._encode is not None else fill
             if payload:
@@ -582,11 +600,12 @@ class CallConnection:
             if self.recorder is not None:
                 self.recorder.write_agent(fill, self._playhead)
             self._playhead += ulaw_duration(need)
+            self._fill_queued = True
         if self._wake.is_set() or self._clear_pending or self._dtmf_pending:
             self._wake.clear()
             return
         wait = self._bed_wait = self._loop.create_future()
-        timer = self._loop.call_later(max(0.0, self._playhead - time.monotonic() - lead / 2), _settle, wait)
+        timer = self._loop.call_later(max(0.0, self._playhead - time.monotonic() - lead), _settle, wait)
         pacing = self._pacing = wait  # a clear or DTMF cuts the wait short too
         try:
             await wait
@@ -596,6 +615,27 @@ class CallConnection:
             if self._pacing is pacing:
                 self._pacing = None
         self._wake.clear()
+
+    async def _drop_fill(self) -> None:
+        """The carrier holds only background fill (sent after the last mark): clear it, so speech, a layer
+        change or the end of the bed is heard at once rather than after up to ``background_lead`` + a batch.
+        Only bed is lost (the bed reads on from where it was, a jump of under a second in a loop). No mark
+        is ever cleared: with a mark still at the carrier (its audio may be playing, ahead of the fill) the
+        fill stays, and speech waits behind it as it always did; sending a mark (after dropping the fill before
+        it) resets ``_fill_queued``, and so does a clear."""
+        self._fill_queued = False
+        assert self.session is not None and self.dialect is not None
+        now = time.monotonic()
+        if self._playhead - now < FRAME_BYTES / 8000 or self.session.marks_at_carrier:
+            return  # (almost) nothing of it left to play, or it would take a mark with it
+        await self.wire.send(self.dialect.encode_clear())
+        now = time.monotonic()
+        self._playhead = now
+        self.stats["background_fill_cleared"] += 1
+        if self._encoder is not None:
+            self._encoder.reset()
+        if self.recorder is not None:
+            self.recorder.truncate_agent(now)
 
     # ----------------------------------------------------------------------------- ending
     async def _hang_up(self) -> None:

@@ -111,6 +111,9 @@ class VoiceSession(ConversationHelpers):
     event_log_size: int = 128  # recent events kept for ``events``; listeners see every event regardless
     dtmf_barge_in: bool = True  # a key stops the played prompt being heard (per play/speak: dtmf_interrupt=)
     false_barge_in_window: float | None = None  # seconds; see docs/audio.md (None: a barge-in cut always stands)
+    # speak() queues position marks so pause/resume and false barge-in recovery continue it (docs/audio.md);
+    # off by default: the marks cost ~5 messages a second each way while the agent speaks
+    resumable_speech: bool = False
 
     def __post_init__(self) -> None:
         # One lock per call. Hot loop-side paths take the RLock itself (a C call); waits use the condition on it.
@@ -364,6 +367,11 @@ class VoiceSession(ConversationHelpers):
         for mark in cleared:
             self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name)
         return cleared
+
+    @property
+    def marks_at_carrier(self) -> bool:
+        """Loop side: marks sent and not yet echoed (a clear now would clear them)."""
+        return bool(self._out.in_flight)
 
     def set_playout_until(self, when: float) -> None:
         self._speaker.playout_until = when
@@ -633,7 +641,12 @@ class VoiceSession(ConversationHelpers):
         Marks queued behind the dropped audio resolve ``CLEARED`` at once; marks already at the carrier
         resolve ``CLEARED`` when the clear goes out (their later echoes are ignored).
         """
-        self._speaker.queue.cancel_pending()  # an interrupted agent does not carry on with its queued speech ...
+        self._clear_buffer(cancel_queued_speech=True)
+
+    def _clear_buffer(self, *, cancel_queued_speech: bool) -> None:
+        """``request_clear_buffer``; a pause keeps the speeches queued behind (they play after the resume)."""
+        if cancel_queued_speech:
+            self._speaker.queue.cancel_pending()  # an interrupted agent does not carry on with its queued speech ...
         with self._cond:
             if self._ended.is_set():
                 return
@@ -663,6 +676,7 @@ class VoiceSession(ConversationHelpers):
         tts: Any = None,
         stop_event: threading.Event | None = None,
         dtmf_interrupt: bool | None = None,
+        resumable: bool | None = None,
     ) -> SpeechResult:
         """Speak ``text`` with the session's TTS; returns at once (``wait=False``) with a :class:`SpeechResult`.
 
@@ -675,10 +689,16 @@ class VoiceSession(ConversationHelpers):
         ``result.error`` and through the provider's ``on_error``; they never raise.
         A key pressed while it plays stops it when ``dtmf_interrupt`` is true (default False: speech keeps the
         prior art's behaviour).
+        ``resumable`` (default: the session's ``resumable_speech``) queues it with position marks, so
+        :meth:`pause_playback` / :meth:`resume_playback` and false barge-in recovery continue it from the first
+        unheard frame; ``result.wait()`` then follows it across a pause (docs/audio.md).
         """
         if dtmf_interrupt is not None or self._playback is not None:
             self.playback.note_speech(dtmf_interrupt)
-        return self._speaker.speak(text, wait=wait, timeout=timeout, tts=tts, stop_event=stop_event)
+        resumable = self.resumable_speech if resumable is None else resumable
+        return self._speaker.speak(
+            text, wait=wait, timeout=timeout, tts=tts, stop_event=stop_event, resumable=resumable, dtmf_interrupt=dtmf_interrupt
+        )
 
     # ============================================================================ listening
     def listen(self, timeout: float | None = 30.0) -> str:
@@ -948,7 +968,8 @@ class VoiceSession(ConversationHelpers):
         return self.playback.unhold()
 
     def pause_playback(self) -> bool:
-        """Stop agent audio at once; :meth:`resume_playback` continues played items from the first unheard byte."""
+        """Stop agent audio at once; :meth:`resume_playback` continues played items and resumable speech
+        (``speak(resumable=True)``) from the first unheard frame. Other speech is cleared, as by a barge-in."""
         return self.playback.pause()
 
     def resume_playback(self) -> bool:
@@ -957,6 +978,8 @@ class VoiceSession(ConversationHelpers):
     def stop_speaking(self) -> None:
         """Stop the speech being synthesized and drop all agent audio not yet heard (like a barge-in)."""
         self._speaker.stop_current()
+        if self._playback is not None:
+            self._playback.stop_speech()  # resumable speech: stopped for good, not paused
         self.request_clear_buffer()
 
     def wake_outbound(self) -> None:

@@ -70,36 +70,10 @@ class PlayResult(SpeechResult):
     end, stopped for good, or the call ended — not at the clear that paused it.
     """
 
-    item: Any = field(default=None, repr=False)
-
     def wait(self, timeout: float | None = 30.0) -> MarkOutcome | None:
-        item: _Item | None = self.item
-        if item is None:
+        if self.item is None:
             return super().wait(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with item.cond:
-            while not item.finished:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise CallTimeoutError(f"{self.text!r} still playing after {timeout}s")
-                item.cond.wait(remaining)
-        if item.outcome is MarkOutcome.HUNG_UP:
-            self.call_disconnected = True
-        return item.outcome
-
-    @property
-    def interrupted(self) -> bool:
-        item: _Item | None = self.item
-        if item is None:
-            return super().interrupted
-        return item.finished and item.outcome is MarkOutcome.CLEARED
-
-    @property
-    def heard(self) -> bool:
-        item: _Item | None = self.item
-        if item is None:
-            return super().heard
-        return item.finished and item.outcome is MarkOutcome.PLAYED
+        return self._follow_item(timeout)
 
     @property
     def heard_seconds(self) -> float:
@@ -213,6 +187,46 @@ class _Item:
             self.cond.notify_all()
 
 
+class _SpeechItem(_Item):
+    """A resumable ``speak``'s audio, appended by its synthesis thread while it is queued and heard.
+
+    Synthesis runs on to the end whatever happens to playback (a pause or a false barge-in does not stop it),
+    so a resume can continue with audio that was synthesized while the caller heard nothing. It stops only
+    when the item is finished for good (stopped, a confirmed barge-in, a key, the call's end).
+    """
+
+    def __init__(self, label: str, *, dtmf_interrupt: bool) -> None:
+        super().__init__(label, iter(()), loop=False, volume=1.0, interruptible=True, dtmf_interrupt=dtmf_interrupt)
+        self.complete = False
+        self.resume_request: int | None = None  # set by a resume while the speech worker waits for one
+        self.worker_waiting = False  # the speech worker is parked until resume_request or the end
+        self.synthesis_stop = threading.Event()  # handed to the provider: set once the item is finished
+
+    def finish(self, outcome: MarkOutcome) -> None:
+        super().finish(outcome)
+        self.synthesis_stop.set()  # stopped for good (or heard, or hung up): no more audio is wanted
+
+    def append(self, chunk: bytes) -> None:
+        with self.cond:
+            self.audio += chunk
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Synthesis ended (all of it, or stopped): nothing more will be appended."""
+        with self.cond:
+            self.complete = True
+            self.cond.notify_all()
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset``, waiting until they are synthesized (fewer at the end); b"" at the end,
+        or when this run was cut (the feed then stops). Waiting for whole segments keeps position marks 200 ms
+        apart whatever the provider's chunk size."""
+        with self.cond:
+            while len(self.audio) < offset + size and not self.complete and not self.stop.is_set() and not self.finished:
+                self.cond.wait(0.2)
+            return bytes(self.audio[offset : offset + size])
+
+
 class Playback:
     """The playback side of one :class:`~voice_runtime.session.VoiceSession` (``session.playback``)."""
 
@@ -277,6 +291,49 @@ class Playback:
             except CallTimeoutError:
                 result.error = "timed out waiting for playback"
         return result
+
+    # ================================================================ resumable speech
+    def begin_speech(self, label: str, *, dtmf_interrupt: bool) -> _SpeechItem:
+        """A resumable ``speak`` starts: its audio becomes an item (position marks, pause/resume) of its own."""
+        item = _SpeechItem(label, dtmf_interrupt=dtmf_interrupt)
+        self.background.thinking = False
+        with self._lock:
+            self._items.append(item)
+        return item
+
+    def feed_speech(self, item: _SpeechItem) -> None:
+        """The speech worker's half: queue ``item`` as it is synthesized, and again from where it was cut after
+        each resume; returns once all of it is queued, or it was stopped for good, or the call ended.
+
+        While the item is paused the worker waits here, so speech submitted after it waits too (it would
+        otherwise be heard during the pause, or before the rest of this utterance).
+        """
+        start = 0
+        while True:
+            self._feed_safely(item, start)
+            with item.cond:
+                item.worker_waiting = True
+                try:
+                    while True:
+                        if item.finished or self.session.is_disconnected:
+                            return
+                        if item.resume_request is not None:
+                            start, item.resume_request = item.resume_request, None
+                            break
+                        if item.state == "playing" and not item.stop.is_set() and item.complete and item.queued >= len(item.audio):
+                            return  # all queued: the marks now tell the rest
+                        item.cond.wait(0.5)
+                finally:
+                    item.worker_waiting = False
+
+    def stop_speech(self) -> None:
+        """``stop_speaking``: resumable speech stops for good (the caller of this clears the buffer)."""
+        with self._lock:
+            items: list[_Item] = [i for i in self._items if isinstance(i, _SpeechItem)]
+        if items:
+            self._cut(items)
+            for item in items:
+                self._stop_for_good(item, "stopped")
 
     def _feed_safely(self, item: _Item, start: int) -> None:
         try:
@@ -378,18 +435,20 @@ class Playback:
         for item in items:
             self._stop_for_good(item, "stopped")
 
-    def _cut(self, items: list[_Item]) -> None:
-        """Stop feeding ``items`` and clear the buffer (local and at the carrier), so nothing more plays."""
+    def _cut(self, items: list[_Item], *, pause: bool = False) -> None:
+        """Stop feeding ``items`` and clear the buffer (local and at the carrier), so nothing more plays.
+
+        A pause keeps the speeches queued behind (a resumable speech's worker holds them until the resume)."""
         for item in items:
             item.stop.set()
         pushes = self._pushes
-        self.session.request_clear_buffer()
+        self.session._clear_buffer(cancel_queued_speech=not pause)
         # A producer may have been mid-segment (the clear also unblocked it): once it has let go, clear again
         # if it queued anything after the first clear. Its stop flag keeps it from queueing more.
         with self._feed_lock:
             slipped = self._pushes != pushes
         if slipped:
-            self.session.request_clear_buffer()
+            self.session._clear_buffer(cancel_queued_speech=not pause)
 
     def _stop_for_good(self, item: _Item, why: str) -> None:
         if item.finished:
@@ -420,7 +479,7 @@ class Playback:
             self.session.request_clear_buffer()
             self.session.log.emit(PLAYBACK_PAUSED, items=[])
             return False
-        self._cut(items)
+        self._cut(items, pause=True)
         self._await_cut(items)
         positions = [(item.label, ulaw_duration(self._suspend(item, "pause"))) for item in items]
         self.session.log.emit(PLAYBACK_PAUSED, items=positions)
@@ -460,6 +519,12 @@ class Playback:
             start = getattr(item, "resume_at", item.run_start)
             item.heard_base = item.heard_bytes
             self.session.log.emit(PLAYBACK_RESUMED, label=item.label, item=item.id, reason=why, at_seconds=ulaw_duration(start))
+            if isinstance(item, _SpeechItem):
+                with item.cond:
+                    if item.worker_waiting:  # its speech worker feeds it (speech after it keeps waiting)
+                        item.resume_request = start
+                        item.cond.notify_all()
+                        continue
             if item.loop:
                 threading.Thread(target=self._feed_safely, args=(item, start), name=f"play-loop-{item.id}", daemon=True).start()
             else:

@@ -46,6 +46,9 @@ class SpeechResult:
     stopped: bool = False  # synthesis was stopped early (barge-in, a clear, or the caller's stop_event)
     first_audio_latency: float | None = None  # seconds from speak() to the first audio chunk queued
     audio_seconds: float = 0.0
+    #: A resumable speech's (or a played item's) playback record (``session/playback.py``): with it, ``wait``,
+    #: ``heard`` and ``interrupted`` follow the audio across a pause or a false barge-in.
+    item: Any = field(default=None, repr=False)
     synthesized: threading.Event = field(default_factory=threading.Event, repr=False)
     _on_synthesized: list[Callable[[SpeechResult], None]] = field(default_factory=list, repr=False)
 
@@ -84,6 +87,8 @@ class SpeechResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.synthesized.wait(timeout):
             raise CallTimeoutError(f"speech {self.text[:40]!r} not synthesized within {timeout}s")
+        if self.item is not None:
+            return self._follow_item(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if self.mark is None:
             return None
         outcome = self.mark.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -91,12 +96,31 @@ class SpeechResult:
             self.call_disconnected = True
         return outcome
 
+    def _follow_item(self, timeout: float | None) -> MarkOutcome | None:
+        """Wait until the item was heard to the end, stopped for good, or the call ended — not at the clear
+        that paused it (a pause or a false barge-in is followed by a resume)."""
+        item = self.item
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with item.cond:
+            while not item.finished:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise CallTimeoutError(f"{self.text[:40]!r} still playing after {timeout}s")
+                item.cond.wait(remaining)
+        if item.outcome is MarkOutcome.HUNG_UP:
+            self.call_disconnected = True
+        return item.outcome  # type: ignore[no-any-return]
+
     @property
     def interrupted(self) -> bool:
+        if self.item is not None:
+            return bool(self.item.finished and self.item.outcome is MarkOutcome.CLEARED)
         return self.stopped or (self.mark is not None and self.mark.outcome is MarkOutcome.CLEARED)
 
     @property
     def heard(self) -> bool:
+        if self.item is not None:
+            return bool(self.item.finished and self.item.outcome is MarkOutcome.PLAYED)
         return self.mark is not None and self.mark.outcome is MarkOutcome.PLAYED
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,7 +151,12 @@ class Speaker:
 
     def agent_speaking(self) -> bool:
         """True while a ``speak`` is producing audio, audio is queued, or the carrier is still playing it."""
-        return self._active > 0 or self._session.outbound_pending or time.monotonic() < self.playout_until
+        if self._session.outbound_pending or time.monotonic() < self.playout_until:
+            return True
+        if self._active == 0:
+            return False
+        playback = self._session._playback  # noqa: SLF001 - collaborator of the same session
+        return not (playback is not None and playback.paused)  # a paused speech is not heard
 
     def stop_current(self) -> None:
         with self._lock:
@@ -144,6 +173,8 @@ class Speaker:
         timeout: float | None,
         tts: Any,
         stop_event: threading.Event | None,
+        resumable: bool = False,
+        dtmf_interrupt: bool | None = None,
     ) -> SpeechResult:
         """Submit one speech to the worker and return its result at once (see ``VoiceSession.speak``)."""
         session = self._session
@@ -178,7 +209,10 @@ class Speaker:
 
         def run() -> None:
             try:
-                self._synthesize(result, source, label, stop_event, submitted)  # type: ignore[arg-type]  # narrow ignore so scripts/typecheck.sh holds zero errors; a real fix is for this module's owner
+                if resumable:
+                    self._synthesize_resumable(result, source, str(label), stop_event, submitted, bool(dtmf_interrupt))
+                else:
+                    self._synthesize(result, source, label, stop_event, submitted)  # type: ignore[arg-type]  # narrow ignore so scripts/typecheck.sh holds zero errors; a real fix is for this module's owner
             finally:
                 if isinstance(source, TextStreamSource):
                     result.text = source.text
@@ -270,6 +304,73 @@ class Speaker:
         else:
             result.mark = session.send_mark("speech")
             result.mark.add_done_callback(lambda _m: self._tell_stt(self._active > 0))
+
+    def _synthesize_resumable(
+        self, result: SpeechResult, provider: Any, text: str, stop_event: threading.Event | None, started: float, dtmf_interrupt: bool
+    ) -> None:
+        """The worker's half of a resumable ``speak``: the audio is a playback item with position marks, so
+        ``pause_playback``/``resume_playback`` and false barge-in recovery continue it from the first unheard
+        byte (session/playback.py). Synthesis runs on a helper thread into the item, to its end, while this
+        worker queues the item (and waits through pauses)."""
+        session = self._session
+        if session.is_disconnected:
+            result.call_disconnected = True
+            return
+        item = session.playback.begin_speech(text or "speech", dtmf_interrupt=dtmf_interrupt)
+        result.item = item
+        session.log.emit(ev.TTS_START, text=text)
+        self._tell_stt(True)
+        synthesis = threading.Thread(
+            target=self._pull_into, args=(result, provider, text, item, stop_event, started), name="speech-synthesis", daemon=True
+        )
+        synthesis.start()
+        try:
+            session.playback.feed_speech(item)
+        finally:
+            if item.marks:
+                result.mark = item.marks[-1][1]
+                result.mark.add_done_callback(lambda _m: self._tell_stt(self._active > 0))
+            else:
+                self._tell_stt(self._active > 1)
+            if session.is_disconnected:
+                result.call_disconnected = True
+
+    def _pull_into(
+        self, result: SpeechResult, provider: Any, text: str, item: Any, stop_event: threading.Event | None, started: float
+    ) -> None:
+        """Synthesis thread of a resumable speech: every chunk into ``item`` until the end or a stop for good."""
+        session = self._session
+        stop = item.synthesis_stop
+        queued = 0
+        try:
+            for chunk in provider.synthesize(text, stop):
+                if item.finished or (stop_event is not None and stop_event.is_set()):
+                    result.stopped = True
+                    stop.set()
+                    break
+                if not chunk:
+                    continue
+                if queued == 0:
+                    result.first_audio_latency = time.monotonic() - started
+                    session.log.emit(ev.TTS_FIRST_AUDIO, latency=result.first_audio_latency)
+                item.append(chunk)
+                queued += len(chunk)
+                result.audio_seconds = ulaw_duration(queued)
+        except CallHangupError:
+            result.call_disconnected = True
+        except Exception as exc:  # provider failure: report, never raise into the flow
+            result.error = f"{type(exc).__name__}: {exc}"
+            session.log.emit(ev.TTS_ERROR, error=result.error)
+            on_error = getattr(provider, "on_error", None)
+            if on_error is not None:
+                try:
+                    on_error(result.error)
+                except Exception:
+                    log.exception("tts on_error callback failed")
+        finally:
+            item.close()
+        spoken = provider.text if isinstance(provider, TextStreamSource) else text
+        session.log.emit(ev.TTS_END, text=spoken, audio_seconds=result.audio_seconds, stopped=result.stopped, error=result.error)
 
     def _tell_stt(self, speaking: bool) -> None:
         """Tell the STT whether the agent is talking (echo suppression). Provider code: never under a lock."""
