@@ -138,21 +138,75 @@ class Probe:
             self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
 
 
+#: The fake ElevenLabs' API key (loopback only) and its VAD end-of-speech wait, which is the same 300 ms as
+#: MockStt's ``end_ms`` so both provider rows model the same endpointing delay.
+FAKE_API_KEY = "load-bench-key"
+FAKE_VAD_SILENCE_S = 0.3
+
+
+def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str) -> tuple[Any, Any]:
+    """(stt_factory, tts_factory) building the real ElevenLabs clients, one pair per call, aimed at the fake.
+
+    The STT is the real ``ElevenLabsRealtimeStt`` with one hook: every frame it takes off the session's inbound
+    queue is shown to the probe first (frame → STT latency, inbound loss), as ``MockStt.on_frame`` does.
+    ``echo_discard_seconds=0``: the generator's caller answers the instant the agent's mark is echoed, and on
+    this synthetic line there is no echo to discard (the default 0.4 s would swallow every answer).
+    """
+    from voice_runtime.providers.elevenlabs_stt import ElevenLabsRealtimeStt
+    from voice_runtime.providers.elevenlabs_tts import ElevenLabsTts
+
+    class ProbedStt(ElevenLabsRealtimeStt):
+        def _enqueue(self, item: Any) -> None:
+            if isinstance(item, bytes):
+                for start in range(0, len(item) - FRAME + 1, FRAME):
+                    probe.on_frame(item[start : start + FRAME])
+            super()._enqueue(item)
+
+    def stt_factory() -> Any:
+        return ProbedStt(api_key=FAKE_API_KEY, base_url=fake_ws, vad_silence_threshold_secs=FAKE_VAD_SILENCE_S,
+                         echo_discard_seconds=0.0)
+
+    def tts_factory() -> Any:
+        return ElevenLabsTts(api_key=FAKE_API_KEY, base_url=fake_http)
+
+    return stt_factory, tts_factory
+
+
+def expected_agent_audio(providers: str) -> list[bytes]:
+    """What the phone must hear for each of TEXTS, byte for byte, from the provider the server uses."""
+    if providers == "elevenlabs":
+        from voice_runtime.testing.fake_elevenlabs import FakeElevenLabs
+
+        fake = FakeElevenLabs()  # not started: only its (deterministic) audio model is used
+        return [fake._audio(t, "ulaw_8000")[0] for t in TEXTS]
+    from voice_runtime.providers.mock import MockTts
+
+    tts = MockTts()
+    return [tts.audio_for(t) for t in TEXTS]
+
+
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
-                 background_lead_ms: float = 240.0, observe: str = "on") -> Any:
+                 background_lead_ms: float = 240.0, observe: str = "on", providers: str = "mock",
+                 fake_http: str = "", fake_ws: str = "") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
     from voice_runtime.providers.mock import MockStt, MockTts, tone_speech
 
-    tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
     # --background: every call has a 3 s looping bed at volume 0.1 under speech and in silences
     bed = pcm16_to_ulaw(tone_speech(3.0, frequency=110.0)) if background else b""
+    if providers == "elevenlabs":
+        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws)
+    else:
+        tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
 
-    def stt_factory() -> Any:
-        stt = MockStt(default_text="ok", end_ms=300)
-        stt.on_frame = probe.on_frame
-        return stt
+        def stt_factory() -> Any:
+            stt = MockStt(default_text="ok", end_ms=300)
+            stt.on_frame = probe.on_frame
+            return stt
+
+        def tts_factory() -> Any:
+            return tts
 
     def flow(session: Any) -> None:
         k = 0
@@ -177,7 +231,7 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
                               background_lead=background_lead_ms / 1000.0)
     return VoiceServer(
         stt_factory=stt_factory,
-        tts_factory=lambda: tts,
+        tts_factory=tts_factory,
         inbound_flow=flow,
         session_defaults={"barge_in": False},
         connection_config=config,
@@ -208,7 +262,8 @@ def server_main(args: argparse.Namespace) -> None:
         gc.disable()
     probe = Probe()
     server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background,
-                          background_lead_ms=args.background_lead_ms, observe=args.observe)
+                          background_lead_ms=args.background_lead_ms, observe=args.observe,
+                          providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -286,6 +341,47 @@ def start_uvicorn_on(server: Any, sock: socket.socket) -> Any:
     return RunningServer(host, port, uv, thread)
 
 
+# ===================================================================================== fake ElevenLabs role
+def fake_main(args: argparse.Namespace) -> None:
+    """The fake ElevenLabs (``voice_runtime.testing.fake_elevenlabs``) in a process of its own, so its CPU is
+    not the server's. Its latency model is its own: STT commits after ``FAKE_VAD_SILENCE_S`` of caller silence
+    (audio time), TTS streams 160-byte μ-law chunks at ``--fake-tts-realtime-factor`` × real time after
+    ``--fake-tts-first-byte-ms``. uvloop when installed, like the generator."""
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        import uvloop
+
+        uvloop.install()  # the fake's asyncio.run() in its thread then runs on uvloop
+    except ImportError:
+        pass
+    from voice_runtime.testing.fake_elevenlabs import FakeElevenLabs
+
+    fake = FakeElevenLabs(api_key=FAKE_API_KEY, tts_realtime_factor=args.fake_tts_realtime_factor or None,
+                          tts_first_byte_delay=args.fake_tts_first_byte_ms / 1000.0)
+    fake.start(timeout=30)
+    print(f"READY {fake.http_url} {fake.ws_url}", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "report":
+            sessions = fake.stt_sessions
+            report = {
+                "stt_sessions": len(sessions),
+                "stt_commits": sum(len(r.commits) for r in sessions),
+                "stt_chunks": sum(r.chunks for r in sessions),
+                "stt_audio_bytes": sum(len(r.audio) for r in sessions),
+                "tts_requests": len(fake.tts_requests),
+                "tts_completed": sum(1 for r in fake.tts_requests if r.completed),
+                "tts_failed": sum(1 for r in fake.tts_requests if r.status != 200),
+            }
+            print("REPORT " + json.dumps(report), flush=True)
+        elif cmd == "quit":
+            break
+    fake.stop(timeout=5)
+    os._exit(0)
+
+
 # ===================================================================================== generator role
 class Dialect:
     """The carrier side of one dialect, reduced to what the generator needs on its hot path."""
@@ -342,6 +438,7 @@ class Stats:
     def __init__(self) -> None:
         self.window = False
         self.lateness_ms: list[float] = []
+        self.turn_ms: list[float] = []
         self.ticker_late_ms: list[float] = []
         self.connect_failures = 0
         self.protocol_errors = 0
@@ -367,6 +464,7 @@ class Call(asyncio.Protocol):
         self.next_due = 0.0
         self.streaming = False
         self.burst_left = 0
+        self.burst_end: float | None = None  # when the caller's last loud frame was sent (the caller stopped)
         # outbound playout model
         self.play_end = 0.0
         self.u_start: float | None = None
@@ -452,6 +550,10 @@ class Call(asyncio.Protocol):
             if self.u_start is None:
                 self.u_start = max(now, self.play_end)
                 self.u_off = 0.0
+                if self.burst_end is not None:  # caller stopped → agent audible (playout of the answer starts)
+                    if self.gen.stats.window:
+                        self.gen.stats.turn_ms.append((self.u_start - self.burst_end) * 1000.0)
+                    self.burst_end = None
             if self.gen.stats.window:
                 late = self.gen.stats.lateness_ms
                 for j in range((len(audio) + FRAME - 1) // FRAME):
@@ -496,6 +598,8 @@ class Call(asyncio.Protocol):
             if self.burst_left > 0:
                 body = gen.tone_b64[BURST_FRAMES - self.burst_left]
                 self.burst_left -= 1
+                if self.burst_left == 0:
+                    self.burst_end = now
             else:
                 body = gen.silence_b64
             header = f"{(self.idx << 56) | ((self.counter & 0xFFFFFF) << 32) | now_us32():018x}"
@@ -525,7 +629,7 @@ class Call(asyncio.Protocol):
 class Generator:
     def __init__(self, args: argparse.Namespace) -> None:
         from voice_runtime.audio.g711 import pcm16_to_ulaw
-        from voice_runtime.providers.mock import MockTts, tone_speech
+        from voice_runtime.providers.mock import tone_speech
 
         self.args = args
         self.port = args.port
@@ -538,8 +642,7 @@ class Generator:
         rest = FRAME - HEADER
         self.silence_b64 = base64.b64encode(b"\xff" * rest).decode()
         self.tone_b64 = [base64.b64encode(tone[i * FRAME + HEADER : (i + 1) * FRAME]).decode() for i in range(BURST_FRAMES)]
-        tts = MockTts()
-        self.expected = [(len(a), zlib.crc32(a)) for a in (tts.audio_for(t) for t in TEXTS)]
+        self.expected = [(len(a), zlib.crc32(a)) for a in expected_agent_audio(args.providers)]
         self.commands: asyncio.Queue[str] = asyncio.Queue()
         self.groups: list[list[Call]] = [[] for _ in range(10)]  # ticker slots, 2 ms apart
         self.running = False
@@ -652,6 +755,7 @@ class Generator:
         s = self.stats
         result = {
             "lateness_ms": [round(x, 3) for x in s.lateness_ms],
+            "turn_ms": [round(x, 3) for x in s.turn_ms],
             "ticker_late_p99_ms": percentile(s.ticker_late_ms, 99),
             "connect_failures": s.connect_failures,
             "protocol_errors": s.protocol_errors,
@@ -727,10 +831,19 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
     port = free_port() if workers > 1 else 0
     servers: list[Child] = []
     gen: Child | None = None
+    fake: Child | None = None
+    providers = getattr(args, "providers", "mock")
+    fake_argv: list[str] = []
     try:
+        if providers == "elevenlabs":  # the fake service in its own process: its CPU is not the server's
+            fake = Child(me + ["--role", "fake", "--fake-tts-realtime-factor", str(args.fake_tts_realtime_factor),
+                               "--fake-tts-first-byte-ms", str(args.fake_tts_first_byte_ms)], None)
+            fake_http, fake_ws = fake.expect("READY", 30).split()
+            fake_argv = ["--fake-http", fake_http, "--fake-ws", fake_ws]
         for _ in range(workers):
             child = Child(
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
+                      "--providers", providers, *fake_argv,
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
                       "--observe", getattr(args, "observe", "on")]
                 + (["--background"] if getattr(args, "background", False) else [])
@@ -744,6 +857,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         rss_base = sum(rss_bytes(s.pid) for s in servers)
         gen = Child(
             me + ["--role", "gen", "--port", str(port), "--calls", str(calls), "--dialect", args.dialect,
+                  "--providers", providers,
                   "--ramp", str(args.ramp), "--idle", str(args.idle), "--warmup", str(args.warmup),
                   "--duration", str(args.duration)]
             + (["--background"] if getattr(args, "background", False) else []),
@@ -763,6 +877,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         t0 = time.monotonic()
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
         gcpu0 = cpu_seconds(gen.pid)
+        fcpu0 = cpu_seconds(fake.pid) if fake else 0.0
+        load0 = os.getloadavg()[0]
         busy0, steal0 = machine_busy_seconds()
         rss_samples = []
         while True:
@@ -774,7 +890,9 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         window = time.monotonic() - t0
         cpu = sum(cpu_seconds(s.pid) for s in servers) - cpu0
         gcpu = cpu_seconds(gen.pid) - gcpu0
+        fcpu = (cpu_seconds(fake.pid) - fcpu0) if fake else 0.0
         busy1, steal1 = machine_busy_seconds()
+        load1 = os.getloadavg()[0]
         rss_active = sum(rss_bytes(s.pid) for s in servers)
         for s in servers:
             s.send("stop")
@@ -784,19 +902,24 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for s in servers:
             s.send("report")
             reports.append(json.loads(s.expect("REPORT", 30)))
+        fake_report: dict[str, Any] | None = None
+        if fake is not None:
+            fake.send("report")
+            fake_report = json.loads(fake.expect("REPORT", 30))
         gen.send("close")
         result = json.loads(gen.expect("RESULT", 60))
     finally:
-        for s in servers:
+        for s in servers + ([fake] if fake else []):
             try:
                 s.send("quit")
             except Exception:
                 pass
         time.sleep(0.3)
-        for child in servers + ([gen] if gen else []):
+        for child in servers + ([gen] if gen else []) + ([fake] if fake else []):
             child.kill()
 
     latency_ms = [us / 1000.0 for r in reports for us in r["latency_us"]]
+    model_ms = 300.0 + (args.fake_tts_first_byte_ms if providers == "elevenlabs" else 0.0)
     server_calls: dict[str, list[int]] = {}
     for r in reports:
         server_calls.update(r["calls"])
@@ -834,13 +957,26 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "server_cpu_pct": round(cpu / window * 100.0, 1),
         "server_cpu_idle_ms_per_call_s": round(cpu_idle * 1000.0 / connected, 3) if connected else None,
         "generator_cpu_pct": round(gcpu / window * 100.0, 1),
+        "providers": providers,
+        "fake_cpu_pct": round(fcpu / window * 100.0, 1) if fake else None,
+        "fake_report": fake_report,
         # CPU used by anything else on the machine during the window (other people's jobs skew the figures)
-        "other_cpu_pct": round(max(0.0, (busy1 - busy0) - cpu - gcpu) / window * 100.0, 1),
+        "other_cpu_pct": round(max(0.0, (busy1 - busy0) - cpu - gcpu - fcpu) / window * 100.0, 1),
+        "load_avg_1m": [round(load0, 2), round(load1, 2)],
         "steal_pct": round((steal1 - steal0) / window * 100.0, 1),
         "lateness_p50_ms": _r(percentile(lateness, 50)),
         "lateness_p99_ms": _r(percentile(lateness, 99)),
         "lateness_max_ms": _r(max(lateness) if lateness else None),
         "outbound_frames_measured": len(lateness),
+        # caller's last loud frame sent → first frame of the agent's answer playable at the phone; includes the
+        # modelled endpointing wait (300 ms of silence, MockStt end_ms or the fake's VAD) and, with the fake,
+        # its TTS first-byte delay: turn_added_* subtracts those, leaving what the runtime + clients + wire add
+        "turn_p50_ms": _r(percentile(result["turn_ms"], 50)),
+        "turn_p99_ms": _r(percentile(result["turn_ms"], 99)),
+        "turn_max_ms": _r(max(result["turn_ms"]) if result["turn_ms"] else None),
+        "turn_added_p50_ms": _r(_minus(percentile(result["turn_ms"], 50), model_ms)),
+        "turn_added_p99_ms": _r(_minus(percentile(result["turn_ms"], 99), model_ms)),
+        "turns_measured": len(result["turn_ms"]),
         "stt_latency_p50_ms": _r(percentile(latency_ms, 50)),
         "stt_latency_p99_ms": _r(percentile(latency_ms, 99)),
         "stt_latency_max_ms": _r(max(latency_ms) if latency_ms else None),
@@ -946,13 +1082,66 @@ def compare_observe(args: argparse.Namespace) -> None:
                       "server_mode": args.server_mode, "dialect": args.dialect, "variants": summary}))
 
 
+def compare_providers(args: argparse.Namespace) -> None:
+    """Provider variants (e.g. mock, elevenlabs) interleaved round after round at the same call count, so drift
+    in the machine's other load hits both alike; medians and min-max of each headline figure."""
+    import statistics
+
+    variants = [v.strip() for v in args.compare_providers.split(",") if v.strip()]
+    keys = ("server_cpu_ms_per_call_s", "fake_cpu_pct", "generator_cpu_pct", "other_cpu_pct", "lateness_p99_ms",
+            "turn_p50_ms", "turn_p99_ms", "turn_added_p99_ms", "stt_latency_p99_ms")
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    loads: list[float] = []
+    for round_no in range(args.rounds):
+        for variant in variants:
+            args.providers = variant
+            res = run_once(args, args.calls)
+            runs[variant].append(res)
+            loads += res["load_avg_1m"]
+            print(json.dumps({"round": round_no, "providers": variant, "load_avg_1m": res["load_avg_1m"], **{k: res[k] for k in keys + (
+                "connected", "inbound_lost", "outbound_lost", "utterances_checked", "turns_measured", "pass")}}), flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(res) + "\n")
+
+    def spread(values: list[Any]) -> dict[str, float] | None:
+        xs = [float(x) for x in values if x is not None]
+        if not xs:
+            return None
+        return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)}
+
+    summary = {
+        v: {**{k: spread([r[k] for r in runs[v]]) for k in keys},
+            "frames_lost": sum(r["inbound_lost"] + r["outbound_lost"] for r in runs[v]),
+            "all_connected": all(r["connected"] == args.calls for r in runs[v]),
+            "all_passed": all(r["pass"] for r in runs[v])}
+        for v in variants
+    }
+    print(json.dumps({"benchmark": "providers", "calls": args.calls, "rounds": args.rounds,
+                      "machine": f"{platform.machine()} {os.cpu_count()} vCPU, Python {platform.python_version()}",
+                      "server_mode": args.server_mode, "workers": args.workers, "dialect": args.dialect,
+                      "load_avg_1m_min_max": [min(loads), max(loads)] if loads else None, "variants": summary}))
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
+def _minus(x: float | None, y: float) -> float | None:
+    return None if x is None else x - y
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--role", choices=("orchestrate", "server", "gen"), default="orchestrate")
+    p.add_argument("--role", choices=("orchestrate", "server", "gen", "fake"), default="orchestrate")
+    p.add_argument("--providers", choices=("mock", "elevenlabs"), default="mock",
+                   help="mock: MockStt + MockTts in the server; elevenlabs: the real ElevenLabs STT and TTS clients "
+                   "against the fake ElevenLabs in a process of its own")
+    p.add_argument("--fake-http", default="", help=argparse.SUPPRESS)
+    p.add_argument("--fake-ws", default="", help=argparse.SUPPRESS)
+    p.add_argument("--fake-tts-realtime-factor", type=float, default=4.0,
+                   help="the fake's TTS streams audio at this many times real time (0: unpaced)")
+    p.add_argument("--fake-tts-first-byte-ms", type=float, default=0.0, help="the fake's TTS time to first byte")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")
@@ -978,6 +1167,8 @@ def main() -> None:
     p.add_argument("--compare-observe", default="",
                    help="e.g. off,on,log: run these variants interleaved, --rounds times, and report them side by side")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--compare-providers", default="",
+                   help="e.g. mock,elevenlabs: run these provider variants interleaved, --rounds times, side by side")
     args = p.parse_args()
     if args.role == "server":
         server_main(args)
@@ -985,10 +1176,16 @@ def main() -> None:
     if args.role == "gen":
         generator_main(args)
         return
+    if args.role == "fake":
+        fake_main(args)
+        return
     if args.compare_background:
         compare_background(args)
     if args.compare_observe:
         compare_observe(args)
+        return
+    if args.compare_providers:
+        compare_providers(args)
         return
     counts = [int(x) for x in args.sweep.split(",") if x.strip()] or [args.calls]
     runs = []
@@ -996,7 +1193,7 @@ def main() -> None:
         res = run_once(args, n)
         runs.append(res)
         brief = {k: res[k] for k in ("calls", "server_cpu_ms_per_call_s", "server_cpu_pct", "generator_cpu_pct", "other_cpu_pct",
-                                     "lateness_p50_ms", "lateness_p99_ms", "stt_latency_p99_ms", "inbound_lost",
+                                     "lateness_p50_ms", "lateness_p99_ms", "turn_p99_ms", "stt_latency_p99_ms", "inbound_lost",
                                      "outbound_lost", "rss_per_idle_call_kb", "pass")}
         print(json.dumps(brief), flush=True)
         if args.out:
