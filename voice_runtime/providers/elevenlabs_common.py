@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
+import threading
 from typing import Any
 
 from voice_runtime.urls import to_http_url, to_ws_url  # noqa: F401  (re-exported for the providers)
@@ -24,6 +26,27 @@ FATAL_STATUSES = frozenset({
     "unaccepted_terms", "unaccepted_terms_error", "invalid_request", "input_error", "payment_required",
     "voice_not_found", "model_not_found", "detected_unusual_activity",
 })
+
+
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context (httpx's defaults: certifi, ``SSL_CERT_FILE``/``SSL_CERT_DIR``) for every client.
+
+    Why: ``httpx.Client()`` builds a fresh context per client, and loading the CA bundle costs 20-300 ms of CPU
+    while holding the GIL. With one TTS client per call that was paid on every call's first utterance, stalling
+    the event loop and every other call's audio (``benchmarks/README.md``, real-call workload). A context is
+    meant to be shared by many connections; it is read-only once built.
+    """
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            import httpx
+
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
 
 
 def env_or(value: Any, name: str, default: Any = None) -> Any:

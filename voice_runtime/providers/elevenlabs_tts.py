@@ -55,6 +55,7 @@ from voice_runtime.providers.elevenlabs_common import (
     parse_error_body,
     resolve_api_key,
     resolve_base_url,
+    shared_ssl_context,
     to_http_url,
     to_ws_url,
 )
@@ -161,6 +162,7 @@ class ElevenLabsTts(StreamingTtsBase):
                     headers={"xi-api-key": self.api_key, "accept-encoding": "identity"},
                     timeout=self.timeout,
                     limits=httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=60.0),
+                    verify=shared_ssl_context(),  # not a CA-bundle load per client (per call)
                 )
             return self._client
 
