@@ -908,6 +908,11 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
             fake_report = json.loads(fake.expect("REPORT", 30))
         gen.send("close")
         result = json.loads(gen.expect("RESULT", 60))
+    except Exception:
+        for child in servers + ([gen] if gen else []) + ([fake] if fake else []):
+            # a child that died says how (negative: killed by that signal), so a failed run is diagnosable
+            print(f"# child {child.pid} {' '.join(child.proc.args[3:5])}: exit code {child.proc.poll()}", file=sys.stderr)
+        raise
     finally:
         for s in servers + ([fake] if fake else []):
             try:
