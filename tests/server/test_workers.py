@@ -254,3 +254,14 @@ def test_every_server_mode_refuses_another_workers_stream_with_421(mode: str) ->
         assert unknown.value.status == 403
     finally:
         running.stop()
+
+
+def test_a_worker_closes_a_half_sent_request_at_its_header_deadline(fleet: Fleet) -> None:
+    """Workers are served with the same hardened uvicorn options as every other mode: a half-sent upgrade
+    (slowloris) is closed at ``header_timeout`` (10 s by default); plain uvicorn would keep it open forever."""
+    with socket.create_connection(("127.0.0.1", fleet.ports[1]), timeout=30) as slow:
+        slow.sendall(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+        slow.settimeout(30)
+        started = time.monotonic()
+        assert slow.recv(4096) == b""  # closed by the worker, not by our 30 s timeout (that would raise)
+        assert time.monotonic() - started < 25

@@ -206,8 +206,11 @@ def run_worker(
     """
     import uvicorn
 
-    from voice_runtime.server.runners import GracefulServer
+    from voice_runtime.server.runners import GracefulServer, exit_if_unclean, hardened_uvicorn_options
+    from voice_runtime.server.stream_policy import warn_if_unsigned
 
+    server.check_config_at_start()
+    warn_if_unsigned(server)
     install_worker(server, address, peers=peers)
     sockets = [_listen(host, port, reuse_port=False)]
     if webhook_port is not None:
@@ -215,9 +218,13 @@ def run_worker(
     uvicorn_kwargs.setdefault("ws_max_size", server.connection_config.hard_max_inbound_message)
     uvicorn_kwargs.setdefault("log_level", "warning")
     uvicorn_kwargs.setdefault("ws_ping_interval", None)
+    for name, value in hardened_uvicorn_options(server).items():  # header deadline, connection cap, no deflate
+        uvicorn_kwargs.setdefault(name, value)
     config = uvicorn.Config(server.app, **uvicorn_kwargs)
     log.info("worker %s serving on port %s (webhooks also on %s) as %s", address.worker_id, port, webhook_port, address.public_url)
-    GracefulServer(config, server, drain_deadline).run(sockets=sockets)
+    graceful = GracefulServer(config, server, drain_deadline)
+    graceful.run(sockets=sockets)
+    exit_if_unclean(graceful.drain_report)
 
 
 def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan, **run_kwargs: Any) -> int:
@@ -244,6 +251,8 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
                     peers=peers,
                     **run_kwargs,
                 )
+            except SystemExit as exit_:  # an unclean drain (exit_if_unclean): its status, logged by the drain
+                code = exit_.code if isinstance(exit_.code, int) else 1
             except BaseException:
                 log.exception("worker %s failed", address.worker_id)
                 code = 1
