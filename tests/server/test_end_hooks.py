@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from voice_runtime.server.end_hooks import EndHookRunner
+from voice_runtime.on_demand_thread import OnDemandThread
 
 from ..conftest import CallHarness
 
@@ -61,7 +61,7 @@ def test_a_blocked_end_hook_does_not_stall_the_other_calls(harness: CallHarness)
 
 
 def test_runner_keeps_order_survives_a_failing_hook_and_drains() -> None:
-    runner = EndHookRunner(name="test-hooks")
+    runner = OnDemandThread("test-hooks")
     seen: list[int] = []
 
     def boom() -> None:
@@ -75,7 +75,7 @@ def test_runner_keeps_order_survives_a_failing_hook_and_drains() -> None:
 
 
 def test_drain_times_out_on_a_stuck_hook() -> None:
-    runner = EndHookRunner(name="test-hooks-stuck")
+    runner = OnDemandThread("test-hooks-stuck")
     gate = threading.Event()
     runner.submit(lambda: gate.wait(10) and None)
     assert runner.drain(0.2) is False

@@ -16,13 +16,14 @@ import logging
 import re
 import threading
 import time
-from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from voice_runtime.call_events import CallEvent
+from voice_runtime.on_demand_thread import OnDemandThread
 
 log = logging.getLogger(__name__)
 
@@ -136,72 +137,46 @@ class JsonlCallLog:
 
 
 class LogFileThread:
-    """The one thread that does every call log's file I/O, fed through a bounded queue.
+    """Every call log's file I/O, on one :class:`~voice_runtime.on_demand_thread.OnDemandThread`.
 
     Bounded by bytes: when the disk cannot keep up and ``max_pending_bytes`` are waiting, further lines are
     dropped (counted per log, and a ``log_truncated`` line with the count closes that file) rather than
-    growing memory without limit. The thread runs only while lines are queued and is a daemon; :meth:`drain` (also run at
+    growing memory without limit. The thread runs only while lines are queued; :meth:`drain` (also run at
     interpreter exit) waits for what is queued.
     """
 
     def __init__(self, max_pending_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_pending_bytes = max_pending_bytes
-        self._queue: deque[tuple[JsonlCallLog, str | None, bytes | None]] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # held while queueing too, so one log's lines keep their order
         self._pending_bytes = 0
         self._dropped: dict[int, int] = {}  # id(log) -> lines dropped
-        self._thread: threading.Thread | None = None
-        self._busy = False
+        self._worker = OnDemandThread("call-log-writer", "call log writes")
         self.dropped_lines = 0
 
     def submit(self, call_log: JsonlCallLog, call_id: str | None, line: bytes | None) -> None:
         """Queue one line (``line``) or the close of ``call_log`` (``line is None``; never dropped)."""
-        with self._cond:
-            if line is not None and self._pending_bytes + len(line) > self.max_pending_bytes:
-                self._dropped[id(call_log)] = self._dropped.get(id(call_log), 0) + 1
-                self.dropped_lines += 1
-                return
-            self._queue.append((call_log, call_id, line))
-            self._pending_bytes += len(line) if line is not None else 0
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="call-log-writer", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+        with self._lock:
+            if line is not None:
+                if self._pending_bytes + len(line) > self.max_pending_bytes:
+                    self._dropped[id(call_log)] = self._dropped.get(id(call_log), 0) + 1
+                    self.dropped_lines += 1
+                    return
+                self._pending_bytes += len(line)
+            self._worker.submit(partial(self._write, call_log, call_id, line))
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written; False if ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+        return self._worker.drain(timeout)
 
-    def _run(self) -> None:
-        # Lives only while there is work (the next submit starts another): no idle thread left behind.
-        while True:
-            with self._cond:
-                if not self._queue:
-                    self._busy = False
-                    self._thread = None
-                    self._cond.notify_all()  # drain() waiters
-                    return
-                self._busy = True
-                call_log, call_id, line = self._queue.popleft()
-                if line is not None:
-                    self._pending_bytes -= len(line)
-                    dropped = 0
-                else:
-                    dropped = self._dropped.pop(id(call_log), 0)
-            try:
-                if line is not None:
-                    call_log._write_line(call_id, line)
-                else:
-                    call_log._finish(dropped)
-            except Exception:  # never let one bad log stop every other call's logging
-                log.exception("call log writer failed on %s", call_log.path)
+    def _write(self, call_log: JsonlCallLog, call_id: str | None, line: bytes | None) -> None:
+        if line is not None:
+            with self._lock:
+                self._pending_bytes -= len(line)
+            call_log._write_line(call_id, line)
+        else:
+            with self._lock:
+                dropped = self._dropped.pop(id(call_log), 0)
+            call_log._finish(dropped)
 
 
 #: The process's call-log writer (one thread for every call).

@@ -127,7 +127,7 @@ class CallObserver:
 
     def deliver_report(self, session: VoiceSession, report: CallReport, *, log_timeout: float = 10.0) -> None:
         """Run ``on_call_report`` once the call's log file is complete (the server calls this on its end-hook
-        thread, never on the event loop: see ``server/end_hooks.py``)."""
+        thread, never on the event loop: see ``voice_runtime/on_demand_thread.py``)."""
         call_log = self._closing.pop(session, None)
         if call_log is not None and not call_log.wait_closed(log_timeout):
             log.warning("call log of %s not finished within %.0fs; reporting anyway", report.call_id, log_timeout)

@@ -45,8 +45,8 @@ from voice_runtime.conversation.flows import as_flow
 from voice_runtime.errors import CallError, ConfigError, MissingStreamUrlError
 from voice_runtime.logs import CallRef, call_context, install_call_id_records
 from voice_runtime.metrics.observer import CallObserver, ReportHook
+from voice_runtime.on_demand_thread import end_hook_runner
 from voice_runtime.server.admin import mount_admin
-from voice_runtime.server.end_hooks import EndHookRunner
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
 from voice_runtime.server.flow_watch import FlowWatch
@@ -213,7 +213,7 @@ class VoiceServer:
         self.observer = CallObserver(
             metrics=self.metrics, call_log_dir=call_log_dir, on_call_report=on_call_report, enabled=observe
         )
-        self.end_hooks = EndHookRunner()  # on_call_report / on_call_ended run here, never on the loop
+        self.end_hooks = end_hook_runner()  # on_call_report / on_call_ended run here, never on the loop (on_demand_thread.py)
         self.app = app or FastAPI(title="voice_runtime")
         self._install_routes(self.app)
         from voice_runtime.server.probes import install_probe_routes
@@ -302,7 +302,7 @@ class VoiceServer:
         if report is None and hook is None:
             return
 
-        def run_end_hooks() -> None:  # off the loop, in call-end order (server/end_hooks.py)
+        def run_end_hooks() -> None:  # off the loop, in call-end order (on_demand_thread.py)
             if report is not None:
                 self.observer.deliver_report(session, report)
             if hook is not None:

@@ -1,4 +1,6 @@
-"""The server's end-of-call hooks (``on_call_report``, ``on_call_ended``) run on one hook thread, in order.
+"""A thread that runs queued jobs in order while there are any: the server's end-of-call hooks, the call logs.
+
+Why the server's end-of-call hooks (``on_call_report``, ``on_call_ended``) run on one of these, in order:
 
 Why not on the event loop, where the call ends: every live call on the server shares that loop, and what users
 do in an end hook is I/O — upload the recording and the call log, write a CRM row, post to a webhook. One
@@ -22,14 +24,15 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-#: Hooks waiting to run above which a warning says the hooks are slower than calls end.
+#: Jobs waiting to run above which a warning says the jobs are slower than they arrive.
 BACKLOG_WARNING = 100
 
 
-class EndHookRunner:
+class OnDemandThread:
     """A daemon thread, started on demand, that runs submitted callables in FIFO order; never raises into callers."""
 
-    def __init__(self, name: str = "call-end-hooks") -> None:
+    def __init__(self, name: str, what: str = "jobs") -> None:
+        self.what = what  # for the log lines: "end-of-call hooks", "call log writes"
         self.name = name
         self._queue: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition()
@@ -49,7 +52,7 @@ class EndHookRunner:
             self._cond.notify()
         if backlog >= BACKLOG_WARNING and backlog >= 2 * self._warned_at:
             self._warned_at = backlog
-            log.warning("%d end-of-call hooks are waiting: on_call_report/on_call_ended are slower than calls end", backlog)
+            log.warning("%d %s are waiting on thread %s: they are slower than they arrive", backlog, self.what, self.name)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every hook submitted so far has run; False if ``timeout`` passed first."""
@@ -77,9 +80,14 @@ class EndHookRunner:
             try:
                 job()
                 self.ran += 1
-            except Exception:  # a user hook's bug must not stop the hooks of every later call
+            except Exception:  # one job's bug (a user hook's) must not stop every later one
                 self.failed += 1
-                log.exception("end-of-call hook failed")
+                log.exception("one of the %s failed", self.what)
 
 
-__all__ = ["EndHookRunner"]
+def end_hook_runner() -> OnDemandThread:
+    """The server's end-of-call hook thread (one per server)."""
+    return OnDemandThread("call-end-hooks", "end-of-call hooks")
+
+
+__all__ = ["OnDemandThread", "end_hook_runner"]
