@@ -46,14 +46,15 @@ class LeakCheck:
 
     def assert_clean(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
-        for thread in set(threading.enumerate()) - self.threads:
-            while True:  # a thread can be listed between its start() and its first instruction
-                try:
-                    thread.join(max(0.0, deadline - time.monotonic()))
-                    break
-                except RuntimeError:  # "cannot join thread before it is started": it is microseconds away
-                    if time.monotonic() >= deadline:
-                        break
+        # Enumerate again after each join: a teardown can start a short-lived thread late (the end-of-call hook
+        # thread starts when the last call's hooks are submitted, possibly after the first look).
+        while (left := [t for t in set(threading.enumerate()) - self.threads if t.is_alive()]) and (
+            time.monotonic() < deadline
+        ):
+            try:
+                left[0].join(max(0.0, deadline - time.monotonic()))
+            except RuntimeError:  # "cannot join thread before it is started": it is microseconds away
+                pass
         threads = [t.name for t in set(threading.enumerate()) - self.threads if t.is_alive()]
         assert not threads, f"threads left behind: {threads}"
 
