@@ -13,6 +13,15 @@ from voice_runtime import VoiceServer, create_stt, create_tts
 from voice_runtime.server import RunningServer
 from voice_runtime.testing import SimulatedPhone
 
+# Folders whose tests take 10-50 s each (real subprocesses, whole calls at the speed of speech). They are
+# collected first so that, on pytest-xdist workers (scripts/test.sh), the long tests start early and the short
+# ones fill in around them, instead of one long test starting last and holding up the end of the run.
+LONG_TESTS_FIRST = ("tests/scripts/", "tests/examples/", "tests/cli/", "tests/demo/", "tests/campaign/", "tests/benchmarks/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_TESTS_FIRST))  # stable: file order kept within
+
 
 class CallHarness:
     """Starts a VoiceServer with mock providers, runs flows, dials simulated phones at it."""

@@ -212,6 +212,7 @@ class SimulatedPhone:
         # recording: what the phone sent (caller) and what it played (agent)
         self.caller_track = bytearray()
         self.agent_track = bytearray()
+        self.agent_received = bytearray()  # the agent's audio as it arrived: no playout timing, no clears
         # listening: DTMF heard in the agent audio, per-frame levels, and the heard log
         self.tones_heard = ""
         self._tone_detector = DtmfDetector(on_digit=self._on_tone) if detect_tones else None
@@ -365,6 +366,14 @@ class SimulatedPhone:
         """The agent audio that actually played (silence where nothing played)."""
         return bytes(self.agent_track)
 
+    def received_ulaw(self) -> bytes:
+        """The agent audio as it arrived, in order: what the server sent, byte for byte.
+
+        Unlike :meth:`heard_ulaw` it has no silence where playback ran dry (a slow flow on a loaded machine)
+        and keeps what a ``clear`` dropped before it played, so it answers "what did the agent send?".
+        """
+        return bytes(self.agent_received)
+
     @property
     def playback_buffered_seconds(self) -> float:
         return self._playback_bytes / 8000
@@ -489,6 +498,8 @@ class SimulatedPhone:
             self._in_utterance = True
             self._playback.append(payload)
             self._playback_bytes += len(payload)
+            if len(self.agent_received) < self.max_record_bytes:
+                self.agent_received += payload
             self._emit("media", bytes=len(payload))
         elif isinstance(message, ServerMark):
             self._emit("mark", name=message.name)
