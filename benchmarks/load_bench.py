@@ -697,14 +697,19 @@ class Generator:
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read_stdin, args=(loop,), daemon=True).start()
         self.running = True
-        # ramp: connect calls at --ramp per second (the ticker runs from the start)
+        # ramp: a new call starts every 1/--ramp seconds whether or not the earlier ones have finished their
+        # handshake, as a carrier's calls arrive. (Waiting for each handshake before the next connect made the
+        # ramp rate 1 / handshake time: on a busy server 500 calls took longer than the orchestrator's deadline,
+        # and the refusals printed after it had stopped the servers looked like the cause.) The ticker runs from
+        # the start.
         ticker_task = asyncio.ensure_future(self.ticker())
+        t0 = time.monotonic()
+        pending = []
         for i in range(args.calls):
-            call = await self.connect(i)
-            if call is not None:
-                self.calls.append(call)
-            await asyncio.sleep(1.0 / args.ramp)
-        self.say(f"CONNECTED {len(self.calls)}")
+            pending.append(asyncio.ensure_future(self.connect(i)))
+            await asyncio.sleep(max(0.0, t0 + (i + 1) / args.ramp - time.monotonic()))
+        self.calls = [call for call in await asyncio.gather(*pending) if call is not None]
+        self.say(f"CONNECTED {len(self.calls)} in {time.monotonic() - t0:.1f}s")
         await asyncio.sleep(args.idle)
         self.say("IDLE_READY")
         await self.command("go")
@@ -863,7 +868,9 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
             + (["--background"] if getattr(args, "background", False) else []),
             None,
         )
-        connected = int(gen.expect("CONNECTED", calls / args.ramp * 3 + 60))
+        # every connect has 10 s for TCP and 30 s for its handshake (Generator.connect), started on schedule
+        connected_line = gen.expect("CONNECTED", calls / args.ramp + 60).split()
+        connected, ramp_s = int(connected_line[0]), float(connected_line[2].rstrip("s"))
         gen.expect("IDLE_READY", args.idle + 30)
         rss_idle = sum(rss_bytes(s.pid) for s in servers)
         cpu_idle0 = sum(cpu_seconds(s.pid) for s in servers)
@@ -912,6 +919,10 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for child in servers + ([gen] if gen else []) + ([fake] if fake else []):
             # a child that died says how (negative: killed by that signal), so a failed run is diagnosable
             print(f"# child {child.pid} {' '.join(child.proc.args[3:5])}: exit code {child.proc.poll()}", file=sys.stderr)
+        if gen is not None:
+            # The generator goes first: once the servers are told to quit they stop listening, and a generator
+            # still connecting would print 503s and refusals that are this teardown, not the failure.
+            gen.kill()
         raise
     finally:
         for s in servers + ([fake] if fake else []):
@@ -958,6 +969,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "server_mode": args.server_mode,
         "workers": workers,
         "window_s": round(window, 2),
+        "ramp_s": ramp_s,  # first connect → last handshake done (--ramp calls/s when the server keeps up)
         "server_cpu_ms_per_call_s": round(cpu * 1000.0 / (connected * window), 3) if connected else None,
         "server_cpu_pct": round(cpu / window * 100.0, 1),
         "server_cpu_idle_ms_per_call_s": round(cpu_idle * 1000.0 / connected, 3) if connected else None,
