@@ -144,7 +144,7 @@ FAKE_API_KEY = "load-bench-key"
 FAKE_VAD_SILENCE_S = 0.3
 
 
-def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str) -> tuple[Any, Any]:
+def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str, stt_min_chunk_ms: int = 60) -> tuple[Any, Any]:
     """(stt_factory, tts_factory) building the real ElevenLabs clients, one pair per call, aimed at the fake.
 
     The STT is the real ``ElevenLabsRealtimeStt`` with one hook: every frame it takes off the session's inbound
@@ -164,7 +164,7 @@ def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str) -> tuple[An
 
     def stt_factory() -> Any:
         return ProbedStt(api_key=FAKE_API_KEY, base_url=fake_ws, vad_silence_threshold_secs=FAKE_VAD_SILENCE_S,
-                         echo_discard_seconds=0.0)
+                         echo_discard_seconds=0.0, min_chunk_ms=stt_min_chunk_ms)
 
     def tts_factory() -> Any:
         return ElevenLabsTts(api_key=FAKE_API_KEY, base_url=fake_http)
@@ -187,7 +187,7 @@ def expected_agent_audio(providers: str) -> list[bytes]:
 
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
                  background_lead_ms: float = 240.0, observe: str = "on", providers: str = "mock",
-                 fake_http: str = "", fake_ws: str = "") -> Any:
+                 fake_http: str = "", fake_ws: str = "", stt_min_chunk_ms: int = 60) -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -196,7 +196,7 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
     # --background: every call has a 3 s looping bed at volume 0.1 under speech and in silences
     bed = pcm16_to_ulaw(tone_speech(3.0, frequency=110.0)) if background else b""
     if providers == "elevenlabs":
-        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws)
+        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws, stt_min_chunk_ms)
     else:
         tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
 
@@ -263,7 +263,8 @@ def server_main(args: argparse.Namespace) -> None:
     probe = Probe()
     server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background,
                           background_lead_ms=args.background_lead_ms, observe=args.observe,
-                          providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws)
+                          providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws,
+                          stt_min_chunk_ms=args.stt_min_chunk_ms)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -697,14 +698,19 @@ class Generator:
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read_stdin, args=(loop,), daemon=True).start()
         self.running = True
-        # ramp: connect calls at --ramp per second (the ticker runs from the start)
+        # ramp: a new call starts every 1/--ramp seconds whether or not the earlier ones have finished their
+        # handshake, as a carrier's calls arrive. (Waiting for each handshake before the next connect made the
+        # ramp rate 1 / handshake time: on a busy server 500 calls took longer than the orchestrator's deadline,
+        # and the refusals printed after it had stopped the servers looked like the cause.) The ticker runs from
+        # the start.
         ticker_task = asyncio.ensure_future(self.ticker())
+        t0 = time.monotonic()
+        pending = []
         for i in range(args.calls):
-            call = await self.connect(i)
-            if call is not None:
-                self.calls.append(call)
-            await asyncio.sleep(1.0 / args.ramp)
-        self.say(f"CONNECTED {len(self.calls)}")
+            pending.append(asyncio.ensure_future(self.connect(i)))
+            await asyncio.sleep(max(0.0, t0 + (i + 1) / args.ramp - time.monotonic()))
+        self.calls = [call for call in await asyncio.gather(*pending) if call is not None]
+        self.say(f"CONNECTED {len(self.calls)} in {time.monotonic() - t0:.1f}s")
         await asyncio.sleep(args.idle)
         self.say("IDLE_READY")
         await self.command("go")
@@ -843,7 +849,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for _ in range(workers):
             child = Child(
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
-                      "--providers", providers, *fake_argv,
+                      "--providers", providers, *fake_argv, "--stt-min-chunk-ms", str(getattr(args, "stt_min_chunk_ms", 60)),
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
                       "--observe", getattr(args, "observe", "on")]
                 + (["--background"] if getattr(args, "background", False) else [])
@@ -863,7 +869,9 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
             + (["--background"] if getattr(args, "background", False) else []),
             None,
         )
-        connected = int(gen.expect("CONNECTED", calls / args.ramp * 3 + 60))
+        # every connect has 10 s for TCP and 30 s for its handshake (Generator.connect), started on schedule
+        connected_line = gen.expect("CONNECTED", calls / args.ramp + 60).split()
+        connected, ramp_s = int(connected_line[0]), float(connected_line[2].rstrip("s"))
         gen.expect("IDLE_READY", args.idle + 30)
         rss_idle = sum(rss_bytes(s.pid) for s in servers)
         cpu_idle0 = sum(cpu_seconds(s.pid) for s in servers)
@@ -912,6 +920,10 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         for child in servers + ([gen] if gen else []) + ([fake] if fake else []):
             # a child that died says how (negative: killed by that signal), so a failed run is diagnosable
             print(f"# child {child.pid} {' '.join(child.proc.args[3:5])}: exit code {child.proc.poll()}", file=sys.stderr)
+        if gen is not None:
+            # The generator goes first: once the servers are told to quit they stop listening, and a generator
+            # still connecting would print 503s and refusals that are this teardown, not the failure.
+            gen.kill()
         raise
     finally:
         for s in servers + ([fake] if fake else []):
@@ -958,6 +970,7 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "server_mode": args.server_mode,
         "workers": workers,
         "window_s": round(window, 2),
+        "ramp_s": ramp_s,  # first connect → last handshake done (--ramp calls/s when the server keeps up)
         "server_cpu_ms_per_call_s": round(cpu * 1000.0 / (connected * window), 3) if connected else None,
         "server_cpu_pct": round(cpu / window * 100.0, 1),
         "server_cpu_idle_ms_per_call_s": round(cpu_idle * 1000.0 / connected, 3) if connected else None,
@@ -1092,19 +1105,23 @@ def compare_providers(args: argparse.Namespace) -> None:
     in the machine's other load hits both alike; medians and min-max of each headline figure."""
     import statistics
 
-    variants = [v.strip() for v in args.compare_providers.split(",") if v.strip()]
+    chunk_variants = [v.strip() for v in getattr(args, "compare_stt_chunk", "").split(",") if v.strip()]
+    variants = chunk_variants or [v.strip() for v in args.compare_providers.split(",") if v.strip()]
     keys = ("server_cpu_ms_per_call_s", "fake_cpu_pct", "generator_cpu_pct", "other_cpu_pct", "lateness_p99_ms",
             "turn_p50_ms", "turn_p99_ms", "turn_added_p99_ms", "stt_latency_p99_ms")
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     loads: list[float] = []
     for round_no in range(args.rounds):
         for variant in variants:
-            args.providers = variant
+            if chunk_variants:  # the ElevenLabs clients with this STT min_chunk_ms
+                args.providers, args.stt_min_chunk_ms = "elevenlabs", int(variant)
+            else:
+                args.providers = variant
             res = run_once(args, args.calls)
             runs[variant].append(res)
             loads += res["load_avg_1m"]
             print(json.dumps({"round": round_no, "providers": variant, "load_avg_1m": res["load_avg_1m"], **{k: res[k] for k in keys + (
-                "connected", "inbound_lost", "outbound_lost", "utterances_checked", "turns_measured", "pass")}}), flush=True)
+                "connected", "ramp_s", "server_cpu_pct", "connect_failures", "inbound_lost", "outbound_lost", "utterances_checked", "turns_measured", "pass")}}), flush=True)
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(res) + "\n")
@@ -1147,6 +1164,10 @@ def main() -> None:
     p.add_argument("--fake-tts-realtime-factor", type=float, default=4.0,
                    help="the fake's TTS streams audio at this many times real time (0: unpaced)")
     p.add_argument("--fake-tts-first-byte-ms", type=float, default=0.0, help="the fake's TTS time to first byte")
+    p.add_argument("--stt-min-chunk-ms", type=int, default=60,
+                   help="ElevenLabsRealtimeStt(min_chunk_ms=...): audio per Scribe message (20: one per carrier frame)")
+    p.add_argument("--compare-stt-chunk", default="",
+                   help="e.g. 20,60: run --providers elevenlabs with these min_chunk_ms values interleaved, --rounds times")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")
@@ -1189,7 +1210,7 @@ def main() -> None:
     if args.compare_observe:
         compare_observe(args)
         return
-    if args.compare_providers:
+    if args.compare_providers or args.compare_stt_chunk:
         compare_providers(args)
         return
     counts = [int(x) for x in args.sweep.split(",") if x.strip()] or [args.calls]

@@ -336,6 +336,29 @@ async def test_manual_commit_strategy(fake: FakeElevenLabs) -> None:
         await stt.stop()
 
 
+@pytest.mark.parametrize("min_chunk_ms, chunks", [(1000, 1), (20, 2)])
+async def test_frames_shorter_than_min_chunk_go_out_as_one_message(fake: FakeElevenLabs, min_chunk_ms: int, chunks: int) -> None:
+    """Two 20 ms frames a few ms apart: with ``min_chunk_ms`` above 40 they are one message (sent at the first
+    frame's deadline, not held for more audio), with ``min_chunk_ms=20`` one message each, as before."""
+    stt = make_stt(fake, min_chunk_ms=min_chunk_ms)
+    queue: asyncio.Queue = asyncio.Queue()
+    await stt.start(queue)
+    try:
+        assert await stt.wait_connected(5)
+        session = fake.stt_sessions[0]
+        queue.put_nowait(b"\x01" * 160)
+        if min_chunk_ms == 20:
+            await fake_wait(fake, lambda: len(session.audio) == 160)
+        else:
+            await asyncio.sleep(0.005)
+        queue.put_nowait(b"\x02" * 160)
+        await fake_wait(fake, lambda: len(session.audio) == 320)
+        assert bytes(session.audio) == b"\x01" * 160 + b"\x02" * 160
+        assert session.chunks - session.empty_chunks == chunks == stt.stats["chunks_sent"]
+    finally:
+        await stt.stop()
+
+
 def test_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ELEVENLABS_API_KEY", raising=False)
     keyless = ElevenLabsRealtimeStt()  # 0.1.x: constructs without credentials ...

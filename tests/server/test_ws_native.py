@@ -151,3 +151,46 @@ def test_stop_ends_live_calls_and_wakes_their_flows(native: CallHarness) -> None
     handle.stop()
     assert out.wait()["error"] == "CallHangupError"
     assert phone.wait_closed(5)
+
+
+@pytest.mark.parametrize("mode", ["native", "picows"])
+def test_a_burst_of_connections_waits_in_the_backlog_while_the_loop_is_busy(mode: str) -> None:
+    """250 callers connect at once while the server's loop is stuck: the kernel must finish all their TCP
+    handshakes and queue them for ``accept``. asyncio's default backlog (100) queued 101 and dropped the other
+    SYNs, so those callers waited for a retransmit (1 s, 3 s, …) or timed out."""
+    import select
+    import socket
+    import time
+
+    from voice_runtime import VoiceServer, create_stt, create_tts
+
+    server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"))
+    running = start_native(server) if mode == "native" else _start_picows(server)
+    stuck, release = threading.Event(), threading.Event()
+
+    def busy() -> None:  # on the server's loop: no accept() runs until released
+        stuck.set()
+        release.wait(30)
+
+    sockets: list[socket.socket] = []
+    try:
+        assert running.loop is not None
+        running.loop.call_soon_threadsafe(busy)
+        assert stuck.wait(10)
+        for _ in range(250):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((running.host, running.port))
+            sockets.append(s)
+        waiting = set(sockets)
+        deadline = time.monotonic() + 0.9  # inside the first SYN retransmit (1 s): only queued handshakes finish
+        while waiting and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(waiting), [], max(0.0, deadline - time.monotonic()))
+            waiting -= set(writable)
+        assert not waiting, f"{len(waiting)} of 250 connects not established while the loop was busy"
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in sockets)
+    finally:
+        release.set()
+        for s in sockets:
+            s.close()
+        running.stop()

@@ -29,6 +29,14 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 
+#: The listen backlog of every runner (uvicorn's default, and ``workers.py``'s sockets). asyncio's
+#: ``create_server`` defaults to 100, which the websockets-native and picows modes inherited: while the loop
+#: is busy (a burst of calls, a GC pause) Linux queues at most backlog + 1 finished handshakes, and drops the
+#: SYNs after those, so the 102nd caller of a burst waited for its 1 s SYN retransmit, or timed out.
+#: (The kernel caps it at ``net.core.somaxconn``.)
+LISTEN_BACKLOG = 2048
+
+
 def _fd_limit() -> int:
     try:
         import resource
@@ -156,4 +164,4 @@ def quiet_accept_errors(interval: float = 10.0) -> logging.Filter:
     return _accept_filter
 
 
-__all__ = ["RateLimitedLog", "ServerLimits", "default_max_connections", "quiet_accept_errors"]
+__all__ = ["LISTEN_BACKLOG", "RateLimitedLog", "ServerLimits", "default_max_connections", "quiet_accept_errors"]

@@ -43,7 +43,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream, stream_path_token
-from voice_runtime.server.limits import quiet_accept_errors
+from voice_runtime.server.limits import LISTEN_BACKLOG, quiet_accept_errors
 from voice_runtime.server.stream_policy import warn_if_unsigned
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
@@ -185,6 +185,7 @@ async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket
         close_timeout=server.connection_config.close_timeout,
         open_timeout=server.limits.header_timeout,  # the whole handshake, request head included (slowloris)
         create_connection=_counted_connection(server),
+        backlog=LISTEN_BACKLOG,  # not asyncio's 100: a burst of calls overflows it (server/limits.py)
         **kwargs,
     )
 

@@ -41,7 +41,7 @@ from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgra
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync, stream_path_token
 from voice_runtime.server.picows_guard import guarded_protocol_factory
 from voice_runtime.server.probes import probe_response
-from voice_runtime.server.limits import quiet_accept_errors
+from voice_runtime.server.limits import LISTEN_BACKLOG, quiet_accept_errors
 from voice_runtime.server.stream_policy import warn_if_unsigned
 from voice_runtime.server.app import VoiceServer
 from voice_runtime.server.connection import WireClosed
@@ -244,7 +244,7 @@ async def _listen(server: VoiceServer, host: str, port: int, sock: socket.socket
     factory = guarded_protocol_factory(
         server.limits, _listener_factory(server), max_frame_size=server.connection_config.hard_max_inbound_message
     )
-    return await asyncio.get_running_loop().create_server(factory, **kwargs)
+    return await asyncio.get_running_loop().create_server(factory, backlog=LISTEN_BACKLOG, **kwargs)
 
 
 def start_picows(
