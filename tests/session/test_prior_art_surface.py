@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib
 
@@ -87,3 +88,40 @@ def test_register_voice_websocket_single_session_style_with_reuse() -> None:
             phone.close()
             session.reset()  # the prior art's sequential reuse: reset between calls
     assert len(ready) == 2  # on_stt_ready ran for each call, before start()
+
+
+def test_single_session_route_serves_the_next_call_while_the_last_one_still_tears_down() -> None:
+    """A call placed right after the previous one ended is not 'concurrent': while the old connection still stops
+    its STT (slowly here), the new upgrade waits for that instead of being refused."""
+    import threading
+
+    from voice_runtime.providers.mock import MockStt
+    from voice_runtime.testing import SimulatedPhone
+
+    stopping = threading.Event()
+
+    class SlowStopStt(MockStt):
+        async def stop(self) -> None:
+            stopping.set()
+            await asyncio.sleep(0.5)  # a provider whose close takes a while (a network round trip)
+            await super().stop()
+
+    app = FastAPI()
+    session = VoiceSession(stt_factory=SlowStopStt, tts=create_tts("mock"))
+    from voice_runtime import register_voice_websocket
+
+    register_voice_websocket(app, session)
+    with running(VoiceServer(app=app)) as srv:
+        first = SimulatedPhone(srv.ws_url + "/voice", call_id="CA" + "1" * 32).connect()
+        session.wait_for_ws_connect(5)
+        first.hangup()
+        assert session.wait_until_disconnected(5)
+        assert stopping.wait(5)  # the old connection is inside its teardown now
+        second = SimulatedPhone(srv.ws_url + "/voice", call_id="CA" + "2" * 32).connect()
+        try:
+            session.wait_for_ws_connect(5)
+            assert session.call_sid == "CA" + "2" * 32
+            assert session.send_mark_and_wait("second", timeout=5) is MarkOutcome.PLAYED
+        finally:
+            first.close()
+            second.close()

@@ -6,7 +6,10 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 from typing import Any
 
 from voice_runtime.cli.common import (
@@ -115,33 +118,61 @@ def _print_urls(args: argparse.Namespace, server: Any, urls: dict[str, dict[str,
     sys.stdout.flush()
 
 
-#: Log lines that mean "listening now": uvicorn's own (one process), the native server's. With uvicorn
-#: workers the parent binds the socket before forking, so a worker is ready once its app has started.
+#: Log lines that mean "listening now": uvicorn's own (one process), the native server's.
 LISTENING_MARKERS = ("Uvicorn running on", "serving media streams on")
+#: With uvicorn workers the parent binds the socket (without listening) before forking, and a worker logs
+#: "Application startup complete" *before* it calls listen() on that shared socket; no line follows the listen.
+#: So that marker only starts a short probe of the address (:func:`_print_when_accepting`).
 WORKER_READY_MARKERS = ("Application startup complete",)
 
 
 class _ReadyLine(logging.Handler):
-    """Prints ``ready: ...`` once the web server says it listens (an event, so callers need not poll)."""
+    """Prints ``ready: ...`` once the web server says it listens (an event, so callers need not poll).
 
-    def __init__(self, markers: tuple[str, ...]) -> None:
+    ``probe``: an address to connect to first, for a marker that comes just before the listen (workers).
+    """
+
+    def __init__(self, markers: tuple[str, ...], probe: tuple[str, int] | None = None) -> None:
         super().__init__(logging.INFO)
         self.markers = markers
+        self.probe = probe
         self.done = False
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.done and record.getMessage().startswith(self.markers):
             self.done = True
-            print(f"ready: {record.getMessage()} (pid {os.getpid()})", flush=True)
+            line = f"ready: {record.getMessage()} (pid {os.getpid()})"
+            if self.probe is None:
+                print(line, flush=True)
+            else:
+                threading.Thread(target=_print_when_accepting, args=(self.probe, line), name="ready-probe", daemon=True).start()
 
 
-def _watch_ready(markers: tuple[str, ...] = LISTENING_MARKERS) -> None:
+def _print_when_accepting(address: tuple[str, int], line: str, deadline: float = 30.0) -> None:
+    """Print ``line`` once ``address`` accepts a TCP connection: the worker's listen() follows its startup line
+    within a loop turn, so this takes one or two tries; after ``deadline`` seconds it prints anyway (the
+    server's own errors then say why)."""
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    give_up = time.monotonic() + deadline
+    delay = 0.005
+    while time.monotonic() < give_up:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            break
+        except OSError:
+            time.sleep(delay)  # nothing to wait on: the listen() happens in uvicorn's worker code
+            delay = min(delay * 2, 0.2)
+    print(line, flush=True)
+
+
+def _watch_ready(markers: tuple[str, ...] = LISTENING_MARKERS, probe: tuple[str, int] | None = None) -> None:
     # The whole voice_runtime.server hierarchy, not one module: the native runner's module has moved before.
     for name in ("uvicorn.error", "voice_runtime.server"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)  # the record must exist; the root handler still filters by level
-        logger.addHandler(_ReadyLine(markers))
+        logger.addHandler(_ReadyLine(markers, probe))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,6 +227,6 @@ def app_from_environment() -> Any:
     add_serve_arguments(parser)
     args = parser.parse_args(json.loads(os.environ.get(ARGV_ENV, "[]")))
     configure_logging(args.log_level, json_lines=args.log_json)
-    _watch_ready(WORKER_READY_MARKERS)
+    _watch_ready(WORKER_READY_MARKERS, probe=(args.host, args.port))
     server, _ = build_server(args)
     return server.app

@@ -128,6 +128,10 @@ def rest_first_hangup(regions: tuple[TwilioRegion, ...] | None) -> Callable[[Voi
     return hang_up
 
 
+#: How long a new stream on a single-session route waits for the previous, already ended call's teardown.
+PREVIOUS_TEARDOWN_WAIT_S = 5.0
+
+
 def register_voice_websocket(
     app: FastAPI,
     session: Any,
@@ -148,17 +152,29 @@ def register_voice_websocket(
     hangup_hook = hangup or rest_first_hangup(regions)
     guard = upgrade_guard or prior_art_signature_guard
     busy = {"active": False}
+    idle: list[asyncio.Event] = []  # set while no stream is served; made on the loop at the first upgrade
 
     @app.websocket(path)
     async def voice_websocket(websocket: WebSocket) -> None:
         if not await guard(websocket):
             await websocket.close(code=1008)
             return
+        if not idle:
+            idle.append(asyncio.Event())
+            idle[0].set()
+        if busy["active"] and isinstance(session, VoiceSession) and session.is_disconnected:
+            # The previous call has ended (its flow saw the disconnect) but its connection is still tearing down
+            # (STT stop, recorder close): the next call is not concurrent, so it waits for that, bounded.
+            try:
+                await asyncio.wait_for(idle[0].wait(), PREVIOUS_TEARDOWN_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
         if busy["active"]:
             log.warning("refusing a second concurrent stream on single-session route %s", path)
             await websocket.close(code=1013)
             return
         busy["active"] = True
+        idle[0].clear()
         try:
             await websocket.accept()
             wire = CallbackWire(websocket)
@@ -178,6 +194,7 @@ def register_voice_websocket(
             ).run()
         finally:
             busy["active"] = False
+            idle[0].set()
 
 
 __all__ = ["REST_CLOSE_WAIT_S", "hangup_call", "prior_art_signature_guard", "register_voice_websocket", "rest_first_hangup"]
