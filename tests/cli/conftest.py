@@ -48,6 +48,7 @@ class CliProcess:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
+            start_new_session=True,  # its own process group: kill() also reaches worker processes it forked
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -112,9 +113,14 @@ class CliProcess:
             self.proc.send_signal(signum)
 
     def kill(self) -> None:
+        """Kill the command and every process it started (uvicorn workers outlive a killed parent otherwise)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone: nothing left running
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+        self.proc.wait(10)
 
 
 @pytest.fixture
