@@ -77,6 +77,13 @@ class WebsocketsWire:
             raise WireClosed(str(exc)) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        if code == 1008:
+            # A policy close (a flood, too many protocol errors): stop reading before the close frame goes out.
+            # Otherwise the close handshake parses everything the peer had sent before our close reached it,
+            # on the loop every call shares; unread, it waits ``close_timeout`` for the echo, then aborts.
+            transport = self.conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
         try:
             await self.conn.close(code, reason)
         except (ConnectionClosed, OSError):
