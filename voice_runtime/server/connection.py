@@ -704,7 +704,10 @@ class CallConnection:
         session = self.session
         try:
             finish = getattr(recorder, "shutdown", None) or recorder.close
-            path = await run_off_loop(finish, name="recorder-close")
+            if getattr(recorder, "close_blocks", True):
+                path = await run_off_loop(finish, name="recorder-close")
+            else:
+                path = finish()  # nothing to write or hand off: no thread for a no-op (CallAudio.close_blocks)
             if session is not None and path is not None:  # None: nothing kept (no sink, or handed off)
                 session.log.emit(ev.RECORDING_SAVED, path=str(path))
         except Exception:
