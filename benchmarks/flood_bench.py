@@ -16,7 +16,7 @@ rate budget off ("before") and on ("after", the default), in one run side by sid
 
 Reports p50/p99 (ms) per run and the median and min–max over ``--runs``; the goal is p99 under each flood
 within 2x the no-flood p99 (the ratio column: each run's p99 over the no-flood p99 of the same round, code and
-mode). Loopback only.
+mode; ``med/med``: the median p99 over the median no-flood p99, less swayed by one noisy no-flood run). Loopback only.
 
 ``--trees main=/work/main,branch=.`` runs the *server* from each source tree in turn (its PYTHONPATH),
 alternating within every round, so before and after share one run's machine load; ``--budgets on`` runs only
@@ -221,19 +221,21 @@ def main() -> None:
     loads = [r["loadavg"] for t in results.values() for b in t.values() for k in b.values() for r in k]
     print(f"mark round trip (ms), {args.marks} marks x {args.runs} runs, {how}, {args.mode} mode: median [min-max];"
           f" load average {min(loads):.1f}-{max(loads):.1f}")
-    print(f"{'code':<8} {'flood':<8} {'budget':<7} {'p50':>20} {'p99':>22} {'p99/no-flood':>20} {'flood msgs':>11}")
+    print(f"{'code':<8} {'flood':<8} {'budget':<7} {'p50':>20} {'p99':>22} {'p99/no-flood':>20} {'med/med':>7} {'flood msgs':>11}")
     for name, _ in trees:
         for kind in kinds:
             for budget in budgets:
                 runs = results[name][budget][kind]
                 p50 = [r["p50"] for r in runs]
                 p99 = [r["p99"] for r in runs]
-                ratio = "-"
+                ratio = overall = "-"
                 if "none" in kinds:  # each run over the no-flood run of the same round, code and budget
                     base = [r["p99"] for r in results[name][budget]["none"]]
                     ratio = _fmt([a / b for a, b in zip(p99, base)], 1)
+                    overall = f"{statistics.median(p99) / statistics.median(base):.1f}"  # median over median
                 sent = int(statistics.median(r["flood_sent"] for r in runs))
-                print(f"{name:<8} {kind:<8} {budget:<7} {_fmt(p50):>20} {_fmt(p99):>22} {ratio:>20} {sent:>11}")
+                print(f"{name:<8} {kind:<8} {budget:<7} {_fmt(p50):>20} {_fmt(p99):>22} {ratio:>20} {overall:>7}"
+                      f" {sent:>11}")
     print(json.dumps(results))
 
 
