@@ -15,7 +15,13 @@ rate budget off ("before") and on ("after", the default), in one run side by sid
   until the good call is done. The good call starts once the flood is running.
 
 Reports p50/p99 (ms) per run and the median and min–max over ``--runs``; the goal is p99 under each flood
-within 2x the no-flood p99. Loopback only. The JSON line also names each run's three slowest marks (by index:
+within 2x the no-flood p99 (the ratio column: each run's p99 over the no-flood p99 of the same round, code and
+mode; ``med/med``: the median p99 over the median no-flood p99, less swayed by one noisy no-flood run). Loopback only.
+
+``--trees main=/work/main,branch=.`` runs the *server* from each source tree in turn (its PYTHONPATH),
+alternating within every round, so before and after share one run's machine load; ``--budgets on`` runs only
+the default budget; ``--mode native`` serves with the websockets-native runner instead of uvicorn
+(``VoiceServer.start``). The load average is recorded at every run (``loadavg`` in the JSON). The JSON line also names each run's three slowest marks (by index:
 start-up or steady state). ``--kinds media,none`` runs a subset; ``--profile DIR`` writes a cProfile of each
 server's event-loop thread (where every call's messages are handled) to ``DIR`` — that is how the costs in
 ``benchmarks/README.md`` ("Flood") were found.
@@ -62,9 +68,13 @@ SERVER = textwrap.dedent(
     server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"),
                          inbound_flow=flow, connection_config=config)
     server.allow_unsigned_streams = True
-    handle = server.start(port=port)
+    if sys.argv[4] == "native":
+        from voice_runtime.server.ws_native import start_native
+        handle = start_native(server, port=port)
+    else:
+        handle = server.start(port=port)
     profile = None
-    if len(sys.argv) > 4:  # --profile: cProfile the event loop's thread (where every call's messages are handled)
+    if len(sys.argv) > 5:  # --profile: cProfile the event loop's thread (where every call's messages are handled)
         import cProfile, threading
         profile, ready = cProfile.Profile(), threading.Event()
         handle.loop.call_soon_threadsafe(lambda: (profile.enable(), ready.set()))
@@ -75,7 +85,7 @@ SERVER = textwrap.dedent(
         done = threading.Event()
         handle.loop.call_soon_threadsafe(lambda: (profile.disable(), done.set()))
         done.wait(10)
-        profile.dump_stats(sys.argv[4])
+        profile.dump_stats(sys.argv[5])
     handle.stop()
     """
 )
@@ -125,22 +135,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def one(budget: str, kind: str, marks: int, reconnect: bool = False, profile: Path | None = None) -> dict[str, Any]:
+def one(budget: str, kind: str, marks: int, reconnect: bool = False, profile: Path | None = None,
+        tree: Path = ROOT, mode: str = "fastapi", label: str = "") -> dict[str, Any]:
     from voice_runtime.testing import SimulatedPhone
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    script = ROOT / "benchmarks" / ".flood_server.py"
+    script = ROOT / "benchmarks" / f".flood_server_{os.getpid()}.py"
     script.write_text(SERVER)
-    command = [sys.executable, str(script), budget, str(port), str(marks)]
+    command = [sys.executable, str(script), budget, str(port), str(marks), mode]
     if profile is not None:  # cProfile of the server's event-loop thread, one pstats file per variant
         profile.mkdir(parents=True, exist_ok=True)
-        command.append(str(profile / f"{kind}-{budget}-{time.strftime('%H%M%S')}.pstats"))
+        command.append(str(profile / f"{label or 'this'}-{mode}-{kind}-{budget}-{time.strftime('%H%M%S')}.pstats"))
     proc = subprocess.Popen(command, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            stdout=subprocess.PIPE, text=True, cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)))
     stop, flooding, counter = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Value("q", 0)
     flooder = None
+    loadavg = os.getloadavg()[0]
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "LISTENING"
         url = f"ws://127.0.0.1:{port}/stream"
@@ -165,7 +177,21 @@ def one(budget: str, kind: str, marks: int, reconnect: bool = False, profile: Pa
         script.unlink(missing_ok=True)
     slowest = sorted(range(len(rtts)), key=rtts.__getitem__)[-3:]  # which marks were slow: start-up or steady
     return {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "flood_sent": counter.value, "seconds": elapsed,
-            "slowest": [[i, round(rtts[i], 2)] for i in reversed(slowest)]}
+            "slowest": [[i, round(rtts[i], 2)] for i in reversed(slowest)], "loadavg": loadavg}
+
+
+def _trees(spec: str) -> list[tuple[str, Path]]:
+    if not spec:
+        return [("this", ROOT)]
+    trees = []
+    for item in spec.split(","):
+        name, _, path = item.partition("=")
+        trees.append((name, Path(path or name).resolve()))
+    return trees
+
+
+def _fmt(values: list[float], digits: int = 2) -> str:
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
 def main() -> None:
@@ -174,25 +200,42 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reconnect", action="store_true", help="the flooder reconnects after each close")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS))
+    parser.add_argument("--budgets", default="off,on", help="off,on (default), or only one of them")
+    parser.add_argument("--trees", default="", help="name=path,... : run the server from each tree, alternated")
+    parser.add_argument("--mode", default="fastapi", choices=["fastapi", "native"])
     parser.add_argument("--profile", type=Path, help="cProfile each server's event loop into this folder")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {b: {k: [] for k in kinds} for b in ("off", "on")}
+    budgets = [b for b in args.budgets.split(",") if b]
+    trees = _trees(args.trees)
+    results: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
+        name: {b: {k: [] for k in kinds} for b in budgets} for name, _ in trees
+    }
     for _ in range(args.runs):
         for kind in kinds:
-            for budget in ("off", "on"):
-                results[budget][kind].append(one(budget, kind, args.marks, args.reconnect, args.profile))
+            for budget in budgets:
+                for name, tree in trees:  # alternated: before and after see the same moment's load
+                    results[name][budget][kind].append(
+                        one(budget, kind, args.marks, args.reconnect, args.profile, tree, args.mode, name))
     how = "reconnecting flooder" if args.reconnect else "one hostile socket"
-    print(f"mark round trip (ms), {args.marks} marks x {args.runs} runs, {how}: median [min-max]")
-    print(f"{'flood':<8} {'budget':<7} {'p50':>20} {'p99':>22} {'flood msgs sent':>16}")
-    for kind in kinds:
-        for budget in ("off", "on"):
-            runs = results[budget][kind]
-            p50 = [r["p50"] for r in runs]
-            p99 = [r["p99"] for r in runs]
-            sent = int(statistics.median(r["flood_sent"] for r in runs))
-            print(f"{kind:<8} {budget:<7} {statistics.median(p50):>7.2f} [{min(p50):.2f}-{max(p50):.2f}]"
-                  f" {statistics.median(p99):>8.2f} [{min(p99):.2f}-{max(p99):.2f}] {sent:>16}")
+    loads = [r["loadavg"] for t in results.values() for b in t.values() for k in b.values() for r in k]
+    print(f"mark round trip (ms), {args.marks} marks x {args.runs} runs, {how}, {args.mode} mode: median [min-max];"
+          f" load average {min(loads):.1f}-{max(loads):.1f}")
+    print(f"{'code':<8} {'flood':<8} {'budget':<7} {'p50':>20} {'p99':>22} {'p99/no-flood':>20} {'med/med':>7} {'flood msgs':>11}")
+    for name, _ in trees:
+        for kind in kinds:
+            for budget in budgets:
+                runs = results[name][budget][kind]
+                p50 = [r["p50"] for r in runs]
+                p99 = [r["p99"] for r in runs]
+                ratio = overall = "-"
+                if "none" in kinds:  # each run over the no-flood run of the same round, code and budget
+                    base = [r["p99"] for r in results[name][budget]["none"]]
+                    ratio = _fmt([a / b for a, b in zip(p99, base)], 1)
+                    overall = f"{statistics.median(p99) / statistics.median(base):.1f}"  # median over median
+                sent = int(statistics.median(r["flood_sent"] for r in runs))
+                print(f"{name:<8} {kind:<8} {budget:<7} {_fmt(p50):>20} {_fmt(p99):>22} {ratio:>20} {overall:>7}"
+                      f" {sent:>11}")
     print(json.dumps(results))
 
 

@@ -22,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from voice_runtime.thread_starter import start_soon
+
 log = logging.getLogger(__name__)
 
 #: Jobs waiting to run above which a warning says the jobs are slower than they arrive.
@@ -48,7 +50,7 @@ class OnDemandThread:
             backlog = len(self._queue)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+                start_soon(self._thread)  # submit() runs on the event loop: never wait for the thread to run
             self._cond.notify()
         if backlog >= BACKLOG_WARNING and backlog >= 2 * self._warned_at:
             self._warned_at = backlog

@@ -102,6 +102,48 @@ def test_budget_accepts_a_carrier_and_its_catch_up_bursts() -> None:
     assert budget.dropped == 0
 
 
+def test_a_carrier_catching_up_after_stalls_is_never_dropped_while_a_flooder_gets_a_second() -> None:
+    """The media burst is earned: 1 s at the start, growing at 4x real time to 10 s while a carrier sends 1x."""
+    now = [0.0]
+    budget = InboundBudget(clock=lambda: now[0])
+    sent = 0.0  # audio seconds the carrier has sent; never more than the elapsed time (no audio from the future)
+
+    def frames(n: int) -> None:
+        nonlocal sent
+        for _ in range(n):
+            assert budget.before_parse(400) is Verdict.ACCEPT and budget.media(0.02) is Verdict.ACCEPT
+            sent += 0.02
+
+    def real_time(seconds: float) -> None:  # 50 frames/s, a mark echo and a DTMF key every second
+        for i in range(int(seconds * 50)):
+            now[0] += 0.02
+            frames(1)
+            if i % 50 == 0:
+                assert budget.before_parse(120) is Verdict.ACCEPT and budget.event() is Verdict.ACCEPT
+                assert budget.before_parse(120) is Verdict.ACCEPT and budget.event() is Verdict.ACCEPT
+
+    now[0] += 0.9
+    frames(45)  # a stall right after start: its 0.9 s arrive at once
+    for stall in (0.5, 2.0, 3.0, 5.0, 9.9, 1.0, 9.9):  # later stalls, each followed by its whole backlog at once
+        real_time(3.0)
+        now[0] += stall
+        frames(int(stall * 50))
+        assert sent <= now[0] + 1e-6
+    real_time(60.0)
+    assert budget.dropped == 0
+
+    flooder = InboundBudget(clock=lambda: now[0])
+    accepted = sum(flooder.media(0.02) is Verdict.ACCEPT for _ in range(600))  # valid media, all at once
+    assert accepted == 50  # 1 s, not the 10 s catch-up a running carrier has earned
+
+
+def test_rejected_messages_count_as_budget_drops_and_close_well_past_it() -> None:
+    budget = InboundBudget(BudgetConfig(close_after_drops=100), clock=lambda: 0.0)
+    verdicts = [budget.misbehaved("binary_frame") for _ in range(101)]
+    assert verdicts[:100] == [Verdict.DROP] * 100 and verdicts[-1] is Verdict.CLOSE
+    assert budget.dropped == 101 and budget.last_drop_reason == "binary_frame"
+
+
 def test_budget_drops_past_the_rate_and_closes_well_past_it() -> None:
     now = [0.0]
     config = BudgetConfig(message_rate=100, message_burst=100, close_after_drops=50, close_window=1.0)

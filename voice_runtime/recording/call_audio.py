@@ -156,6 +156,15 @@ class CallAudio:
             if self.tap_errors == 1:
                 log.exception("an audio tap of call %s failed (further failures are counted)", self.session.call_sid)
 
+    @property
+    def close_blocks(self) -> bool:
+        """Whether :meth:`close` may block (a sink or live listeners to close): else it is run inline.
+
+        Why: most calls record nothing, and a thread started per call end (``run_off_loop``) is pure loop
+        and GIL cost — under a reconnecting flood, one per hostile session.
+        """
+        return self.sink is not None or bool(self._listeners)
+
     def close(self) -> Path | None:
         """Close the sink (blocking: call off the loop). Live listeners are detached. Idempotent."""
         with self._lock:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice_runtime.call_events import CALL_ENDED, CallEvent
+from voice_runtime.thread_starter import start_soon
 
 if TYPE_CHECKING:
     from voice_runtime.session import VoiceSession
@@ -51,7 +52,8 @@ class CallLogWriter:
                 return
             self._lines.append(line)
         if event.kind == CALL_ENDED:
-            threading.Thread(target=self.flush, name="call-log-writer", daemon=True).start()
+            # via the thread starter: CALL_ENDED is emitted on the event loop, which must not wait for a thread
+            start_soon(threading.Thread(target=self.flush, name="call-log-writer", daemon=True))
 
     def flush(self) -> Path:
         """Write everything seen so far (also callable directly, e.g. after late events)."""

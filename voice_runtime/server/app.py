@@ -46,6 +46,7 @@ from voice_runtime.errors import CallError, ConfigError, MissingStreamUrlError
 from voice_runtime.logs import CallRef, call_context, install_call_id_records
 from voice_runtime.metrics.observer import CallObserver, ReportHook
 from voice_runtime.on_demand_thread import end_hook_runner
+from voice_runtime.thread_starter import start_soon
 from voice_runtime.server.admin import mount_admin
 from voice_runtime.server.admission import Admitted, admit_stream
 from voice_runtime.server.connection import CallConnection, ConnectionConfig, Recorder
@@ -249,7 +250,8 @@ class VoiceServer:
             # when the call ends — off the event loop, since a provider's close may block.
             def close_when_ended(event: CallEvent) -> None:
                 if event.kind == CALL_ENDED:
-                    threading.Thread(target=_close_quietly, args=(owned_tts,), name="tts-close", daemon=True).start()
+                    # started by the thread starter: the loop never waits for this thread to be scheduled
+                    start_soon(threading.Thread(target=_close_quietly, args=(owned_tts,), name="tts-close", daemon=True))
 
             session.add_event_listener(close_when_ended)
         self.adopt(session)

@@ -467,8 +467,14 @@ class CallConnection:
         return None
 
     def _misbehaved(self, reason: str) -> EndReason | None:
-        """Count one misbehaviour; past ``max_protocol_errors`` (of any kind) the call ends with close 1008."""
+        """Count one misbehaviour; past ``max_protocol_errors`` (of any kind), or past the inbound budget's
+        ``close_after_drops`` (each misbehaviour is a budget drop too), the call ends with close 1008."""
         self._count_drop(reason)
+        budget = self._budget
+        if budget is not None and reason != "rate_limited" and budget.misbehaved(reason) is Verdict.CLOSE:
+            log.warning("closing call %s: inbound flood of rejected messages (%s)", self._call_id(), reason)
+            self._close_reason = f"inbound rate over budget ({reason})"[:120]
+            return EndReason.PROTOCOL_ERRORS
         if self.stats["protocol_errors"] <= self.config.max_protocol_errors:
             return None
         log.warning("closing call %s: too many protocol errors (last: %s)", self._call_id(), reason)
@@ -698,7 +704,10 @@ class CallConnection:
         session = self.session
         try:
             finish = getattr(recorder, "shutdown", None) or recorder.close
-            path = await run_off_loop(finish, name="recorder-close")
+            if getattr(recorder, "close_blocks", True):
+                path = await run_off_loop(finish, name="recorder-close")
+            else:
+                path = finish()  # nothing to write or hand off: no thread for a no-op (CallAudio.close_blocks)
             if session is not None and path is not None:  # None: nothing kept (no sink, or handed off)
                 session.log.emit(ev.RECORDING_SAVED, path=str(path))
         except Exception:

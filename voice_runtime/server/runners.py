@@ -25,6 +25,7 @@ from voice_runtime.server.drain import DrainReport, drain
 from voice_runtime.server.limits import quiet_accept_errors
 from voice_runtime.server.stream_policy import warn_if_unsigned
 from voice_runtime.server.uvicorn_guard import guarded_protocol
+from voice_runtime.server.uvicorn_ws import fair_websocket_protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from voice_runtime.server.app import VoiceServer
@@ -123,7 +124,8 @@ def serve_fastapi(server: VoiceServer, host: str = "0.0.0.0", port: int = 8080, 
 
 
 def hardened_uvicorn_options(server: VoiceServer) -> dict[str, Any]:
-    """uvicorn options every runner sets: the header-deadline/connection-cap protocol, no proxy rewriting, no deflate.
+    """uvicorn options every runner sets: the header-deadline/connection-cap protocol, the fair WebSocket
+    protocol, no proxy rewriting, no deflate.
 
     ``proxy_headers=False`` keeps ``scope["client"]`` the TCP peer, so :mod:`voice_runtime.transports.forwarded`
     can decide which peers' forwarded headers to believe. The guarded protocol is
@@ -132,7 +134,14 @@ def hardened_uvicorn_options(server: VoiceServer) -> dict[str, Any]:
     quiet_accept_errors()
     # No permessage-deflate: carriers do not negotiate it, and a hostile peer that does makes every frame
     # cost an inflate (profiled at ~20 % of a flood's per-frame cost) — the native mode sets compression=None.
-    return {"proxy_headers": False, "http": guarded_protocol(server.limits), "ws_per_message_deflate": False}
+    # The WebSocket protocol parses a flooder's reads in slices and stops reading it after a 1008 close
+    # (server/uvicorn_ws.py): uvicorn's own parses a whole 256 KiB read (~1,000 frames) in one loop callback.
+    return {
+        "proxy_headers": False,
+        "http": guarded_protocol(server.limits),
+        "ws": fair_websocket_protocol(server.limits.stats),
+        "ws_per_message_deflate": False,
+    }
 
 
 def exit_if_unclean(report: DrainReport | None) -> None:

@@ -29,6 +29,7 @@ this one. See ``docs/server-modes.md``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http
 import logging
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 __all__ = ["WebsocketsWire", "UpgradeRequest", "start_native", "serve_native", "native_handler"]
 
 
+#: Seconds between a 1008 close frame and aborting the (no longer read) transport.
+POLICY_CLOSE_GRACE = 1.0
+
+
 class WebsocketsWire:
     """A ``websockets`` server connection as a :class:`~voice_runtime.server.connection.WireSocket`."""
 
@@ -77,6 +82,15 @@ class WebsocketsWire:
             raise WireClosed(str(exc)) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        if code == 1008:
+            # A policy close (a flood, too many protocol errors): stop reading before the close frame goes out.
+            # Otherwise the close handshake parses everything the peer had sent before our close reached it,
+            # on the loop every call shares. Unread, the echo never comes: the transport is aborted
+            # ``POLICY_CLOSE_GRACE`` later (the peer has read our close frame by then), whoever gives up first.
+            transport = self.conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+                asyncio.get_running_loop().call_later(POLICY_CLOSE_GRACE, transport.abort)
         try:
             await self.conn.close(code, reason)
         except (ConnectionClosed, OSError):

@@ -1,0 +1,120 @@
+"""uvicorn's WebSocket protocol, made fair to the other calls on the loop (the FastAPI mode, issue #13).
+
+Why: uvicorn's ``WebSocketsSansIOProtocol.data_received`` parses a whole socket read at once — with uvloop up
+to 256 KiB, about 1,000 Twilio media frames — and queues every message in that one callback. A hostile socket
+flooding the server thus holds the loop for the whole read (several ms each time) while every other call's
+marks and audio wait, and it goes on doing so after we have closed it 1008: uvicorn keeps reading (and
+parsing) until the peer's close frame arrives, which comes after everything the flooder had already sent.
+
+:func:`fair_websocket_protocol` makes a subclass that changes two things and nothing else (each counted in the
+server's ``limits.stats``: ``ws_reads_sliced``, ``ws_policy_closes_unread``):
+
+* **slices**: a read larger than :data:`SLICE` bytes is fed to the parser :data:`SLICE` bytes at a time, one
+  slice per loop turn (``call_soon``), with the socket's reading paused until the backlog is parsed. A
+  carrier's frame is ~200–400 bytes and it sends 50 a second, so its reads are far below a slice and take the
+  unchanged path; only a peer that sends faster than we parse ever waits a turn;
+* **no reading after a policy close**: once the application closes with 1008 (a flood, too many protocol
+  errors, an unknown stream), the rest of the backlog is discarded unparsed and the socket is no longer read;
+  the transport is closed :data:`POLICY_CLOSE_GRACE` seconds later (long enough for the peer to read our
+  close frame, which is already written), instead of parsing its flood until its close echo arrives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+#: Bytes parsed per loop turn from one socket: ~30 Twilio frames, about what ``max_messages_per_turn`` (32)
+#: lets the receive loop dispatch before it yields, so parsing and dispatch take turns at the same grain.
+SLICE = 8 * 1024
+
+#: Seconds between our 1008 close frame and closing the transport, unread (the peer reads the frame meanwhile).
+POLICY_CLOSE_GRACE = 1.0
+
+_POLICY_VIOLATION = 1008
+
+
+def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's websockets (sans-I/O) protocol, parsing at most :data:`SLICE` bytes per loop turn."""
+
+    class FairWebSocketProtocol(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._vr_backlog = bytearray()  # read from the socket, not yet parsed
+            self._vr_scheduled = False  # a call_soon(_vr_step) is pending
+            self._vr_deaf = False  # closed 1008: input is discarded unparsed
+
+        def data_received(self, data: bytes) -> None:
+            if self._vr_deaf:
+                return
+            if not self._vr_backlog and len(data) <= SLICE:
+                super().data_received(data)  # the carrier's path: one small read, parsed at once as before
+                return
+            if not self._vr_backlog:
+                stats["ws_reads_sliced"] += 1
+            self._vr_backlog += data
+            self._vr_pause()  # no more reads until this backlog is parsed
+            if not self._vr_scheduled:
+                self._vr_step()
+
+        def _vr_step(self) -> None:
+            self._vr_scheduled = False
+            if self._vr_deaf or self.transport.is_closing():
+                self._vr_backlog.clear()
+                return
+            backlog = self._vr_backlog
+            head = bytes(backlog[:SLICE])
+            del backlog[:SLICE]
+            super().data_received(head)
+            if self._vr_deaf or self.transport.is_closing():
+                backlog.clear()
+            elif backlog:
+                self._vr_scheduled = True
+                self.loop.call_soon(self._vr_step)  # the other calls' callbacks run before our next slice
+            elif not self.read_paused:
+                self._vr_resume()  # backlog parsed and uvicorn's own queue is drained: read again
+
+        def _vr_pause(self) -> None:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+
+        def _vr_resume(self) -> None:
+            transport = self.transport
+            if transport is not None and not transport.is_closing() and not self._vr_deaf:
+                transport.resume_reading()
+
+        async def receive(self) -> Any:
+            """As uvicorn's, but reading resumes only once our own backlog is parsed too."""
+            message = await self.queue.get()
+            if self.read_paused and self.queue.empty():
+                self.read_paused = False
+                if not self._vr_backlog and not self._vr_deaf:
+                    self.transport.resume_reading()
+            return message
+
+        async def send(self, message: Any) -> None:
+            policy_close = (
+                message.get("type") == "websocket.close"
+                and message.get("code") == _POLICY_VIOLATION
+                and self.handshake_complete
+                and not self.close_sent
+            )
+            await super().send(message)
+            if policy_close and self.close_sent:
+                # uvicorn resumes reading to wait for the peer's close echo; after a flood that echo is behind
+                # everything the peer already sent. Stop reading instead and close the transport shortly.
+                self._vr_deaf = True
+                stats["ws_policy_closes_unread"] += 1
+                self._vr_backlog.clear()
+                self._vr_pause()
+                if self.close_timer is not None:
+                    self.close_timer.cancel()
+                self.close_timer = self.loop.call_later(POLICY_CLOSE_GRACE, self.transport.close)
+
+    return FairWebSocketProtocol
+
+
+__all__ = ["POLICY_CLOSE_GRACE", "SLICE", "fair_websocket_protocol"]
