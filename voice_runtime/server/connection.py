@@ -533,6 +533,10 @@ class CallConnection:
                 if not audio:
                     if self._fill_queued and (bed is None or bed.version != self._fill_version):
                         await self._drop_fill()  # a layer changed or was cleared: the carrier's bed goes at once
+                        # Look again before parking: the clear's send may have suspended, and audio queued
+                        # meanwhile set _wake (the queue was idle, so its producer woke us and the next ones
+                        # will not). Clearing _wake below without a new take would park the pump on it: a stall.
+                        continue
                     if bed is not None and bed.active:
                         await self._fill_background(bed)
                         continue

@@ -659,7 +659,13 @@ class VoiceSession(ConversationHelpers):
         for mark in cleared:
             self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name, sent=False)
         if has_link:
-            self._call_on_loop("clear")
+            link = self._link
+            if link is not None and self._loop_thread == threading.get_ident():
+                # On the loop: tell the transport now, not on the next loop turn, so that audio sent after this
+                # clear (the transport may send it at once) cannot reach the carrier before the clear does.
+                link.clear()
+            else:
+                self._call_on_loop("clear")
 
     @property
     def agent_speaking(self) -> bool:
