@@ -149,3 +149,29 @@ async def test_audio_queued_while_the_pump_clears_the_bed_is_sent_not_stranded()
     finally:
         carrier.hang_up()
         await asyncio.wait_for(task, 5)
+
+
+def test_audio_sent_on_the_loop_under_a_bed_is_mixed_with_it(any_mode: CallHarness) -> None:
+    """With a bed on, loop-side audio cannot take the straight-to-the-wire path (the pump mixes the bed in):
+    what the phone receives after it is the chunk mixed with the bed, never the bare chunk."""
+    bed = bytes([0x40 + n % 32 for n in range(8000)])  # a busy μ-law pattern, unlike the chunk
+    chunk = b"\x22" * 160
+    sent = threading.Event()
+
+    def on_started(session: Any) -> None:
+        session.set_background(bed, volume=0.5)
+
+        def first(_chunk: bytes) -> None:
+            remove()
+            session.send_audio(chunk)
+            sent.set()
+
+        remove = session.add_audio_listener(first)
+
+    _, running = any_mode.serve(on_call_started=on_started)
+    phone = any_mode.phone(running)
+    assert sent.wait(10)
+    phone.wait_for("media", timeout=5)
+    start = len(phone.agent_received)
+    phone.wait_for("media", timeout=5, predicate=lambda e: len(phone.agent_received) >= start + 3200)
+    assert chunk not in bytes(phone.agent_received)

@@ -159,6 +159,7 @@ class CallConnection:
         self._stream_t0 = 0.0
         self._playhead = 0.0
         self._turn_audio_sent = False  # AUDIO_SENT is emitted for the first audio after a mark or clear
+        self._encode_media_bytes: Callable[[bytes], bytes] | None = None  # the dialect's, for send_now wires
         self._decode: Callable[[bytes], bytes] | None = None
         self._encode: Callable[[bytes], bytes] | None = None
         self._encoder: Any = None  # stream-format encoder (L16): flushed before marks, reset on clear
@@ -201,12 +202,14 @@ class CallConnection:
         anything else is left in the queue for the pump, which it wakes.
         """
         session, dialect, wire = self.session, self.dialect, self.wire
-        send_now = self._send_now
-        assert session is not None and dialect is not None and send_now is not None
-        encode_bytes = getattr(dialect, "encode_media_bytes", None)
+        send_now, encode = self._send_now, self._encode_media_bytes
+        assert session is not None and dialect is not None and send_now is not None and encode is not None
         lead = self.config.playout_lead
         try:
-            while wire.writable and self._playhead - time.monotonic() <= lead:  # type: ignore[attr-defined]
+            while wire.writable:  # type: ignore[attr-defined]
+                now = time.monotonic()
+                if self._playhead - now > lead:
+                    break
                 audio, mark = session.take_outbound(self._batch)
                 if mark is not None:
                     send_now(dialect.encode_mark(mark.wire_name))
@@ -215,15 +218,42 @@ class CallConnection:
                     continue
                 if not audio:
                     return  # drained: the pump stays parked and the queue is idle again
-                send_now(encode_bytes(audio) if encode_bytes is not None else dialect.encode_media(audio))
-                self._account_sent(audio)
+                send_now(encode(audio))
+                self._account_sent(audio, now)
         except WireClosed:
             session.signal_disconnected(EndReason.SEND_FAILED)
             return
         self._wake.set()
 
-    def _account_sent(self, audio: bytes) -> None:
+    def send_audio_now(self, audio: bytes) -> bool:
+        """The session's fast path for audio made on the loop with nothing queued before it: send it here.
+
+        ``VoiceSession.send_audio`` on the event loop (an inline listener, an ``async for`` echo, a
+        speech-to-speech client) offers each chunk here first when its outbound queue is empty and idle. Under the
+        same rules as :meth:`_send_inline` (pump parked, nothing urgent pending, no bed to mix, the socket takes
+        data now, pacing allows it, one message's worth) the chunk goes straight to the wire: no queue push, no
+        wake, no take. Otherwise False, and the session queues it as before. A clear or DTMF pending makes it
+        False, so audio sent after a clear never overtakes it.
+        """
+        send_now = self._send_now
+        if (
+            send_now is None or not self._pump_parked or self._clear_pending or self._dtmf_pending
+            or len(audio) > self._batch or not self.wire.writable or self._bed_active()  # type: ignore[attr-defined]
+        ):
+            return False
         now = time.monotonic()
+        if self._playhead - now > self.config.playout_lead:
+            return False
+        try:
+            send_now(self._encode_media_bytes(audio))  # type: ignore[misc]
+        except WireClosed:
+            assert self.session is not None
+            self.session.signal_disconnected(EndReason.SEND_FAILED)
+            return True  # taken: the call is ending, and queueing it would only send it nowhere
+        self._account_sent(audio, now)
+        return True
+
+    def _account_sent(self, audio: bytes, now: float) -> None:
         if self._playhead < now:
             self._playhead = now
         assert self.session is not None
@@ -336,6 +366,9 @@ class CallConnection:
             self._decode, self._encode = decoder.convert, encoder.convert
             self._encoder = encoder
             self._send_now = None  # a resampler holds audio back before marks: only the pump sends
+        dialect = self.dialect
+        encode_bytes = getattr(dialect, "encode_media_bytes", None)
+        self._encode_media_bytes = encode_bytes if encode_bytes is not None else (lambda audio: dialect.encode_media(audio).encode())
         binding = self.stt_binding = SttBinding(session)
         session.attach_stream(
             self._loop,
