@@ -112,6 +112,7 @@ class SessionUnavailable(Exception):
 
 
 _DROP_REPORT_INTERVAL = 1.0  # seconds between coalesced protocol_error events of one call
+_ACCEPT = Verdict.ACCEPT  # a module global: one lookup, not two, per check on the per-frame path
 
 
 class CallConnection:
@@ -456,7 +457,7 @@ class CallConnection:
         assert session is not None and dialect is not None
         if budget is not None:
             verdict = budget.before_parse(len(message))
-            if verdict is not Verdict.ACCEPT:
+            if verdict is not _ACCEPT:
                 return self._over_budget(verdict, budget)
         if len(message) > self.config.max_inbound_message:
             return self._misbehaved("oversized_message")
@@ -467,23 +468,26 @@ class CallConnection:
         except RemoteProtocolError as exc:
             return self._misbehaved(exc.reason)
         kind = type(event)
-        if budget is not None and kind is not StreamStopped:
-            if kind is MediaReceived:
-                verdict = budget.media(len(event.payload) / self._media_bytes_per_second)  # type: ignore[union-attr]
-            else:
-                verdict = budget.event()
-            if verdict is not Verdict.ACCEPT:
-                return self._over_budget(verdict, budget)
-        if kind is MediaReceived:
+        if kind is MediaReceived:  # 50 a second per call: first, and nothing on its way it does not need
             payload = event.payload  # type: ignore[union-attr]
+            if budget is not None:
+                verdict = budget.media(len(payload) / self._media_bytes_per_second)
+                if verdict is not _ACCEPT:
+                    return self._over_budget(verdict, budget)
             if self._decode is not None:
                 payload = self._decode(payload)
             if payload:
                 session.feed_caller_audio(payload)
-                if self.recorder is not None:
+                recorder = self.recorder
+                if recorder is not None:
                     ts = event.timestamp_ms  # type: ignore[union-attr]
-                    self.recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
-        elif kind is MarkEchoed:
+                    recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
+            return None
+        if budget is not None and kind is not StreamStopped:
+            verdict = budget.event()
+            if verdict is not _ACCEPT:
+                return self._over_budget(verdict, budget)
+        if kind is MarkEchoed:
             session.signal_mark_received(event.name)  # type: ignore[union-attr]
         elif kind is DtmfReceived:
             session.receive_dtmf(event.digit)  # type: ignore[union-attr]
