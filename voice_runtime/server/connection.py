@@ -471,7 +471,7 @@ class CallConnection:
         if kind is MediaReceived:  # 50 a second per call: first, and nothing on its way it does not need
             payload = event.payload  # type: ignore[union-attr]
             if budget is not None:
-                verdict = budget.media(len(payload) / self._media_bytes_per_second)
+                verdict = budget.media_parsed(len(payload) / self._media_bytes_per_second)
                 if verdict is not _ACCEPT:
                     return self._over_budget(verdict, budget)
             if self._decode is not None:
