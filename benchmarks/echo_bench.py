@@ -29,7 +29,9 @@ shared machine spreads over all rows alike. The last line printed is one JSON ob
 Before/after in one run: ``--base-tree PATH`` (another checkout, e.g. ``git worktree add --detach PATH main``)
 adds a ``base:<kind>`` row for every ``vr-*`` server, served by *that* tree's code (its own ``echo_bench.py``
 server role, its ``voice_runtime`` first on the path). Each base row runs right next to its branch row, the
-order of the two alternating per round, and the summary gives ``x base`` (branch median / base median).
+order of the two alternating per round, and the summary gives ``x base`` (row median / base median).
+``--also-tree LABEL=PATH`` (repeatable) adds more checkouts the same way, e.g. an intermediate commit, so that
+each change of a series gets its before/after in the same run.
 """
 
 from __future__ import annotations
@@ -348,14 +350,15 @@ def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
     return result["line"]
 
 
-def run_once(kind: str, calls: int, duration: float, warmup: float, base_tree: str | None = None) -> dict[str, Any]:
+def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[str, str] | None = None) -> dict[str, Any]:
     port = free_port()
     tree = None
     served = kind
-    if kind.startswith(BASE_PREFIX):
-        if base_tree is None:
-            raise SystemExit(f"{kind}: needs --base-tree")
-        tree, served = base_tree, kind[len(BASE_PREFIX):]
+    label, sep, rest = kind.partition(":")
+    if sep:
+        if not trees or label not in trees:
+            raise SystemExit(f"{kind}: no tree labelled {label!r} (--base-tree / --also-tree)")
+        tree, served = trees[label], rest
     server = _spawn(["--role", "server", "--kind", served, "--port", str(port)], tree)
     gen = None
     try:
@@ -397,6 +400,8 @@ def main() -> None:
     p.add_argument("--ramp", type=float, default=200.0, help="new calls per second")
     p.add_argument("--out", default="")
     p.add_argument("--base-tree", default="", help="another checkout: adds a base:<kind> row per vr-* server (before/after)")
+    p.add_argument("--also-tree", action="append", default=[], metavar="LABEL=PATH",
+                   help="more checkouts (e.g. an intermediate commit): a LABEL:<kind> row per vr-* server")
     args = p.parse_args()
     if args.role == "server":
         server_main(args.kind, args.port)
@@ -406,20 +411,22 @@ def main() -> None:
             runner.run(generator(args.port, int(args.calls), args.ramp, args.warmup))
         return
     servers = [s for s in args.servers.split(",") if s]
-    base_tree = str(Path(args.base_tree).resolve()) if args.base_tree else None
-    if base_tree is not None:
-        servers = [k for s in servers for k in ((s, BASE_PREFIX + s) if s.startswith("vr-") else (s,))]
+    trees: dict[str, str] = {}
+    if args.base_tree:
+        trees["base"] = str(Path(args.base_tree).resolve())
+    for spec in args.also_tree:
+        label, _, path = spec.partition("=")
+        trees[label] = str(Path(path).resolve())
+    labels = list(trees)
+    groups = [[s, *(f"{label}:{s}" for label in labels)] if s.startswith("vr-") else [s] for s in servers]
     sizes = [int(n) for n in args.calls.split(",") if n]
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in range(args.runs):
         for calls in sizes:
-            order = list(servers)
-            if run % 2:  # alternate which of a branch/base pair goes first, so neither always runs second
-                for i in range(len(order) - 1):
-                    if order[i + 1] == BASE_PREFIX + order[i]:
-                        order[i], order[i + 1] = order[i + 1], order[i]
+            # Rotate each branch/other-trees group per round, so that no tree always runs first or last.
+            order = [k for g in groups for k in (g[run % len(g):] + g[: run % len(g)])]
             for kind in order:
-                row = run_once(kind, calls, args.duration, args.warmup, base_tree)
+                row = run_once(kind, calls, args.duration, args.warmup, trees)
                 rows.setdefault((kind, calls), []).append(row)
                 print(json.dumps({"run": run + 1, **row}), flush=True)
                 if args.out:
@@ -440,7 +447,9 @@ def main() -> None:
             if s["calls"] == calls:
                 s["x_bare_picows"] = round(s["median_ms"] / base["bare-picows"], 2) if base.get("bare-picows") else None
                 s["x_bare_websockets"] = round(s["median_ms"] / base["bare-websockets"], 2) if base.get("bare-websockets") else None
-                before = base.get(BASE_PREFIX + s["server"])
+                name = s["server"]
+                plain = name.partition(":")[2] or name  # "mid:vr-x" -> "vr-x"
+                before = None if name.startswith(BASE_PREFIX) else base.get(BASE_PREFIX + plain)
                 s["x_base"] = round(s["median_ms"] / before, 3) if before else None
     print("\n%-26s %6s %9s %17s %8s %8s %7s %5s" % ("server", "calls", "median", "min-max", "x picows", "x ws", "x base", "lost"))
     for s in summary:
