@@ -4,6 +4,7 @@ ours against a bare ``websockets`` echo and a bare ``picows`` echo — side by s
 Run:  python benchmarks/echo_bench.py                          # 40 and 200 calls, 3 runs each, all servers
       python benchmarks/echo_bench.py --calls 40,200,500 --runs 3 --duration 10
       python benchmarks/echo_bench.py --servers vr-picows-loop,bare-picows --calls 200
+      python benchmarks/echo_bench.py --base-tree /work/wt/base --servers vr-picows-listener,bare-picows --calls 200
 
 The workload (the same load generator for every server): N simulated Twilio calls on raw loopback sockets,
 each sending one 20 ms μ-law frame every 20 ms; every frame carries the call's frame counter in its first
@@ -24,6 +25,13 @@ Servers:
 
 Rounds interleave the servers (run 1 of every server, then run 2 ...) so that noise from other processes on a
 shared machine spreads over all rows alike. The last line printed is one JSON object.
+
+Before/after in one run: ``--base-tree PATH`` (another checkout, e.g. ``git worktree add --detach PATH main``)
+adds a ``base:<kind>`` row for every ``vr-*`` server, served by *that* tree's code (its own ``echo_bench.py``
+server role, its ``voice_runtime`` first on the path). Each base row runs right next to its branch row, the
+order of the two alternating per round, and the summary gives ``x base`` (row median / base median).
+``--also-tree LABEL=PATH`` (repeatable) adds more checkouts the same way, e.g. an intermediate commit, so that
+each change of a series gets its before/after in the same run.
 """
 
 from __future__ import annotations
@@ -312,8 +320,16 @@ async def generator(port: int, calls: int, ramp: float, warmup: float) -> None:
 
 
 # ===================================================================================== orchestrator
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+BASE_PREFIX = "base:"
+
+
+def _spawn(args: list[str], tree: str | None = None) -> subprocess.Popen[str]:
+    """This script in another role; with ``tree``, that checkout's copy of it and its ``voice_runtime``."""
+    if tree is None:
+        return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": tree}
+    script = str(Path(tree) / "benchmarks" / "echo_bench.py")
+    return subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
 
 
 def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
@@ -334,9 +350,16 @@ def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
     return result["line"]
 
 
-def run_once(kind: str, calls: int, duration: float, warmup: float) -> dict[str, Any]:
+def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[str, str] | None = None) -> dict[str, Any]:
     port = free_port()
-    server = _spawn(["--role", "server", "--kind", kind, "--port", str(port)])
+    tree = None
+    served = kind
+    label, sep, rest = kind.partition(":")
+    if sep:
+        if not trees or label not in trees:
+            raise SystemExit(f"{kind}: no tree labelled {label!r} (--base-tree / --also-tree)")
+        tree, served = trees[label], rest
+    server = _spawn(["--role", "server", "--kind", served, "--port", str(port)], tree)
     gen = None
     try:
         _expect(server, "READY", 30)
@@ -376,6 +399,9 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--ramp", type=float, default=200.0, help="new calls per second")
     p.add_argument("--out", default="")
+    p.add_argument("--base-tree", default="", help="another checkout: adds a base:<kind> row per vr-* server (before/after)")
+    p.add_argument("--also-tree", action="append", default=[], metavar="LABEL=PATH",
+                   help="more checkouts (e.g. an intermediate commit): a LABEL:<kind> row per vr-* server")
     args = p.parse_args()
     if args.role == "server":
         server_main(args.kind, args.port)
@@ -385,12 +411,22 @@ def main() -> None:
             runner.run(generator(args.port, int(args.calls), args.ramp, args.warmup))
         return
     servers = [s for s in args.servers.split(",") if s]
+    trees: dict[str, str] = {}
+    if args.base_tree:
+        trees["base"] = str(Path(args.base_tree).resolve())
+    for spec in args.also_tree:
+        label, _, path = spec.partition("=")
+        trees[label] = str(Path(path).resolve())
+    labels = list(trees)
+    groups = [[s, *(f"{label}:{s}" for label in labels)] if s.startswith("vr-") else [s] for s in servers]
     sizes = [int(n) for n in args.calls.split(",") if n]
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in range(args.runs):
         for calls in sizes:
-            for kind in servers:
-                row = run_once(kind, calls, args.duration, args.warmup)
+            # Rotate each branch/other-trees group per round, so that no tree always runs first or last.
+            order = [k for g in groups for k in (g[run % len(g):] + g[: run % len(g)])]
+            for kind in order:
+                row = run_once(kind, calls, args.duration, args.warmup, trees)
                 rows.setdefault((kind, calls), []).append(row)
                 print(json.dumps({"run": run + 1, **row}), flush=True)
                 if args.out:
@@ -411,10 +447,14 @@ def main() -> None:
             if s["calls"] == calls:
                 s["x_bare_picows"] = round(s["median_ms"] / base["bare-picows"], 2) if base.get("bare-picows") else None
                 s["x_bare_websockets"] = round(s["median_ms"] / base["bare-websockets"], 2) if base.get("bare-websockets") else None
-    print("\n%-20s %6s %9s %17s %8s %8s %5s" % ("server", "calls", "median", "min-max", "x picows", "x ws", "lost"))
+                name = s["server"]
+                plain = name.partition(":")[2] or name  # "mid:vr-x" -> "vr-x"
+                before = None if name.startswith(BASE_PREFIX) else base.get(BASE_PREFIX + plain)
+                s["x_base"] = round(s["median_ms"] / before, 3) if before else None
+    print("\n%-26s %6s %9s %17s %8s %8s %7s %5s" % ("server", "calls", "median", "min-max", "x picows", "x ws", "x base", "lost"))
     for s in summary:
-        print("%-20s %6d %9.3f %8.3f-%-8.3f %8s %8s %5d" % (s["server"], s["calls"], s["median_ms"], s["min_ms"], s["max_ms"],
-                                                         s["x_bare_picows"], s["x_bare_websockets"], s["frames_lost"]))
+        print("%-26s %6d %9.3f %8.3f-%-8.3f %8s %8s %7s %5d" % (s["server"], s["calls"], s["median_ms"], s["min_ms"], s["max_ms"],
+                                                              s["x_bare_picows"], s["x_bare_websockets"], s["x_base"] or "", s["frames_lost"]))
     print(json.dumps({"echo_bench": summary}))
 
 

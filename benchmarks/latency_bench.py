@@ -1,8 +1,8 @@
 """Runtime-added latency of the four hand-offs a voice agent feels, measured with timestamps in one process.
 
-Run:  python benchmarks/latency_bench.py [--samples 400] [--modes fastapi,native] [--dialect twilio]
+Run:  python benchmarks/latency_bench.py [--samples 400] [--modes fastapi,native,picows] [--dialect twilio]
 
-One real ``VoiceServer`` (FastAPI/uvicorn mode, then the websockets-native mode) and one carrier-side client
+One real ``VoiceServer`` (FastAPI/uvicorn mode, then the websockets-native mode, then picows if asked for) and one carrier-side client
 in the same process, over loopback. ``time.perf_counter()`` on both sides, so no clock skew:
 
 * **mark**: the client writes the mark echo → the flow thread blocked in ``Mark.wait`` wakes up;
@@ -184,6 +184,10 @@ def measure(mode: str, dialect: str, samples: int) -> dict[str, Any]:
         from voice_runtime.server.ws_native import start_native
 
         handle = start_native(server)
+    elif mode == "picows":
+        from voice_runtime.server.ws_picows import start_picows
+
+        handle = start_picows(server)
     else:
         handle = server.start()
     try:

@@ -199,3 +199,24 @@ def test_a_raising_tts_factory_ends_that_call_with_1011_a_counter_and_no_asgi_tr
     assert errors and errors[0].exc_info is not None  # the first one carries the traceback, once
     assert sum(1 for r in caplog.records if r.exc_info) == 1
     assert seen.count(("provider_error", "")) == 3 and seen.count(("call_ended", "provider_failed")) == 3
+
+
+def test_media_parsed_charges_the_media_bucket_at_the_before_parse_instant() -> None:
+    """``media_parsed`` (the connection's per-frame call) is ``media`` at the clock reading ``before_parse``
+    took for the same message: the same verdicts as reading the clock again, without the second read."""
+    now = [0.0]
+    reads = [0]
+
+    def clock() -> float:
+        reads[0] += 1
+        return now[0]
+
+    config = BudgetConfig(media_factor=1.0, media_burst_seconds=0.1)
+    budget = InboundBudget(config, clock=clock)
+    for _ in range(5):  # 0.1 s of burst: five 20 ms frames at one instant
+        assert budget.before_parse(400) is Verdict.ACCEPT and budget.media_parsed(0.02) is Verdict.ACCEPT
+    assert budget.before_parse(400) is Verdict.ACCEPT and budget.media_parsed(0.02) is Verdict.DROP
+    assert budget.last_drop_reason == "media_rate"
+    now[0] += 0.02  # 20 ms later one frame's worth has refilled
+    assert budget.before_parse(400) is Verdict.ACCEPT and budget.media_parsed(0.02) is Verdict.ACCEPT
+    assert reads[0] == 1 + 7  # construction, then one read per message

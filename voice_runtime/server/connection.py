@@ -112,6 +112,7 @@ class SessionUnavailable(Exception):
 
 
 _DROP_REPORT_INTERVAL = 1.0  # seconds between coalesced protocol_error events of one call
+_ACCEPT = Verdict.ACCEPT  # a module global: one lookup, not two, per check on the per-frame path
 
 
 class CallConnection:
@@ -159,6 +160,7 @@ class CallConnection:
         self._stream_t0 = 0.0
         self._playhead = 0.0
         self._turn_audio_sent = False  # AUDIO_SENT is emitted for the first audio after a mark or clear
+        self._encode_media_bytes: Callable[[bytes], bytes] | None = None  # the dialect's, for send_now wires
         self._decode: Callable[[bytes], bytes] | None = None
         self._encode: Callable[[bytes], bytes] | None = None
         self._encoder: Any = None  # stream-format encoder (L16): flushed before marks, reset on clear
@@ -201,12 +203,14 @@ class CallConnection:
         anything else is left in the queue for the pump, which it wakes.
         """
         session, dialect, wire = self.session, self.dialect, self.wire
-        send_now = self._send_now
-        assert session is not None and dialect is not None and send_now is not None
-        encode_bytes = getattr(dialect, "encode_media_bytes", None)
+        send_now, encode = self._send_now, self._encode_media_bytes
+        assert session is not None and dialect is not None and send_now is not None and encode is not None
         lead = self.config.playout_lead
         try:
-            while wire.writable and self._playhead - time.monotonic() <= lead:  # type: ignore[attr-defined]
+            while wire.writable:  # type: ignore[attr-defined]
+                now = time.monotonic()
+                if self._playhead - now > lead:
+                    break
                 audio, mark = session.take_outbound(self._batch)
                 if mark is not None:
                     send_now(dialect.encode_mark(mark.wire_name))
@@ -215,15 +219,42 @@ class CallConnection:
                     continue
                 if not audio:
                     return  # drained: the pump stays parked and the queue is idle again
-                send_now(encode_bytes(audio) if encode_bytes is not None else dialect.encode_media(audio))
-                self._account_sent(audio)
+                send_now(encode(audio))
+                self._account_sent(audio, now)
         except WireClosed:
             session.signal_disconnected(EndReason.SEND_FAILED)
             return
         self._wake.set()
 
-    def _account_sent(self, audio: bytes) -> None:
+    def send_audio_now(self, audio: bytes) -> bool:
+        """The session's fast path for audio made on the loop with nothing queued before it: send it here.
+
+        ``VoiceSession.send_audio`` on the event loop (an inline listener, an ``async for`` echo, a
+        speech-to-speech client) offers each chunk here first when its outbound queue is empty and idle. Under the
+        same rules as :meth:`_send_inline` (pump parked, nothing urgent pending, no bed to mix, the socket takes
+        data now, pacing allows it, one message's worth) the chunk goes straight to the wire: no queue push, no
+        wake, no take. Otherwise False, and the session queues it as before. A clear or DTMF pending makes it
+        False, so audio sent after a clear never overtakes it.
+        """
+        send_now = self._send_now
+        if (
+            send_now is None or not self._pump_parked or self._clear_pending or self._dtmf_pending
+            or len(audio) > self._batch or not self.wire.writable or self._bed_active()  # type: ignore[attr-defined]
+        ):
+            return False
         now = time.monotonic()
+        if self._playhead - now > self.config.playout_lead:
+            return False
+        try:
+            send_now(self._encode_media_bytes(audio))  # type: ignore[misc]
+        except WireClosed:
+            assert self.session is not None
+            self.session.signal_disconnected(EndReason.SEND_FAILED)
+            return True  # taken: the call is ending, and queueing it would only send it nowhere
+        self._account_sent(audio, now)
+        return True
+
+    def _account_sent(self, audio: bytes, now: float) -> None:
         if self._playhead < now:
             self._playhead = now
         assert self.session is not None
@@ -336,6 +367,9 @@ class CallConnection:
             self._decode, self._encode = decoder.convert, encoder.convert
             self._encoder = encoder
             self._send_now = None  # a resampler holds audio back before marks: only the pump sends
+        dialect = self.dialect
+        encode_bytes = getattr(dialect, "encode_media_bytes", None)
+        self._encode_media_bytes = encode_bytes if encode_bytes is not None else (lambda audio: dialect.encode_media(audio).encode())
         binding = self.stt_binding = SttBinding(session)
         session.attach_stream(
             self._loop,
@@ -423,7 +457,7 @@ class CallConnection:
         assert session is not None and dialect is not None
         if budget is not None:
             verdict = budget.before_parse(len(message))
-            if verdict is not Verdict.ACCEPT:
+            if verdict is not _ACCEPT:
                 return self._over_budget(verdict, budget)
         if len(message) > self.config.max_inbound_message:
             return self._misbehaved("oversized_message")
@@ -434,23 +468,26 @@ class CallConnection:
         except RemoteProtocolError as exc:
             return self._misbehaved(exc.reason)
         kind = type(event)
-        if budget is not None and kind is not StreamStopped:
-            if kind is MediaReceived:
-                verdict = budget.media(len(event.payload) / self._media_bytes_per_second)  # type: ignore[union-attr]
-            else:
-                verdict = budget.event()
-            if verdict is not Verdict.ACCEPT:
-                return self._over_budget(verdict, budget)
-        if kind is MediaReceived:
+        if kind is MediaReceived:  # 50 a second per call: first, and nothing on its way it does not need
             payload = event.payload  # type: ignore[union-attr]
+            if budget is not None:
+                verdict = budget.media_parsed(len(payload) / self._media_bytes_per_second)
+                if verdict is not _ACCEPT:
+                    return self._over_budget(verdict, budget)
             if self._decode is not None:
                 payload = self._decode(payload)
             if payload:
                 session.feed_caller_audio(payload)
-                if self.recorder is not None:
+                recorder = self.recorder
+                if recorder is not None:
                     ts = event.timestamp_ms  # type: ignore[union-attr]
-                    self.recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
-        elif kind is MarkEchoed:
+                    recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
+            return None
+        if budget is not None and kind is not StreamStopped:
+            verdict = budget.event()
+            if verdict is not _ACCEPT:
+                return self._over_budget(verdict, budget)
+        if kind is MarkEchoed:
             session.signal_mark_received(event.name)  # type: ignore[union-attr]
         elif kind is DtmfReceived:
             session.receive_dtmf(event.digit)  # type: ignore[union-attr]
@@ -539,6 +576,10 @@ class CallConnection:
                 if not audio:
                     if self._fill_queued and (bed is None or bed.version != self._fill_version):
                         await self._drop_fill()  # a layer changed or was cleared: the carrier's bed goes at once
+                        # Look again before parking: the clear's send may have suspended, and audio queued
+                        # meanwhile set _wake (the queue was idle, so its producer woke us and the next ones
+                        # will not). Clearing _wake below without a new take would park the pump on it: a stall.
+                        continue
                     if bed is not None and bed.active:
                         await self._fill_background(bed)
                         continue

@@ -63,6 +63,9 @@ class BudgetConfig:
     close_window: float = 2.0
 
 
+_ACCEPT = Verdict.ACCEPT
+
+
 class _Bucket:
     __slots__ = ("rate", "capacity", "tokens", "stamp")
 
@@ -99,12 +102,21 @@ class InboundBudget:
         self._drops: deque[float] = deque()
         self.dropped = 0
         self.last_drop_reason = ""
+        self._parsed_at = now  # the instant of the last before_parse (media_parsed's clock)
 
     def before_parse(self, size: int) -> Verdict:
-        now = self._clock()
+        now = self._parsed_at = self._clock()
         if self._messages.take(1.0, now) and self._bytes.take(float(size), now):
-            return Verdict.ACCEPT
+            return _ACCEPT
         return self._drop(now, "message_rate" if self._messages.tokens < 1.0 else "byte_rate")
+
+    def media_parsed(self, audio_seconds: float) -> Verdict:
+        """:meth:`media` for the message just checked by :meth:`before_parse`, at that check's instant: one clock
+        read per media frame instead of two (microseconds apart, so the buckets see the same thing)."""
+        now = self._parsed_at
+        if self._media.take(audio_seconds, now):
+            return _ACCEPT
+        return self._drop(now, "media_rate")
 
     def media(self, audio_seconds: float) -> Verdict:
         now = self._clock()

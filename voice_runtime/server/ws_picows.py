@@ -50,6 +50,8 @@ from voice_runtime.server.runners import RunningServer
 
 log = logging.getLogger(__name__)
 
+_TEXT = WSMsgType.TEXT
+
 __all__ = ["PicowsWire", "start_picows", "serve_picows"]
 
 
@@ -83,7 +85,17 @@ class PicowsWire(WSListener):  # type: ignore[misc]
 
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
         kind = frame.msg_type
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+        if kind is _TEXT and frame.fin:  # every carrier message: first, with nothing it does not need
+            payload = frame.get_payload_as_bytes()
+            try:
+                message: str | bytes = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                message = payload  # counted by the connection as a binary frame
+            consumer = self._consumer
+            if consumer is not None:
+                consumer(message)
+                return
+        elif kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             if not frame.fin:  # a fragmented message (carriers never send them; accepted all the same)
                 self._fragments, self._fragment_type = [frame.get_payload_as_bytes()], kind
                 return

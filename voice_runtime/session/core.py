@@ -122,6 +122,7 @@ class VoiceSession(ConversationHelpers):
         self.log = EventLog(self.event_log_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: SessionLink | None = None
+        self._transport_send_now: Callable[[bytes], bool] | None = None
         self._loop_thread: int | None = None
         self._generation = 0
         self._mixer: Any = None
@@ -177,6 +178,7 @@ class VoiceSession(ConversationHelpers):
             if transition is Transition.RESET:
                 self._generation += 1
                 self._link = None
+                self._transport_send_now = None
                 self.stream_sid = None
                 self.stt = None
                 self._init_call_state()
@@ -274,6 +276,8 @@ class VoiceSession(ConversationHelpers):
             if self._state is not CallState.AWAITING_STREAM and not announced:
                 raise LocalProtocolError(f"a stream cannot start on a call in state {self._state}")
             self._loop, self._link = loop, link
+            # The transport's optional fast path for audio produced on its loop (see _send_audio_on_loop).
+            self._transport_send_now = getattr(link, "send_audio_now", None)
             self._loop_thread = threading.get_ident()  # attach_stream runs on the loop's thread
             self.stream_sid, self.call_sid, self.carrier = stream_id, call_id, carrier
             self.custom_parameters.update(params)
@@ -594,6 +598,15 @@ class VoiceSession(ConversationHelpers):
     def _send_audio_on_loop(self, ulaw: bytes) -> bool:
         if not ulaw:
             return True
+        out = self._out
+        # Nothing queued and the transport idle: this audio is next in line whatever it does, so offer it to the
+        # transport to send right now (an echo or speech-to-speech flow: one per 20 ms frame) and skip the
+        # queue's push, wake and take. Read without the lock: only this thread takes from the queue, and audio
+        # another thread appends after this check is queued after this audio — the order it would have anyway.
+        if out.pump_idle and not out.pending and not self._ended.is_set():
+            send_now = self._transport_send_now
+            if send_now is not None and send_now(ulaw if type(ulaw) is bytes else bytes(ulaw)):
+                return True
         with self._lock:
             if self._ended.is_set():
                 return False
@@ -659,7 +672,13 @@ class VoiceSession(ConversationHelpers):
         for mark in cleared:
             self.log.emit(ev.MARK_CLEARED, name=mark.label, wire_name=mark.wire_name, sent=False)
         if has_link:
-            self._call_on_loop("clear")
+            link = self._link
+            if link is not None and self._loop_thread == threading.get_ident():
+                # On the loop: tell the transport now, not on the next loop turn, so that audio sent after this
+                # clear (the transport may send it at once) cannot reach the carrier before the clear does.
+                link.clear()
+            else:
+                self._call_on_loop("clear")
 
     @property
     def agent_speaking(self) -> bool:

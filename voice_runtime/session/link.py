@@ -3,7 +3,8 @@
 Two small protocols, one per direction, so that neither side reaches into the other's private state:
 
 * :class:`SessionLink` is what a transport offers the session. The session calls these methods *on the event
-  loop* (through ``loop.call_soon_threadsafe``), once per intent, never per frame.
+  loop* (through ``loop.call_soon_threadsafe``, or directly when it already runs there: a clear requested on the
+  loop reaches the transport at once), once per intent, never per frame.
 * :class:`TransportSide` lists every session method a transport may call. ``CallConnection`` (the one
   WebSocket loop) uses exactly these; so can a hand-written transport. The prior art's transport-side names
   (``signal_ws_connected``, ``put_inbound``, ``signal_mark_received``, ``signal_disconnected``) keep their
