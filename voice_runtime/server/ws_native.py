@@ -34,6 +34,7 @@ import dataclasses
 import http
 import logging
 import socket
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -168,12 +169,29 @@ def _over_capacity(conn: ServerConnection, server: VoiceServer) -> Response:
 def _counted_connection(server: VoiceServer) -> type[ServerConnection]:
     """A ``ServerConnection`` that counts every TCP connection from ``connection_made`` (handshakes included:
     ``websockets`` itself tracks connections only once their handshake is done), for ``max_connections``."""
-    stats = server.limits.stats
+    limits = server.limits
+    stats = limits.stats
 
     class CountedConnection(ServerConnection):
+        _vr_opened = 0.0
+
         def connection_made(self, transport: Any) -> None:
             stats["native_open_connections"] += 1
+            self._vr_opened = time.monotonic()
             super().connection_made(transport)
+
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            """Counts a handshake cut by ``open_timeout`` before its request head arrived (a slowloris socket) in
+            ``stats["header_timeouts"]``, as the FastAPI and picows modes do; websockets itself only aborts it."""
+            try:
+                await super().handshake(*args, **kwargs)
+            except asyncio.CancelledError:
+                if self.request is None and time.monotonic() - self._vr_opened >= 0.9 * limits.header_timeout:
+                    limits.refused(
+                        "header_timeouts", "closed a connection that sent no complete upgrade request within %.1fs (slowloris?)",
+                        limits.header_timeout,
+                    )
+                raise
 
         def connection_lost(self, exc: Exception | None) -> None:
             stats["native_open_connections"] -= 1
