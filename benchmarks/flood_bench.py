@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,14 @@ SERVER = textwrap.dedent(
             session.wait_until_disconnected(120)
             return
         rtts = []
-        for i in range(marks):
-            t0 = time.perf_counter()
-            session.send_mark_and_wait(f"m{i}", timeout=30)
-            rtts.append((time.perf_counter() - t0) * 1000)
+        try:
+            for i in range(marks):
+                t0 = time.perf_counter()
+                session.send_mark_and_wait(f"m{i}", timeout=30)
+                rtts.append((time.perf_counter() - t0) * 1000)
+        except Exception as exc:  # say so: the bench must not wait for an RTT line that never comes
+            print(f"FAILED after {len(rtts)} marks: {exc!r}", flush=True)
+            return
         print("RTT " + json.dumps(rtts), flush=True)
 
     server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"),
@@ -130,6 +135,15 @@ def _flooder(url: str, kind: str, stop: Any, flooding: Any, counter: Any, reconn
     asyncio.run(main())
 
 
+def _readline_within(proc: subprocess.Popen[str], seconds: float) -> str:
+    """The server's next stdout line, or "" after ``seconds`` (a stuck good call must end the run, not hang it)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(seconds)
+    return lines[0] if lines else ""
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -162,18 +176,24 @@ def one(budget: str, kind: str, marks: int, reconnect: bool = False, profile: Pa
             assert flooding.wait(60), "the flooder never got going"
         t0 = time.monotonic()
         phone = SimulatedPhone(url, custom_parameters={"who": "good"}).connect(10)
-        line = proc.stdout.readline()
+        line = _readline_within(proc, 60 + marks * 0.1)
         elapsed = time.monotonic() - t0
         phone.close()
+        if not line.startswith("RTT "):
+            raise RuntimeError(f"good call did not finish ({kind}, budget {budget}): {line.strip() or 'no answer in time'}")
         rtts = json.loads(line.split(" ", 1)[1])
     finally:
         stop.set()
         if flooder is not None:
             flooder.join(10)
         assert proc.stdin is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(20)
+        try:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            proc.wait(20)
+        except (OSError, subprocess.TimeoutExpired):  # the server died, or is stuck: never leave it running
+            proc.kill()
+            proc.wait(10)
         script.unlink(missing_ok=True)
     slowest = sorted(range(len(rtts)), key=rtts.__getitem__)[-3:]  # which marks were slow: start-up or steady
     return {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99), "flood_sent": counter.value, "seconds": elapsed,

@@ -220,3 +220,25 @@ def test_media_parsed_charges_the_media_bucket_at_the_before_parse_instant() -> 
     now[0] += 0.02  # 20 ms later one frame's worth has refilled
     assert budget.before_parse(400) is Verdict.ACCEPT and budget.media_parsed(0.02) is Verdict.ACCEPT
     assert reads[0] == 1 + 7  # construction, then one read per message
+
+
+@pytest.mark.timeout(60)
+def test_echoes_of_marks_we_sent_back_to_back_are_never_budgeted(harness: CallHarness) -> None:
+    """A flow may send marks as fast as round trips allow (~1,000/s on loopback); their echoes come at that rate.
+    The runtime chose it, so those echoes are not the peer's events to budget (with the event bucket at 20, the
+    21st mark's echo used to be dropped and its wait timed out). Echoes beyond the marks sent still are."""
+    outcomes: list[Any] = []
+    done = threading.Event()
+
+    def flow(session: Any) -> None:
+        try:
+            outcomes.extend(session.send_mark_and_wait(f"m{i}", timeout=5) for i in range(120))
+        finally:
+            done.set()
+
+    tight = BudgetConfig(event_rate=1.0, event_burst=20.0)
+    server, running = harness.serve(flow, connection_config=ConnectionConfig(inbound_budget=tight))
+    phone = harness.phone(running)
+    assert done.wait(40)
+    assert outcomes == [MarkOutcome.PLAYED] * 120
+    phone.close()

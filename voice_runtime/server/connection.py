@@ -170,6 +170,7 @@ class CallConnection:
         self._drops_reported_at = 0.0
         self._media_bytes_per_second = 8000.0
         self._budget: InboundBudget | None = None
+        self._mark_credit = 0  # marks sent and not yet echoed: their echoes are exempt from the event budget
         self._close_reason = "too many protocol errors"
 
     # ----------------------------------------------------------------------------- SessionLink
@@ -215,6 +216,7 @@ class CallConnection:
                 if mark is not None:
                     send_now(dialect.encode_mark(mark.wire_name))
                     session.mark_sent(mark)
+                    self._mark_credit += 1
                     self._turn_audio_sent = False
                     continue
                 if not audio:
@@ -483,7 +485,11 @@ class CallConnection:
                     ts = event.timestamp_ms  # type: ignore[union-attr]
                     recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
             return None
-        if budget is not None and kind is not StreamStopped:
+        if kind is MarkEchoed and self._mark_credit > 0:
+            # The echo of a mark we sent: the runtime chose that rate (a flow may send marks back to back), so it
+            # is not the peer's to budget. Echoes beyond what we sent go to the event budget like any event.
+            self._mark_credit -= 1
+        elif budget is not None and kind is not StreamStopped:
             verdict = budget.event()
             if verdict is not _ACCEPT:
                 return self._over_budget(verdict, budget)
@@ -569,6 +575,7 @@ class CallConnection:
                             await self.wire.send(dialect.encode_media(tail))
                     await self.wire.send(dialect.encode_mark(mark.wire_name))
                     session.mark_sent(mark)
+                    self._mark_credit += 1
                     self._turn_audio_sent = False
                     self._fill_queued = False  # bed sent after this mark must not be cleared (it would clear the mark)
                     continue
