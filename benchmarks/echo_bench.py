@@ -121,6 +121,20 @@ async def _bare_picows(port: int) -> None:
     await asyncio.Event().wait()
 
 
+async def _loop_echo(session: Any) -> None:
+    async for chunk in session.audio_in_async():
+        session.send_audio(chunk)
+
+
+def start_loop_echo(session: Any, style: str) -> None:
+    """The echo written on the event loop (``on_call_started``): ``loop`` = ``async for`` over the caller's audio,
+    ``listener`` = an inline audio listener; any other style (``thread``) starts nothing here."""
+    if style == "loop":
+        asyncio.ensure_future(_loop_echo(session))
+    elif style == "listener":
+        session.add_audio_listener(session.send_audio)
+
+
 def _voice_server(kind: str) -> Any:
     from voice_runtime import VoiceServer
 
@@ -131,17 +145,8 @@ def _voice_server(kind: str) -> Any:
             for chunk in caller:
                 session.send_audio(chunk)
 
-    async def loop_echo(session: Any) -> None:
-        async for chunk in session.audio_in_async():
-            session.send_audio(chunk)
-
-    def on_started(session: Any) -> None:
-        if style == "loop":
-            asyncio.ensure_future(loop_echo(session))
-        elif style == "listener":
-            session.add_audio_listener(session.send_audio)
-
-    server = VoiceServer(inbound_flow=thread_echo if style == "thread" else None, on_call_started=on_started)
+    server = VoiceServer(inbound_flow=thread_echo if style == "thread" else None,
+                         on_call_started=lambda session: start_loop_echo(session, style))
     return server, mode
 
 

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from echo_bench import start_loop_echo  # noqa: E402  (the same echo the socket benchmark serves)
 
 FRAME = 160
 MEDIA = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
@@ -72,15 +75,8 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[st
     started: list[Any] = []
     all_started = asyncio.Event()
 
-    async def loop_echo(session: Any) -> None:
-        async for chunk in session.audio_in_async():
-            session.send_audio(chunk)
-
     def on_started(session: Any) -> None:
-        if style == "loop":
-            asyncio.ensure_future(loop_echo(session))
-        else:
-            session.add_audio_listener(session.send_audio)
+        start_loop_echo(session, "loop" if style == "loop" else "listener")
         started.append(session)
         if len(started) == calls:
             all_started.set()

@@ -86,6 +86,26 @@ class FlowResult:
         return self.values
 
 
+def _start_picows(server: VoiceServer) -> RunningServer:
+    pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
+    from voice_runtime.server.ws_picows import start_picows
+
+    return start_picows(server)
+
+
+@pytest.fixture(params=["fastapi", "native", "picows"])
+def any_mode(request: pytest.FixtureRequest) -> Iterator[CallHarness]:
+    """The call harness in every server mode (FastAPI, websockets-native, picows)."""
+    from voice_runtime.server.ws_native import start_native
+
+    start = {"fastapi": VoiceServer.start, "native": start_native, "picows": _start_picows}[request.param]
+    h = CallHarness(start=start)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
 @pytest.fixture
 def flow_result() -> FlowResult:
     return FlowResult()

@@ -13,15 +13,12 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from voice_runtime import VoiceServer
 from voice_runtime.lifecycle import CallState
 from voice_runtime.server.connection import CallConnection, ConnectionConfig
-from voice_runtime.server.ws_native import start_native
 from voice_runtime.session import VoiceSession
 from voice_runtime.testing.memory_wire import MemoryWire, memory_wire_pair
 
@@ -29,21 +26,6 @@ from ..conftest import CallHarness
 from .test_connection_memory import TWILIO_CONNECTED, _until, twilio_start
 
 
-def _start_picows(server: Any) -> Any:
-    pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
-    from voice_runtime.server.ws_picows import start_picows
-
-    return start_picows(server)
-
-
-@pytest.fixture(params=["fastapi", "native", "picows"])
-def any_mode(request: pytest.FixtureRequest) -> Iterator[CallHarness]:
-    start = {"fastapi": VoiceServer.start, "native": start_native, "picows": _start_picows}[request.param]
-    h = CallHarness(start=start)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def _on_first_caller_frame(action: Any) -> Any:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from voice_runtime import MarkOutcome, VoiceServer
-from voice_runtime.server.ws_native import start_native
+from voice_runtime import MarkOutcome
 from voice_runtime.audio.g711 import pcm16_to_ulaw
 from voice_runtime.providers.mock import frame_level, tone_speech
 
@@ -26,22 +24,6 @@ def bed_wav(tmp_path: Path) -> Path:
     return write_wav(tmp_path / "bed.wav", tone_speech(BED_SECONDS, frequency=110, rate=22050), 22050)
 
 
-def _start_picows(server: Any) -> Any:
-    pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
-    from voice_runtime.server.ws_picows import start_picows
-
-    return start_picows(server)
-
-
-@pytest.fixture(params=["fastapi", "native", "picows"])
-def any_mode(request: pytest.FixtureRequest) -> Iterator[CallHarness]:
-    """The call harness in every server mode (picows sends inline when idle: the bed must still be mixed)."""
-    start = {"fastapi": VoiceServer.start, "native": start_native, "picows": _start_picows}[request.param]
-    h = CallHarness(start=start)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_bed_fills_silence_mixes_under_speech_and_survives_a_clear(any_mode: CallHarness, flow_result: FlowResult, tmp_path: Path) -> None:
