@@ -24,11 +24,15 @@ from typing import Protocol
 from voice_runtime.lifecycle import EndReason
 from voice_runtime.marks import Mark
 
-__all__ = ["SessionLink", "TransportSide"]
+__all__ = ["SendsAudioNow", "SessionLink", "TransportSide"]
 
 
 class SessionLink(Protocol):
-    """What the transport offers the session. Every method is called *on the event loop*."""
+    """What the transport offers the session. Every method is called *on the event loop*.
+
+    One optional method, looked up once per stream with ``getattr`` (a hand-written transport may leave it out):
+    :meth:`SendsAudioNow.send_audio_now`, the per-chunk fast path for audio produced on the loop.
+    """
 
     supports_dtmf_out: bool
 
@@ -43,6 +47,15 @@ class SessionLink(Protocol):
 
     def send_dtmf(self, digits: str) -> None:
         """Send DTMF to the far end."""
+
+
+class SendsAudioNow(Protocol):
+    """The optional fast path of a :class:`SessionLink` (``CallConnection`` has it)."""
+
+    def send_audio_now(self, audio: bytes) -> bool:
+        """Audio sent on the loop with nothing queued before it: send it to the wire now and return True, or
+        return False (pump busy, clear or DTMF pending, a bed to mix, pacing) and the session queues it as usual.
+        Called per chunk (an echo or speech-to-speech flow: every 20 ms), so it must be cheap."""
 
 
 class TransportSide(Protocol):
