@@ -263,6 +263,38 @@ async def test_a_hangup_runs_the_carrier_hook_then_closes_and_keeps_the_stats() 
     assert session.call_stats.wire["dropped_binary_frame"] == 1 and session.call_stats.duration is not None
 
 
+async def test_audio_a_carrier_streamed_while_the_session_was_built_is_within_the_budget() -> None:
+    """The inbound budget's clock starts when the socket is served, not when the session is ready.
+
+    The carrier streams from its ``start`` on, in real time, and may add a catch-up burst of 1 s; building the
+    session (a thread: seconds on a loaded machine) must not make that earned backlog look like a flood. This
+    failed in CI when the budget was created after the session: 1 s + the build time arrived at a 1 s bucket.
+    """
+    release = asyncio.Event()
+    rig: Rig
+
+    async def slow_session(started: StreamStarted, dialect: Dialect) -> VoiceSession:
+        await release.wait()  # the session factory still working while the carrier streams
+        return rig.session
+
+    rig = Rig(session_for=slow_session)
+    await rig.carrier.send(TWILIO_CONNECTED)
+    await rig.carrier.send(twilio_start())
+    burst, paced = 50, 20  # a 1 s catch-up at once, then 0.4 s of real-time frames
+    for seq in range(burst):
+        await rig.carrier.send(twilio_media(b"\x02" * 160, seq + 2))
+    for seq in range(burst, burst + paced):
+        await asyncio.sleep(0.02)  # the carrier's real-time pacing: one 20 ms frame per 20 ms
+        await rig.carrier.send(twilio_media(b"\x02" * 160, seq + 2))
+    release.set()
+    session = rig.session
+    for _ in range(burst + paced):
+        assert await asyncio.wait_for(session.inbound.get(), 2) == b"\x02" * 160
+    assert rig.connection.stats["protocol_errors"] == 0, dict(rig.connection.stats)
+    session.request_disconnect()
+    await rig.finished()
+
+
 async def _until(session: VoiceSession, predicate: Callable[[], bool]) -> None:
     """Wait for ``predicate`` to hold, re-checking it on each of the session's events (callers bound it)."""
     changed = asyncio.Event()

@@ -298,6 +298,10 @@ class CallConnection:
     async def run(self) -> None:
         """Serve the socket until the call ends. Never raises for carrier misbehaviour."""
         reason = EndReason.CARRIER_CLOSED
+        # The budget's clock starts now, when the socket is served, not when the session is ready: the carrier
+        # streams from its ``start`` on while the session is built (a thread, seconds on a loaded machine), and
+        # that backlog is real time it has earned. Started later, the bucket would drop a legitimate catch-up.
+        self._budget = InboundBudget(self.config.inbound_budget) if self.config.inbound_budget is not None else None
         try:
             started = await asyncio.wait_for(self._await_start(), self.config.start_timeout)
             if started is None:
@@ -361,7 +365,6 @@ class CallConnection:
         fmt = started.media_format
         # Wire payload bytes per second of audio (the budget's "real time"): μ-law 8 kHz = 8000, L16 = 2 x rate.
         self._media_bytes_per_second = 8000.0 if fmt.is_mulaw_8k else 2.0 * fmt.sample_rate
-        self._budget = InboundBudget(self.config.inbound_budget) if self.config.inbound_budget is not None else None
         if not fmt.is_mulaw_8k:
             from voice_runtime.audio import L16Decoder, L16Encoder
 

@@ -19,8 +19,8 @@ than ``close_after_drops`` drops within ``close_window`` seconds — the connect
 a peer that is not one, and every message a flooder gets in before its close costs the other calls on the loop.
 
 Bursts are allowed up to each bucket's capacity: a carrier catching up after a network stall delivers
-seconds of frames at once. The **media** burst is *earned*, not granted: the bucket starts with only
-``media_start_seconds`` (1 s) of audio and fills at ``media_factor`` (5x) real time up to
+seconds of frames at once. The **media** burst is *earned*, not granted: the bucket starts (when the socket is
+served, before the carrier can have sent ``start``) with only ``media_start_seconds`` (1 s) of audio and fills at ``media_factor`` (5x) real time up to
 ``media_burst_seconds`` (10 s). Why: a carrier cannot send audio from before its stream started, so at any
 moment it has sent at most the elapsed time (plus jitter) — the bucket stays ``1 + 4t`` seconds ahead of it
 and holds the full 10 s catch-up after its first ~2.3 s. A flooder, which hits at once, gets 1 s (50 frames)
