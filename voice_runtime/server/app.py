@@ -56,7 +56,7 @@ from voice_runtime.server.overload import deny_over_capacity
 from voice_runtime.server.registry import CallRegistry
 from voice_runtime.server.stream_policy import unsigned_policy, warn_if_unsigned
 from voice_runtime.server.stream_tickets import StartGuard, StreamTickets
-from voice_runtime.server.wire import StarletteWire
+from voice_runtime.server.wire import starlette_wire
 from voice_runtime.session import VoiceSession
 from voice_runtime.stats import CallStats
 from voice_runtime.urls import to_ws_url
@@ -403,7 +403,7 @@ class VoiceServer:
             await websocket.close(code=1008)  # before accept(): uvicorn answers the upgrade with HTTP 403
             return
         await websocket.accept()
-        await self.serve_wire(StarletteWire(websocket), verdict)
+        await self.serve_wire(starlette_wire(websocket), verdict)
 
     async def serve_wire(self, wire: Any, admitted: Admitted) -> None:
         """Run one admitted call on an accepted socket of any library (a ``WireSocket``).

@@ -17,14 +17,31 @@ server's ``limits.stats``: ``ws_reads_sliced``, ``ws_policy_closes_unread``):
   errors, an unknown stream), the rest of the backlog is discarded unparsed and the socket is no longer read;
   the transport is closed :data:`POLICY_CLOSE_GRACE` seconds later (long enough for the peer to read our
   close frame, which is already written), instead of parsing its flood until its close echo arrives.
+
+It also offers the media route a **direct channel** (issue #19), found in the ASGI scope under
+:data:`DIRECT_CHANNEL` and used by :class:`~voice_runtime.server.wire.UvicornDirectWire`. Why: through ASGI every
+carrier frame costs a message dict, an ``asyncio.Queue`` hop, a task wake-up and a ``pause_reading`` /
+``resume_reading`` pair (uvicorn pauses the socket after each queued message), and every outbound message an
+awaited ``send`` with its own dict. Once the call is live the connection takes messages pushed to it on the
+parser's callback (``vr_push_to``, as in the picows mode) and sends with ``vr_send_nowait`` when the socket is
+writable. The handshake, admission, the close and everything before ``start`` still go through ASGI and
+Starlette, unchanged; a uvicorn without this protocol (another ``ws=`` setting) simply has no channel, and the
+route falls back to plain ASGI.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+
+from voice_runtime.server.connection import WireClosed
+
+#: The ASGI scope extension under which the protocol offers its direct channel to the route.
+DIRECT_CHANNEL = "voice_runtime.direct_channel"
 
 #: Bytes parsed per loop turn from one socket: ~30 Twilio frames, about what ``max_messages_per_turn`` (32)
 #: lets the receive loop dispatch before it yields, so parsing and dispatch take turns at the same grain.
@@ -45,6 +62,84 @@ def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtoco
             self._vr_backlog = bytearray()  # read from the socket, not yet parsed
             self._vr_scheduled = False  # a call_soon(_vr_step) is pending
             self._vr_deaf = False  # closed 1008: input is discarded unparsed
+            self._vr_consume: Callable[[str | bytes], None] | None = None  # the direct channel's consumer
+            self._vr_closed: Callable[[], None] | None = None
+
+        # ------------------------------------------------------------ the direct channel (issue #19)
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            scope = getattr(self, "scope", None)
+            if scope is not None:  # an upgrade it accepts; the app's task has not run yet
+                scope["extensions"][DIRECT_CHANNEL] = self
+
+        def vr_push_to(self, consume: Callable[[str | bytes], None], closed: Callable[[], None]) -> None:
+            """From now on hand every message to ``consume`` as it is parsed; ``closed()`` once at the end.
+
+            What ASGI already queued (frames that came while the session was built) goes first, in order.
+            """
+            queue = self.queue
+            while not queue.empty():
+                message = queue.get_nowait()
+                if message["type"] == "websocket.receive":
+                    text = message.get("text")
+                    consume(text if text is not None else message.get("bytes") or b"")
+                else:  # a disconnect: the call is over
+                    self._vr_consume, self._vr_closed = consume, closed
+                    self._vr_signal_closed()
+                    return
+            self._vr_consume, self._vr_closed = consume, closed
+            self.queue = _PushedQueue(self, queue)  # type: ignore[assignment]
+            if self.disconnected:
+                self._vr_signal_closed()
+            elif self.read_paused:  # uvicorn paused reading after the last queued message
+                self.read_paused = False
+                if not self._vr_backlog and not self._vr_deaf:
+                    self.transport.resume_reading()
+
+        def _vr_signal_closed(self) -> None:
+            closed, self._vr_closed = self._vr_closed, None
+            if closed is not None:
+                closed()
+
+        def send_receive_event_to_app(self) -> None:
+            consume = self._vr_consume
+            if consume is None:
+                super().send_receive_event_to_app()
+                return
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            self.frames = []
+            if self.close_sent:
+                return  # as uvicorn: past our close, messages are discarded
+            if self.curr_msg_data_type == "text":
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    consume(data)  # the connection counts it as a binary frame, as a wire library would
+                    return
+                consume(text)
+            else:
+                consume(data)
+            # No pause_reading here: nothing is queued, the message has been handled.
+
+        @property
+        def vr_writable(self) -> bool:
+            """The socket takes data now: open, no close sent, and the transport is not paused for writing."""
+            return not self.disconnected and not self.close_sent and self.writable.is_set()
+
+        def vr_send_nowait(self, data: str | bytes) -> None:
+            """One text message, written at once (callers check :attr:`vr_writable` first)."""
+            if self.disconnected or self.close_sent:
+                raise WireClosed("carrier socket closed")
+            try:
+                self.conn.send_text(data if type(data) is bytes else data.encode())  # type: ignore[union-attr]
+            except InvalidState:
+                raise WireClosed("carrier socket closed") from None
+            self.transport.write(b"".join(self.conn.data_to_send()))
+
+        async def vr_send(self, data: str | bytes) -> None:
+            """As :meth:`vr_send_nowait`, after waiting for the transport to take data (back-pressure)."""
+            await self.writable.wait()  # set again on connection loss too
+            self.vr_send_nowait(data)
 
         def data_received(self, data: bytes) -> None:
             if self._vr_deaf:
@@ -117,4 +212,27 @@ def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtoco
     return FairWebSocketProtocol
 
 
-__all__ = ["POLICY_CLOSE_GRACE", "SLICE", "fair_websocket_protocol"]
+class _PushedQueue:
+    """uvicorn's receive queue once the direct channel is in use: a disconnect reaches the consumer's
+    ``closed()`` at once (uvicorn puts it here on connection loss, on the peer's close and on shutdown), and is
+    kept for an ASGI ``receive()`` as before. Received messages are never queued (they are pushed)."""
+
+    def __init__(self, protocol: Any, queue: Any) -> None:
+        self._protocol, self._queue = protocol, queue
+
+    def put_nowait(self, message: Any) -> None:
+        self._queue.put_nowait(message)
+        if message.get("type") == "websocket.disconnect":
+            self._protocol._vr_signal_closed()
+
+    def get_nowait(self) -> Any:
+        return self._queue.get_nowait()
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+
+__all__ = ["DIRECT_CHANNEL", "POLICY_CLOSE_GRACE", "SLICE", "fair_websocket_protocol"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -55,3 +56,39 @@ class StarletteWire:
             raise
         except Exception:
             pass
+
+
+class UvicornDirectWire(StarletteWire):
+    """A Starlette ``WebSocket`` whose uvicorn protocol offers the direct channel (``server/uvicorn_ws.py``).
+
+    Before the call is live it is a :class:`StarletteWire` (the opening is read through ASGI). Then the
+    connection asks it to push (``push_to``) and sends inline (``send_nowait`` while ``writable``), as on the
+    picows wire: no ASGI dict, queue hop, task wake-up or pause/resume of the socket per 20 ms frame.
+    """
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, ws: WebSocket, channel: Any) -> None:
+        super().__init__(ws)
+        self._channel = channel
+
+    def push_to(self, consume: Callable[[str | bytes], None], closed: Callable[[], None]) -> None:
+        self._channel.vr_push_to(consume, closed)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self._channel.vr_writable)
+
+    def send_nowait(self, text: str | bytes) -> None:
+        self._channel.vr_send_nowait(text)
+
+    async def send(self, text: str) -> None:
+        await self._channel.vr_send(text)
+
+
+def starlette_wire(ws: WebSocket) -> StarletteWire:
+    """The fastest wire this socket allows: direct when uvicorn runs our protocol, plain ASGI otherwise."""
+    from voice_runtime.server.uvicorn_ws import DIRECT_CHANNEL
+
+    channel = ws.scope.get("extensions", {}).get(DIRECT_CHANNEL)
+    return StarletteWire(ws) if channel is None else UvicornDirectWire(ws, channel)
