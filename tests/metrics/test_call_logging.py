@@ -48,7 +48,10 @@ def speech(seconds: float) -> bytes:
     return pcm16_to_ulaw((np.sin(2 * np.pi * 300 * np.arange(n) / 8000) * 8000).astype(np.int16))
 
 
-def test_every_log_line_of_a_call_carries_its_call_id(harness: CallHarness, flow_result: FlowResult, collected: Collect) -> None:
+def test_every_log_line_of_a_call_carries_its_call_id(any_mode: CallHarness, flow_result: FlowResult, collected: Collect) -> None:
+    """In every server mode: the push wires (picows, FastAPI's direct channel) hand messages over on the socket
+    library's callback, whose context is not the call's, so the connection runs each in the call's context."""
+    harness = any_mode
     user_log = logging.getLogger("my_app.flow")
     reported = threading.Event()
 

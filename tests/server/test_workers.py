@@ -40,14 +40,16 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _wait_listening(port: int, deadline: float) -> None:
+def _wait_listening(port: int, deadline: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
+            if proc.poll() is not None:  # the fleet died (a port taken meanwhile, an import error): say why now
+                raise RuntimeError(f"fleet exited {proc.returncode} before port {port} listened:\n{log.read_text()[-3000:]}") from None
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker on port {port} did not start") from None
+                raise TimeoutError(f"worker on port {port} did not start:\n{log.read_text()[-3000:]}") from None
             time.sleep(0.05)  # polling a port that has no readiness signal to wait on
 
 
@@ -93,7 +95,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         try:
             deadline = time.monotonic() + 90  # a loaded CI machine starts the fleet slowly
             for port in ports + [webhook_port]:
-                _wait_listening(port, deadline)
+                _wait_listening(port, deadline, proc, log)
             yield Fleet(fake, proc, ports, webhook_port, log)
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -95,7 +95,7 @@ def proxied_fleet(tmp_path: Path) -> Iterator[tuple[FakeTwilio, int, list[int], 
         try:
             deadline = time.monotonic() + 90  # a loaded CI machine starts the fleet slowly
             for port in [*ports, listen]:
-                _wait_listening(port, deadline)
+                _wait_listening(port, deadline, fleet, log)
             yield fake, listen, ports, log
         finally:
             for proc in (proxy, fleet):

@@ -23,6 +23,7 @@ under load while keeping the stale audio per barge-in small, and lets us batch m
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import Counter
@@ -431,12 +432,16 @@ class CallConnection:
     async def _receive_pushed(self, push_to: Callable[..., None]) -> EndReason:
         ended: asyncio.Future[EndReason] = self._loop.create_future()
         dispatch = self._dispatch
+        # The wire calls ``consume`` from its own callback (picows' frame callback, uvicorn's data_received),
+        # whose context is the listener's, not this call's task: run each message in the task's context so its
+        # log lines carry the call id and what it schedules inherits it, as on the receive loop.
+        run = contextvars.copy_context().run
 
         def consume(message: str | bytes) -> None:
             if ended.done():
                 return
             try:
-                reason = dispatch(message)
+                reason = run(dispatch, message)
             except Exception:  # a bug in dispatch must end this call, not the socket library's callback
                 log.exception("carrier message handling failed; ending call")
                 reason = EndReason.PUMP_FAILED
