@@ -51,13 +51,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
+
+import orjson
 
 from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError
@@ -93,6 +94,10 @@ class _Commit:
 
 
 _COMMIT = _Commit()
+
+# The two fixed messages, encoded once: a keepalive (no protocol ping keeps a Scribe session alive) and a commit.
+_KEEPALIVE_MESSAGE = orjson.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": False, "sample_rate": 8000}).decode()
+_COMMIT_MESSAGE = orjson.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": True, "sample_rate": 8000}).decode()
 _Item = bytes | _Commit
 
 
@@ -521,7 +526,7 @@ class ElevenLabsRealtimeStt:
                     timer.cancel()
                 if not self._pending and not self._input_ended and time.monotonic() - last_send >= self.keepalive_interval * 0.999:
                     # No protocol ping keeps a Scribe session alive: an empty chunk does.
-                    await ws.send(json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": False, "sample_rate": 8000}))
+                    await ws.send(_KEEPALIVE_MESSAGE)
                     self.stats["keepalives"] += 1
                     last_send = time.monotonic()
                 continue
@@ -538,7 +543,7 @@ class ElevenLabsRealtimeStt:
                     continue
             if isinstance(self._pending[0], _Commit):
                 self._sent.append(self._pending.popleft())
-                await ws.send(json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "", "commit": True, "sample_rate": 8000}))
+                await ws.send(_COMMIT_MESSAGE)
                 self.stats["commits_sent"] += 1
                 last_send = time.monotonic()
                 continue
@@ -560,7 +565,7 @@ class ElevenLabsRealtimeStt:
             if first and previous_text:
                 payload["previous_text"] = previous_text  # allowed on the first chunk only
             first = False
-            await ws.send(json.dumps(payload))
+            await ws.send(orjson.dumps(payload).decode())  # orjson: this runs per chunk of every call
             self.stats["audio_sent_bytes"] += size
             self.stats["chunks_sent"] += 1
             last_send = time.monotonic()
@@ -583,7 +588,7 @@ class ElevenLabsRealtimeStt:
         try:
             async for raw in ws:
                 try:
-                    message = json.loads(raw)
+                    message = orjson.loads(raw)
                     kind = str(message.get("message_type", ""))
                 except (ValueError, AttributeError, TypeError):
                     self.stats["bad_messages"] += 1
