@@ -263,32 +263,38 @@ async def test_a_hangup_runs_the_carrier_hook_then_closes_and_keeps_the_stats() 
     assert session.call_stats.wire["dropped_binary_frame"] == 1 and session.call_stats.duration is not None
 
 
-async def test_audio_a_carrier_streamed_while_the_session_was_built_is_within_the_budget() -> None:
+async def test_audio_a_carrier_streamed_while_the_session_was_built_is_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """The inbound budget's clock starts when the socket is served, not when the session is ready.
 
     The carrier streams from its ``start`` on, in real time, and may add a catch-up burst of 1 s; building the
     session (a thread: seconds on a loaded machine) must not make that earned backlog look like a flood. This
     failed in CI when the budget was created after the session: 1 s + the build time arrived at a 1 s bucket.
+    The budget's clock is a fake one here (only the budget's: the event loop keeps the real clock), so the
+    0.4 s the build takes is exact and no test time is spent waiting for it.
     """
-    release = asyncio.Event()
+    from voice_runtime.server import inbound_budget
+
+    clock = [1000.0]
+    monkeypatch.setattr(inbound_budget, "time", type("FakeTime", (), {"monotonic": staticmethod(lambda: clock[0])}))
+    asked, release = asyncio.Event(), asyncio.Event()
     rig: Rig
 
     async def slow_session(started: StreamStarted, dialect: Dialect) -> VoiceSession:
+        asked.set()
         await release.wait()  # the session factory still working while the carrier streams
         return rig.session
 
     rig = Rig(session_for=slow_session)
     await rig.carrier.send(TWILIO_CONNECTED)
     await rig.carrier.send(twilio_start())
-    burst, paced = 50, 20  # a 1 s catch-up at once, then 0.4 s of real-time frames
-    for seq in range(burst):
+    await asyncio.wait_for(asked.wait(), 2)
+    burst, streamed = 50, 20  # a 1 s catch-up at once, and the 0.4 s of real-time frames sent during the build
+    for seq in range(burst + streamed):
         await rig.carrier.send(twilio_media(b"\x02" * 160, seq + 2))
-    for seq in range(burst, burst + paced):
-        await asyncio.sleep(0.02)  # the carrier's real-time pacing: one 20 ms frame per 20 ms
-        await rig.carrier.send(twilio_media(b"\x02" * 160, seq + 2))
+    clock[0] += 0.4  # the build took 0.4 s; the carrier streamed all along
     release.set()
     session = rig.session
-    for _ in range(burst + paced):
+    for _ in range(burst + streamed):
         assert await asyncio.wait_for(session.inbound.get(), 2) == b"\x02" * 160
     assert rig.connection.stats["protocol_errors"] == 0, dict(rig.connection.stats)
     session.request_disconnect()
