@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -66,24 +66,19 @@ class UvicornDirectWire(StarletteWire):
     picows wire: no ASGI dict, queue hop, task wake-up or pause/resume of the socket per 20 ms frame.
     """
 
-    __slots__ = ("_channel",)
+    __slots__ = ("_channel", "send_nowait", "send", "push_to")
 
     def __init__(self, ws: WebSocket, channel: Any) -> None:
         super().__init__(ws)
         self._channel = channel
-
-    def push_to(self, consume: Callable[[str | bytes], None], closed: Callable[[], None]) -> None:
-        self._channel.vr_push_to(consume, closed)
+        # The channel's own methods, bound once: ``send_nowait`` runs per outbound frame, so no wrapper call.
+        self.send_nowait: Callable[[str | bytes], None] = channel.vr_send_nowait
+        self.send: Callable[[str], Awaitable[None]] = channel.vr_send  # type: ignore[assignment]
+        self.push_to: Callable[[Callable[[str | bytes], None], Callable[[], None]], None] = channel.vr_push_to
 
     @property
     def writable(self) -> bool:
-        return bool(self._channel.vr_writable)
-
-    def send_nowait(self, text: str | bytes) -> None:
-        self._channel.vr_send_nowait(text)
-
-    async def send(self, text: str) -> None:
-        await self._channel.vr_send(text)
+        return self._channel.vr_writable  # type: ignore[no-any-return]
 
 
 def starlette_wire(ws: WebSocket) -> StarletteWire:
