@@ -30,11 +30,16 @@ HOURS = "What time do you open on Saturday morning?"
 
 @pytest.fixture(scope="module")
 def caller_speech() -> dict[str, np.ndarray]:
-    """Caller utterances as 8 kHz int16, from Piper with a slower, noisier setting than the agent voice."""
+    """Caller utterances as 8 kHz int16, from Piper, slower and quieter than the agent voice.
+
+    Deterministic (``noise_scale=0``, ``noise_w_scale=0``): with Piper's random noise on, one synthesis in a full
+    run came out so that Whisper heard "Saturday" as "set or day", and the assertions are about the STT's
+    commits, not about how robust tiny.en is to one unlucky rendering.
+    """
     tts = PiperTts(idle_timeout=0)
     try:
         return {
-            text: tts.synthesize_pcm(text, length_scale=1.1, noise_scale=0.75, volume=0.7, sample_rate=RATE)[0]
+            text: tts.synthesize_pcm(text, length_scale=1.1, noise_scale=0.0, noise_w_scale=0.0, volume=0.7, sample_rate=RATE)[0]
             for text in (BOOKING, HOURS)
         }
     finally:
