@@ -169,8 +169,14 @@ def test_the_uvicorn_mode_refuses_permessage_deflate(harness: CallHarness) -> No
 
 @pytest.mark.timeout(60)
 def test_a_legitimate_carrier_with_a_catch_up_burst_marks_and_dtmf_is_never_dropped(harness: CallHarness) -> None:
-    """The default budget against a well-behaved carrier on a real socket: real-time audio, a 1 s catch-up
-    burst at once right after ``start`` (the media bucket's start tokens), marks and DTMF: nothing dropped."""
+    """The default budget against a well-behaved carrier on a real socket: real-time audio, a 0.5 s catch-up
+    burst at once right after ``start``, marks and DTMF: nothing dropped.
+
+    The media bucket starts with 1 s: what a carrier can have sent before we read it (the upgrade-to-serve delay
+    and the session's build, in real time) plus an early catch-up. A burst of the whole 1 s at once left nothing
+    for that delay, which on a loaded machine is tens of ms, so CI dropped a frame twice; that is past what any
+    carrier can send (no audio from before its stream began). Later stalls, up to the 10 s cap, are covered at
+    budget level in ``test_inbound_budget.py``."""
     result: dict[str, Any] = {}
     done = threading.Event()
 
@@ -185,7 +191,7 @@ def test_a_legitimate_carrier_with_a_catch_up_burst_marks_and_dtmf_is_never_drop
     server, running = harness.serve(flow)  # the default budget
     phone = harness.phone(running)
     codec = phone.codec
-    for i in range(50):  # a stall's backlog: 1 s of frames in one go, on top of the real-time stream
+    for i in range(25):  # a stall's backlog: 0.5 s of frames in one go, on top of the real-time stream
         phone.send_raw(codec.media(b"\xff" * 160, 100_000 + i, 20 * i))
     phone.press(DIGITS)
     assert done.wait(40)
