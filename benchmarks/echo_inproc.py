@@ -29,6 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import orjson  # noqa: E402
+from picows import WSMsgType  # noqa: E402
+
 from echo_bench import start_loop_echo  # noqa: E402  (the same echo the socket benchmark serves)
 
 FRAME = 160
@@ -63,8 +66,26 @@ class FakeTransport:
         pass
 
 
+class BareEcho:
+    """The bare picows echo of ``echo_bench.py`` (``--style bare``): the floor our per-frame cost is compared to."""
+
+    sid = ""
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if frame.msg_type is not WSMsgType.TEXT:
+            return
+        msg = orjson.loads(frame.get_payload_as_bytes())
+        event = msg.get("event")
+        if event == "media":
+            transport.send(WSMsgType.TEXT, orjson.dumps({"event": "media", "streamSid": self.sid, "media": {"payload": msg["media"]["payload"]}}))
+        elif event == "start":
+            self.sid = msg["start"]["streamSid"]
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        pass
+
+
 async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[str, Any]:
-    from picows import WSMsgType
 
     from voice_runtime import VoiceServer
     from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync
@@ -93,9 +114,15 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[st
     for idx in range(calls):
         admitted = admit_stream_sync(server, HandshakeView("/stream", [("host", "127.0.0.1")]), None)
         assert isinstance(admitted, Admitted), admitted
-        wire = PicowsWire(server, admitted)
         transport = FakeTransport()
-        wire.on_ws_connected(transport)
+        if style == "bare":
+            wire: Any = BareEcho()
+            started.append(wire)
+            if len(started) == calls:
+                all_started.set()
+        else:
+            wire = PicowsWire(server, admitted)
+            wire.on_ws_connected(transport)
         sid = f"MZ{idx:032d}"
         wire.on_ws_frame(transport, FakeFrame(text, json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}).encode()))
         start = {"event": "start", "sequenceNumber": "1", "streamSid": sid,
@@ -149,7 +176,7 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[st
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--style", choices=("listener", "loop"), default="listener")
+    p.add_argument("--style", choices=("listener", "loop", "bare"), default="listener")
     p.add_argument("--frames", type=int, default=20000)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--calls", type=int, default=1, help="calls fed round robin (their state is cold per frame, as on a server)")

@@ -143,6 +143,26 @@ def test_outbound_shapes_are_exactly_twilios() -> None:
     assert json.loads(d.encode_clear()) == {"event": "clear", "streamSid": SID}
 
 
+@pytest.mark.parametrize("sid", [SID, 'we"ird\\sid', "ünïcode\u2028sid", "MZ" + "9" * 60])
+def test_the_prebuilt_media_envelope_is_byte_for_byte_the_serialized_object(sid: str) -> None:
+    """``encode_media_bytes`` splices the base64 into an envelope made once per stream id; it must be exactly
+    what serializing the object gives, for any stream id (escaping) and any audio, and follow a new id."""
+    import orjson
+
+    d = started()
+    for stream_id in (sid, SID):  # a changed stream id rebuilds the envelope
+        d.stream_id = stream_id
+        for audio in (b"\x00", bytes(range(256)), b"\xff" * 160, b"\x7f" * 3200):
+            expected = orjson.dumps(
+                {"event": "media", "streamSid": stream_id, "media": {"payload": base64.b64encode(audio).decode()}}
+            )
+            assert d.encode_media_bytes(audio) == expected
+            assert d.encode_media(audio) == expected.decode()
+    d.stream_id = None
+    with pytest.raises(LocalProtocolError):
+        d.encode_media_bytes(b"\x00")
+
+
 def test_outbound_refuses_illegal_messages() -> None:
     with pytest.raises(LocalProtocolError):
         TwilioDialect().encode_mark("x")  # before start: no streamSid to address
