@@ -173,6 +173,38 @@ def test_pause_then_resume_continues_speech_from_the_first_unheard_frame(harness
     assert heard[len(speech) :] == speech
 
 
+def test_a_resume_that_comes_before_the_speech_worker_noticed_the_pause_feeds_the_speech_once(
+    harness: CallHarness, flow_result: FlowResult
+) -> None:
+    """Regression (seen once in CI): the pause cut the speech while its worker was parked in the cut run's
+    read, waiting for audio not yet synthesized. A resume that came before the worker noticed fed the item a
+    second time and revived the parked feeder, which later queued its old segment inside the resumed run.
+    Resuming at once, before the rest is synthesized, makes that window as wide as it gets."""
+    speech = numbered_audio(3.0, seed=23)
+    rest = threading.Event()
+    tts = _GatedTts(speech, at_once=12000, gate=rest)
+    pause_now = threading.Event()
+
+    def body(session) -> None:
+        result = session.speak("a long answer", resumable=True)
+        assert pause_now.wait(10)
+        flow_result.values["paused"] = session.pause_playback()
+        flow_result.values["resumed"] = session.resume_playback()  # the worker is still parked in its read
+        rest.set()
+        flow_result.values["outcome"] = result.wait(10)
+
+    _, running = harness.serve(flow_result.run(body), tts_factory=lambda: tts)
+    phone = harness.phone(running)
+    _after_echoes(phone, 6)
+    pause_now.set()
+    values = flow_result.wait()
+    assert values["paused"] and values["resumed"] and values["outcome"] is MarkOutcome.PLAYED
+    log = phone.heard_log()
+    assert log[0].ended == "clear" and len(log) == 2
+    assert locate(log[1].audio[:1600], speech) == len(log[0].audio)  # resumed where the caller stopped hearing
+    assert phone.heard_audio() == speech, "a segment of the speech was heard twice or out of order"
+
+
 def test_false_barge_in_resumes_speech_from_the_first_unheard_audio(harness: CallHarness, flow_result: FlowResult) -> None:
     speech = numbered_audio(3.0, seed=22)
     gate = threading.Event()

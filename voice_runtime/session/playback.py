@@ -114,6 +114,9 @@ class _Item:
         self.heard_bytes = 0  # of this item, over all its runs
         self.heard_base = 0  # heard_bytes when the current run started
         self.resume_at = 0  # where the next run starts after a suspension
+        #: The current run's stop flag. Each run gets a fresh one from whoever starts it (:meth:`new_run`), and a
+        #: feeder only ever looks at the flag of its own run: a feeder still inside a cut run (parked in a read
+        #: or a throttle) can then never be revived by the next run and queue audio beside it.
         self.stop = threading.Event()
         self.cond = threading.Condition()
         self.state = "new"  # new | playing | suspended | done
@@ -122,8 +125,13 @@ class _Item:
         self.outcome: MarkOutcome | None = None
         self.started = False  # its first frame reached the caller (the start mark was echoed)
 
+    def new_run(self) -> threading.Event:
+        """A fresh stop flag for the next run; the cut run's flag stays set for whoever still holds it."""
+        self.stop = threading.Event()
+        return self.stop
+
     # ---------------------------------------------------------------- reading
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int, stop: threading.Event | None = None) -> bytes:
         """Up to ``size`` bytes at ``offset`` (pulling from the stream as needed); b"" at the end."""
         if self.loop:
             length = len(self.audio)
@@ -198,8 +206,10 @@ class _SpeechItem(_Item):
     def __init__(self, label: str, *, dtmf_interrupt: bool) -> None:
         super().__init__(label, iter(()), loop=False, volume=1.0, interruptible=True, dtmf_interrupt=dtmf_interrupt)
         self.complete = False
-        self.resume_request: int | None = None  # set by a resume while the speech worker waits for one
-        self.worker_waiting = False  # the speech worker is parked until resume_request or the end
+        self.resume_request: int | None = None  # set by a resume for the speech worker to pick up
+        #: The speech worker is inside ``feed_speech`` (feeding a run, or parked until a resume or the end). While
+        #: it is, only it feeds this item: a resume hands it the offset instead of feeding on the caller's thread.
+        self.worker_active = False
         self.synthesis_stop = threading.Event()  # handed to the provider: set once the item is finished
 
     def finish(self, outcome: MarkOutcome) -> None:
@@ -217,12 +227,13 @@ class _SpeechItem(_Item):
             self.complete = True
             self.cond.notify_all()
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int, stop: threading.Event | None = None) -> bytes:
         """``size`` bytes at ``offset``, waiting until they are synthesized (fewer at the end); b"" at the end,
-        or when this run was cut (the feed then stops). Waiting for whole segments keeps position marks 200 ms
-        apart whatever the provider's chunk size."""
+        or when this run (``stop``, the feeder's own run flag) was cut: the feed then stops. Waiting for whole
+        segments keeps position marks 200 ms apart whatever the provider's chunk size."""
+        stop = self.stop if stop is None else stop
         with self.cond:
-            while len(self.audio) < offset + size and not self.complete and not self.stop.is_set() and not self.finished:
+            while len(self.audio) < offset + size and not self.complete and not stop.is_set() and not self.finished:
                 self.cond.wait(0.2)
             return bytes(self.audio[offset : offset + size])
 
@@ -309,22 +320,26 @@ class Playback:
         otherwise be heard during the pause, or before the rest of this utterance).
         """
         start = 0
-        while True:
-            self._feed_safely(item, start)
-            with item.cond:
-                item.worker_waiting = True
-                try:
+        with item.cond:
+            item.worker_active = True
+        try:
+            while True:
+                self._feed_safely(item, start)
+                with item.cond:
                     while True:
                         if item.finished or self.session.is_disconnected:
+                            item.worker_active = False
                             return
                         if item.resume_request is not None:
                             start, item.resume_request = item.resume_request, None
                             break
                         if item.state == "playing" and not item.stop.is_set() and item.complete and item.queued >= len(item.audio):
+                            item.worker_active = False  # decided under the lock a resume checks it with
                             return  # all queued: the marks now tell the rest
                         item.cond.wait(0.5)
-                finally:
-                    item.worker_waiting = False
+        finally:
+            with item.cond:
+                item.worker_active = False
 
     def stop_speech(self) -> None:
         """``stop_speaking``: resumable speech stops for good (the caller of this clears the buffer)."""
@@ -349,18 +364,19 @@ class Playback:
     def _feed(self, item: _Item, start: int) -> None:
         """Queue ``item`` from byte ``start``: segments of audio, each followed by a position mark."""
         session = self.session
-        item.stop.clear()
-        item.marks = []
+        stop = item.stop  # this run's flag, made by whoever started the run; never cleared
+        marks: list[tuple[int, Mark]] = []  # this run's (a feeder that lets go late must not touch the next run's)
+        item.marks = marks
         item.run_start = item.queued = start
         item.set_state("playing")
         self._push_mark(item, start, first=True)
         size = FRAME_BYTES  # the first segment is one frame: its echo anchors the clock within 20 ms of start
-        while not item.stop.is_set():
-            chunk = item.read(item.queued, size)
+        while not stop.is_set():
+            chunk = item.read(item.queued, size, stop)
             if not chunk:
                 break
             with self._feed_lock:
-                if item.stop.is_set():
+                if stop.is_set():
                     break
                 session.put_outbound_sync(chunk, timeout=None)
                 item.queued += len(chunk)
@@ -368,11 +384,11 @@ class Playback:
                 self._pushes += 1
             size = SEGMENT_BYTES
             if item.loop:
-                self._throttle(item)
-        if not item.marks:
+                self._throttle(item, stop)
+        if not marks:
             return
-        final = item.marks[-1][1]
-        final.add_done_callback(lambda mark, it=item: self._run_ended(it, mark))  # type: ignore[misc]  # narrow ignore so scripts/typecheck.sh holds zero errors; a real fix is for this module's owner
+        final = marks[-1][1]
+        final.add_done_callback(lambda mark, it=item, st=stop: self._run_ended(it, mark, st))  # type: ignore[misc]  # narrow ignore so scripts/typecheck.sh holds zero errors; a real fix is for this module's owner
 
     def _push_mark(self, item: _Item, offset: int, first: bool = False) -> None:
         mark = self.session.send_mark(f"play{item.id}")
@@ -396,28 +412,31 @@ class Playback:
         if mark.outcome is MarkOutcome.PLAYED:
             item.heard_bytes = max(item.heard_bytes, offset - item.run_start + item.heard_base)
 
-    def _throttle(self, item: _Item) -> None:
-        """A looping item waits until the caller is within ~1 s of what is queued."""
+    def _throttle(self, item: _Item, stop: threading.Event) -> None:
+        """A looping item waits until the caller is within ~1 s of what is queued (or its run is cut)."""
         target = item.queued - LOOP_LOOKAHEAD_BYTES
         for offset, mark in list(item.marks):
             if offset >= target:
-                while not item.stop.is_set() and not mark.done:
+                while not stop.is_set() and not mark.done:
                     try:
                         mark.wait(0.2)
                     except CallTimeoutError:
                         pass
                 return
 
-    def _run_ended(self, item: _Item, mark: Mark) -> None:
-        """The last mark of a run resolved: the item is done, unless a pause or barge-in suspended it."""
-        if mark.outcome is MarkOutcome.PLAYED and not item.stop.is_set():
+    def _run_ended(self, item: _Item, mark: Mark, stop: threading.Event) -> None:
+        """The last mark of a run resolved: the item is done, unless a pause or barge-in suspended it.
+
+        ``stop`` is that run's flag, not the item's current one: the callback may fire after a resume has
+        started the next run (the cut run's feeder let go late), and must not judge the new run by it."""
+        if mark.outcome is MarkOutcome.PLAYED and not stop.is_set():
             item.heard_bytes = item.heard_base + item.queued - item.run_start
             item.finish(MarkOutcome.PLAYED)
             self._forget(item)
         elif mark.outcome is MarkOutcome.HUNG_UP:
             item.finish(MarkOutcome.HUNG_UP)
             self._forget(item)
-        elif not item.stop.is_set():  # cleared by someone else (the flow's own request_clear_buffer): for good
+        elif not stop.is_set():  # cleared by someone else (the flow's own request_clear_buffer): for good
             self._stop_for_good(item, "cleared")
         # otherwise the path that cut it (pause, barge-in, key, stop) decides: suspended or stopped
 
@@ -518,10 +537,13 @@ class Playback:
                 continue
             start = getattr(item, "resume_at", item.run_start)
             item.heard_base = item.heard_bytes
+            item.new_run()  # before any feeder sees it: a cut landing from here on stops the new run too
             self.session.log.emit(PLAYBACK_RESUMED, label=item.label, item=item.id, reason=why, at_seconds=ulaw_duration(start))
             if isinstance(item, _SpeechItem):
                 with item.cond:
-                    if item.worker_waiting:  # its speech worker feeds it (speech after it keeps waiting)
+                    # Its speech worker feeds it (speech after it keeps waiting), even if the worker has not
+                    # yet noticed the cut: it picks the offset up as soon as its cut run lets go.
+                    if item.worker_active:
                         item.resume_request = start
                         item.cond.notify_all()
                         continue
