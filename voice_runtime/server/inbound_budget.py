@@ -87,43 +87,6 @@ class _Bucket:
         return False
 
 
-class _MessageAndByteBuckets:
-    """The message bucket and the byte bucket, taken together for every message at the same instant.
-
-    Why one object: both are checked before every message of every call is parsed, so they share one stamp and
-    one call instead of two :class:`_Bucket` calls (refilling a capped bucket in one step or in two gives the same
-    tokens). Same rules as two buckets taken in turn: a message over the message rate leaves the byte bucket
-    alone; a message within it but over the byte rate still used its message token.
-    """
-
-    __slots__ = ("message_rate", "message_capacity", "messages", "byte_rate", "byte_capacity", "bytes", "stamp")
-
-    def __init__(self, config: BudgetConfig, now: float) -> None:
-        self.message_rate, self.message_capacity, self.messages = config.message_rate, config.message_burst, config.message_burst
-        self.byte_rate, self.byte_capacity, self.bytes = config.byte_rate, config.byte_burst, config.byte_burst
-        self.stamp = now
-
-    def take(self, size: float, now: float) -> str | None:
-        """Take one message of ``size`` bytes: None if both buckets had room, else the reason it is over."""
-        elapsed = now - self.stamp
-        self.stamp = now
-        messages = self.messages + elapsed * self.message_rate
-        if messages > self.message_capacity:
-            messages = self.message_capacity
-        byts = self.bytes + elapsed * self.byte_rate
-        if byts > self.byte_capacity:
-            byts = self.byte_capacity
-        if messages < 1.0 - 1e-9:
-            self.messages, self.bytes = messages, byts
-            return "message_rate"
-        self.messages = messages - 1.0
-        if byts < size - 1e-9:
-            self.bytes = byts
-            return "byte_rate"
-        self.bytes = byts - size
-        return None
-
-
 class InboundBudget:
     """One per connection. ``before_parse(size)`` per message, then ``media(seconds)``, ``event()`` or
     ``misbehaved(reason)``."""
@@ -132,7 +95,8 @@ class InboundBudget:
         self.config = config = config or BudgetConfig()
         self._clock = clock or time.monotonic
         now = self._clock()
-        self._per_message = _MessageAndByteBuckets(config, now)
+        self._messages = _Bucket(config.message_rate, config.message_burst, now)
+        self._bytes = _Bucket(config.byte_rate, config.byte_burst, now)
         self._media = _Bucket(config.media_factor, config.media_burst_seconds, now, config.media_start_seconds)
         self._events = _Bucket(config.event_rate, config.event_burst, now)
         self._drops: deque[float] = deque()
@@ -142,10 +106,9 @@ class InboundBudget:
 
     def before_parse(self, size: int) -> Verdict:
         now = self._parsed_at = self._clock()
-        over = self._per_message.take(size, now)
-        if over is None:
+        if self._messages.take(1.0, now) and self._bytes.take(float(size), now):
             return _ACCEPT
-        return self._drop(now, over)
+        return self._drop(now, "message_rate" if self._messages.tokens < 1.0 else "byte_rate")
 
     def media_parsed(self, audio_seconds: float) -> Verdict:
         """:meth:`media` for the message just checked by :meth:`before_parse`, at that check's instant: one clock
