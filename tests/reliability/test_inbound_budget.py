@@ -242,3 +242,53 @@ def test_echoes_of_marks_we_sent_back_to_back_are_never_budgeted(harness: CallHa
     assert done.wait(40)
     assert outcomes == [MarkOutcome.PLAYED] * 120
     phone.close()
+
+
+class _ReferenceBucket:
+    """The textbook token bucket: refill by elapsed time, cap, then take if there are enough tokens."""
+
+    def __init__(self, rate: float, capacity: float, now: float, tokens: float) -> None:
+        self.rate, self.capacity, self.tokens, self.stamp = rate, capacity, tokens, now
+
+    def take(self, cost: float, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= cost - 1e-9:
+            self.tokens -= cost
+            return True
+        return False
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_verdict_of_the_budget_is_the_textbook_token_buckets(seed: int) -> None:
+    """The budget keeps each bucket as the instant it is full again (GCRA) and inlines the takes; over random
+    message sizes, audio lengths and gaps (bursts, real time, stalls) every verdict is what four textbook token
+    buckets with the same rates, bursts and start give."""
+    import random
+
+    rng = random.Random(seed)
+    config = BudgetConfig(message_rate=50.0, message_burst=40.0, byte_rate=20_000.0, byte_burst=30_000.0,
+                          media_factor=2.0, media_burst_seconds=1.5, media_start_seconds=0.5, event_rate=5.0, event_burst=4.0,
+                          close_after_drops=10**9)
+    now = [1000.0]
+    budget = InboundBudget(config, clock=lambda: now[0])
+    messages = _ReferenceBucket(config.message_rate, config.message_burst, now[0], config.message_burst)
+    byts = _ReferenceBucket(config.byte_rate, config.byte_burst, now[0], config.byte_burst)
+    media = _ReferenceBucket(config.media_factor, config.media_burst_seconds, now[0], config.media_start_seconds)
+    events = _ReferenceBucket(config.event_rate, config.event_burst, now[0], config.event_burst)
+    verdicts = {Verdict.ACCEPT: 0, Verdict.DROP: 0}
+    for _ in range(20_000):
+        now[0] += rng.choice((0.0, 0.0, 0.001, 0.02, 0.02, 0.3, 2.0)) * rng.random() * 2
+        size = rng.choice((300, 300, 2_000, 9_000))
+        expected = Verdict.ACCEPT if messages.take(1.0, now[0]) and byts.take(float(size), now[0]) else Verdict.DROP
+        got = budget.before_parse(size)
+        assert got == expected
+        verdicts[got] += 1
+        if got is not Verdict.ACCEPT:
+            continue
+        if rng.random() < 0.8:
+            seconds = rng.choice((0.02, 0.02, 0.1))
+            assert budget.media_parsed(seconds) == (Verdict.ACCEPT if media.take(seconds, now[0]) else Verdict.DROP)
+        else:
+            assert budget.event() == (Verdict.ACCEPT if events.take(1.0, now[0]) else Verdict.DROP)
+    assert verdicts[Verdict.ACCEPT] > 1000 and verdicts[Verdict.DROP] > 1000  # both sides of every bucket were reached

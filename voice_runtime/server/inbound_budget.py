@@ -67,24 +67,33 @@ _ACCEPT = Verdict.ACCEPT
 
 
 class _Bucket:
-    __slots__ = ("rate", "capacity", "tokens", "stamp")
+    """A token bucket kept as the instant it will be full again (the "virtual scheduling" form of GCRA).
+
+    Why this form: it is the same bucket (``rate`` tokens a second up to ``capacity``) but a take is one clock
+    comparison and one add, with no refill arithmetic and no cap to apply, and a bucket is checked for every
+    message of every call. Tokens at ``now`` are ``capacity - max(0, full_at - now) * rate``; taking ``cost``
+    moves ``full_at`` by ``cost / rate``, and is refused when that would put it more than ``capacity / rate``
+    ahead of now (fewer than ``cost`` tokens left). ``InboundBudget`` inlines :meth:`take` on its per-frame path.
+    """
+
+    __slots__ = ("per_token", "window", "full_at")
 
     def __init__(self, rate: float, capacity: float, now: float, tokens: float | None = None) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity if tokens is None else min(tokens, capacity)
-        self.stamp = now
+        self.per_token = 1.0 / rate  # seconds one token takes to come back
+        # A hair over capacity / rate: float sums of 0.02 s frames must not lose the last one of a burst.
+        self.window = (capacity + 1e-9) / rate
+        tokens = capacity if tokens is None else min(tokens, capacity)
+        self.full_at = now + (capacity - tokens) / rate
 
     def take(self, cost: float, now: float) -> bool:
-        tokens = self.tokens + (now - self.stamp) * self.rate
-        if tokens > self.capacity:
-            tokens = self.capacity
-        self.stamp = now
-        if tokens >= cost - 1e-9:  # float sums of 0.02 s frames must not lose the last one
-            self.tokens = tokens - cost
-            return True
-        self.tokens = tokens
-        return False
+        full_at = self.full_at
+        if full_at < now:
+            full_at = now
+        full_at += cost * self.per_token
+        if full_at - now > self.window:
+            return False
+        self.full_at = full_at
+        return True
 
 
 class InboundBudget:
@@ -105,18 +114,42 @@ class InboundBudget:
         self._parsed_at = now  # the instant of the last before_parse (media_parsed's clock)
 
     def before_parse(self, size: int) -> Verdict:
+        """The message and byte buckets for one message of ``size`` bytes (``_Bucket.take`` twice, inlined:
+        this runs before every message of every call is parsed). A message over the message rate leaves the
+        byte bucket alone; one within it but over the byte rate has used its message token."""
         now = self._parsed_at = self._clock()
-        if self._messages.take(1.0, now) and self._bytes.take(float(size), now):
-            return _ACCEPT
-        return self._drop(now, "message_rate" if self._messages.tokens < 1.0 else "byte_rate")
+        messages = self._messages
+        full_at = messages.full_at
+        if full_at < now:
+            full_at = now
+        full_at += messages.per_token
+        if full_at - now > messages.window:
+            return self._drop(now, "message_rate")
+        messages.full_at = full_at
+        byts = self._bytes
+        full_at = byts.full_at
+        if full_at < now:
+            full_at = now
+        full_at += size * byts.per_token
+        if full_at - now > byts.window:
+            return self._drop(now, "byte_rate")
+        byts.full_at = full_at
+        return _ACCEPT
 
     def media_parsed(self, audio_seconds: float) -> Verdict:
         """:meth:`media` for the message just checked by :meth:`before_parse`, at that check's instant: one clock
-        read per media frame instead of two (microseconds apart, so the buckets see the same thing)."""
+        read per media frame instead of two (microseconds apart, so the buckets see the same thing). The take is
+        inlined, as in :meth:`before_parse`."""
         now = self._parsed_at
-        if self._media.take(audio_seconds, now):
-            return _ACCEPT
-        return self._drop(now, "media_rate")
+        media = self._media
+        full_at = media.full_at
+        if full_at < now:
+            full_at = now
+        full_at += audio_seconds * media.per_token
+        if full_at - now > media.window:
+            return self._drop(now, "media_rate")
+        media.full_at = full_at
+        return _ACCEPT
 
     def media(self, audio_seconds: float) -> Verdict:
         now = self._clock()
