@@ -171,3 +171,70 @@ def test_outbound_refuses_illegal_messages() -> None:
         d.encode_media(b"")  # Twilio never gets an empty payload
     with pytest.raises(LocalProtocolError):
         d.encode_dtmf("1")  # not supported outbound on Twilio streams
+
+
+def _variants() -> list[dict[str, object]]:
+    """Media messages around the exact shape the hot path takes: each field missing, mistyped or odd."""
+    good = json.loads(media("2"))
+    out: list[dict[str, object]] = [good]
+
+    def variant(**changes: object) -> None:
+        msg = json.loads(json.dumps(good))
+        for path, value in changes.items():
+            target = msg["media"] if path.startswith("media_") else msg
+            key = path.removeprefix("media_")
+            if value is KeyError:
+                del target[key]
+            else:
+                target[key] = value
+        out.append(msg)
+
+    for field in ("sequenceNumber", "streamSid", "media_track", "media_chunk", "media_timestamp", "media_payload"):
+        variant(**{field: KeyError})
+    for value in (7, 7.0, 7.5, True, None, "", "٣", "²", "+7", " 7", "9" * 5000):
+        variant(sequenceNumber=value)
+        variant(media_chunk=value)
+        variant(media_timestamp=value)
+    variant(streamSid=None)
+    variant(streamSid="MZother")
+    variant(media_track="outbound")
+    variant(media_track=None)
+    variant(media_payload="!!!")
+    variant(media_payload="")
+    variant(media_payload=["a"])
+    variant(media_payload="/w==\n")
+    variant(media="not an object")
+    variant(media=None)
+    return out
+
+
+def _outcome(parse: object, message: object) -> object:
+    try:
+        return parse(message)  # type: ignore[operator]
+    except RemoteProtocolError as exc:
+        return ("error", exc.reason)
+
+
+@pytest.mark.parametrize("started_first", [True, False])
+def test_the_media_hot_path_gives_what_the_checked_path_gives_for_every_odd_message(started_first: bool) -> None:
+    """``parse`` takes well-formed media on an inlined path and leaves everything else to ``_parse_media``: for
+    each variant the event (or the error reason) and the sequence bookkeeping are those of the checked path."""
+    variants = _variants()
+    assert len(variants) > 40
+    hot, checked = (started() if started_first else TwilioDialect()), (started() if started_first else TwilioDialect())
+    for msg in variants:
+        got = _outcome(hot.parse, json.dumps(msg))
+        expected = _outcome(checked._parse_media, json.loads(json.dumps(msg)))
+        assert got == expected, msg
+        assert type(got) is type(expected)
+        assert (hot.last_sequence, hot.sequence_gaps, hot.sequence_repeats) == (
+            checked.last_sequence, checked.sequence_gaps, checked.sequence_repeats), msg
+    if started_first:
+        assert isinstance(_outcome(hot.parse, media("3")), MediaReceived)
+
+
+def test_a_number_over_the_int_digit_limit_is_a_protocol_error_not_a_crash() -> None:
+    d = started()
+    with pytest.raises(RemoteProtocolError) as info:
+        d.parse(media("9" * 5000))
+    assert info.value.reason == "bad_number"

@@ -72,7 +72,10 @@ def optional_int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit():  # "²".isdigit() is True; int("²") fails
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:  # over the interpreter's int digit limit (4,300 by default)
+            raise RemoteProtocolError("bad_number", value[:40]) from None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise RemoteProtocolError("bad_number", repr(value)[:40])

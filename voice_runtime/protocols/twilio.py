@@ -58,10 +58,37 @@ class TwilioDialect(Dialect):
             msg = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise RemoteProtocolError("invalid_json", str(exc)[:80]) from None
+        # The hot path, 50 times a second per call: a media message of exactly the shape Twilio sends (every
+        # field there, the numbers as ASCII digit strings, this stream, the inbound track). Each field is read
+        # once and nothing is called but the decoders. Anything else, however odd (a missing or mistyped field,
+        # bad base64, not an object, another event), falls through to the checked path below, which makes the
+        # same event or raises the precise error.
+        try:
+            if msg["event"] == "media":
+                media = msg["media"]
+                sequence, chunk, timestamp = msg["sequenceNumber"], media["chunk"], media["timestamp"]
+                digits = sequence + chunk + timestamp  # one ASCII-digits test for all three ("²".isdigit() is True)
+                sid = self.stream_id
+                if (
+                    sid is not None and msg["streamSid"] == sid and media["track"] == "inbound"
+                    and digits.isascii() and digits.isdigit()
+                ):
+                    # Everything that can raise comes before the bookkeeping, so a fall-through counts nothing twice.
+                    received = tuple.__new__(
+                        MediaReceived, (a2b_base64(media["payload"], strict_mode=True), int(sequence), int(chunk), int(timestamp))
+                    )
+                    number, last = received[1], self.last_sequence
+                    if last is not None and number != last + 1:
+                        self.track_sequence(number)  # a gap or a repeat: the generic bookkeeping counts it
+                    else:
+                        self.last_sequence = number
+                    return received
+        except (KeyError, TypeError, AttributeError, ValueError):  # ValueError: bad base64, or an empty number
+            pass
         if type(msg) is not dict:
             raise RemoteProtocolError("not_an_object", type(msg).__name__)
         event = msg.get("event")
-        if event == "media":  # 50 per second per call: checked first, then parsed on the inlined path below
+        if event == "media":
             return self._parse_media(msg)
         if not isinstance(event, str):
             raise RemoteProtocolError("missing_event", "no string 'event' field")
@@ -93,10 +120,9 @@ class TwilioDialect(Dialect):
             raise RemoteProtocolError("wrong_stream_id", str(sid)[:40])
 
     def _parse_media(self, msg: dict[str, Any]) -> MediaReceived:
-        """The hot path: the same checks as the generic helpers, inlined (profiled at ~60% of parse cost).
+        """A media message off the hot path in :meth:`parse`: every field checked, and the precise error.
 
-        Twilio sends the numbers as digit strings, so that case is converted directly and anything else goes
-        through :func:`optional_int`, which accepts ints and rejects junk exactly as before.
+        The numbers go through :func:`optional_int`, which accepts digit strings and ints and rejects junk.
         """
         if self.stream_id is None:
             raise RemoteProtocolError("before_start", "message before 'start'")
@@ -117,18 +143,10 @@ class TwilioDialect(Dialect):
                 raise RemoteProtocolError("invalid_base64", str(exc)[:80]) from None
         else:
             payload = decode_base64(raw)  # raises the usual bad_payload_type
-        value = msg.get("sequenceNumber")
-        sequence = int(value) if type(value) is str and value.isascii() and value.isdigit() else optional_int(value)
-        if sequence is not None:
-            last = self.last_sequence
-            if last is not None and sequence != last + 1:
-                self.track_sequence(sequence)  # a gap or a repeat: the generic bookkeeping counts it
-            else:
-                self.last_sequence = sequence
-        value = media.get("chunk")
-        chunk = int(value) if type(value) is str and value.isascii() and value.isdigit() else optional_int(value)
-        value = media.get("timestamp")
-        timestamp = int(value) if type(value) is str and value.isascii() and value.isdigit() else optional_int(value)
+        sequence = optional_int(msg.get("sequenceNumber"))
+        self.track_sequence(sequence)
+        chunk = optional_int(media.get("chunk"))
+        timestamp = optional_int(media.get("timestamp"))
         return MediaReceived(payload, sequence, chunk, timestamp)
 
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
