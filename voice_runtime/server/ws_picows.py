@@ -33,6 +33,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -75,12 +76,20 @@ class PicowsWire(WSListener):  # type: ignore[misc]
         self._closed = False
         self._fragments: list[bytes] | None = None
         self._fragment_type: WSMsgType | None = None
-        self._writable: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None  # set while picows has paused writing
+        #: The socket takes data now (connected, not closed, writing not paused): an inline send will not queue
+        #: up. A plain attribute, kept by the callbacks below, because the inline path reads it for every frame.
+        self.writable = False
+        #: ``send_nowait`` for UTF-8 bytes, as picows' own C method with the message type bound: for callers that
+        #: have just read :attr:`writable` (the connection's inline path, once per frame). Set once connected.
+        self.send_bytes_nowait: Callable[[bytes], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ picows callbacks (event loop)
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
+        self.writable = True
+        self.send_bytes_nowait = partial(transport.send, _TEXT)
         self._task = asyncio.ensure_future(self._server.serve_wire(self, self._admitted))
 
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
@@ -125,6 +134,7 @@ class PicowsWire(WSListener):  # type: ignore[misc]
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._closed = True
+        self.writable = False
         self._wake()
         writable = self._writable
         if writable is not None and not writable.done():
@@ -134,10 +144,12 @@ class PicowsWire(WSListener):  # type: ignore[misc]
             on_closed()
 
     def pause_writing(self) -> None:
+        self.writable = False
         if self._writable is None or self._writable.done():
             self._writable = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
+        self.writable = not self._closed
         writable = self._writable
         if writable is not None and not writable.done():
             writable.set_result(None)
@@ -186,12 +198,6 @@ class PicowsWire(WSListener):  # type: ignore[misc]
             await writable  # the kernel buffer is full: back-pressure on the pump
             if self._closed:
                 raise WireClosed("carrier socket closed")
-
-    @property
-    def writable(self) -> bool:
-        """The socket takes data now (picows has not paused writing): an inline send will not queue up."""
-        writable = self._writable
-        return not self._closed and (writable is None or writable.done())
 
     def send_nowait(self, text: str | bytes) -> None:
         """Send one text message without awaiting (UTF-8 bytes accepted as is); the connection's inline path
