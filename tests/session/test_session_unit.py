@@ -219,3 +219,43 @@ def test_event_log_records_and_isolates_broken_listeners(loop_thread: LoopThread
     session.inject_transcript("hello")
     assert "stt_final" in seen
     assert [e.kind for e in session.events][:1] == ["stream_started"]
+
+
+def test_a_failing_audio_listener_is_logged_and_removed_and_the_others_carry_on(
+    loop_thread: LoopThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listeners are registered unwrapped (no wrapper call per frame): feed_caller_audio itself catches what one
+    raises, logs it once and removes that listener; the other listeners and the STT queue still get every chunk."""
+    session, _ = attached(loop_thread)
+    session.stt = object()  # an STT is attached: the inbound queue is fed next to the listeners
+    heard: list[bytes] = []
+    calls = [0]
+
+    def flaky(chunk: bytes) -> None:
+        calls[0] += 1
+        if chunk == b"\x02":
+            raise RuntimeError("listener bug")
+
+    session.add_audio_listener(flaky)
+    session.add_audio_listener(heard.append)
+    with caplog.at_level("ERROR", logger="voice_runtime.session.core"):
+        for i in range(1, 5):
+            loop_thread.run(session.feed_caller_audio, bytes([i]))
+    assert heard == [b"\x01", b"\x02", b"\x03", b"\x04"]
+    assert calls[0] == 2  # removed after the chunk it failed on
+    assert len([r for r in caplog.records if "failed; removed" in r.getMessage()]) == 1
+    queued = loop_thread.run(lambda: [session.inbound.get_nowait() for _ in range(session.inbound.qsize())])
+    assert queued == [b"\x01", b"\x02", b"\x03", b"\x04"]
+
+
+def test_each_registration_of_an_audio_listener_is_removed_once(loop_thread: LoopThread) -> None:
+    session, _ = attached(loop_thread)
+    heard: list[bytes] = []
+    listener = heard.append
+    first = session.add_audio_listener(listener)
+    session.add_audio_listener(listener)  # the same callable twice: it hears each chunk twice
+    loop_thread.run(session.feed_caller_audio, b"\x01")
+    first()
+    first()  # a second call of the same remover removes nothing more
+    loop_thread.run(session.feed_caller_audio, b"\x02")
+    assert heard == [b"\x01", b"\x01", b"\x02"]

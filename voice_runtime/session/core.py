@@ -57,6 +57,8 @@ from voice_runtime.errors import (
     MissingStreamUrlError,
 )
 from voice_runtime.lifecycle import CallState, EndReason, Transition, next_state
+
+_ENDED = CallState.ENDED
 from voice_runtime.marks import Mark, MarkOutcome
 from voice_runtime.session.audio_in import AsyncAudioIn, AudioIn
 from voice_runtime.session.inbox import Inbox
@@ -127,6 +129,9 @@ class VoiceSession(ConversationHelpers):
         self._generation = 0
         self._mixer: Any = None
         self._playback: Any = None
+        #: Loop side: the outbound path's bed mixer (the playback's), or None while no playback feature was used.
+        #: An attribute, set with the playback, because the transport reads it for every frame it sends.
+        self.background_mixer: Any = None
         self._init_call_state()
 
     def _init_call_state(self) -> None:
@@ -149,6 +154,7 @@ class VoiceSession(ConversationHelpers):
         if self._playback is not None:  # a reused session (reset): the old call's playback goes with it
             self._playback.close()
             self._playback = None
+            self.background_mixer = None
 
     # ============================================================================ the lifecycle
     @property
@@ -276,7 +282,7 @@ class VoiceSession(ConversationHelpers):
             if self._state is not CallState.AWAITING_STREAM and not announced:
                 raise LocalProtocolError(f"a stream cannot start on a call in state {self._state}")
             self._loop, self._link = loop, link
-            # The transport's optional fast path for audio produced on its loop (see _send_audio_on_loop).
+            # The transport's optional fast path for audio produced on its loop (see send_audio).
             self._transport_send_now = getattr(link, "send_audio_now", None)
             self._loop_thread = threading.get_ident()  # attach_stream runs on the loop's thread
             self.stream_sid, self.call_sid, self.carrier = stream_id, call_id, carrier
@@ -323,7 +329,10 @@ class VoiceSession(ConversationHelpers):
         sinks = self._audio_sinks
         if sinks:
             for sink in sinks:
-                sink(ulaw)
+                try:  # free in 3.11 unless it raises: no wrapper call per listener and frame
+                    sink(ulaw)
+                except Exception:
+                    self._audio_sink_failed(sink)
             if self.stt is None:
                 return
         if put_drop_oldest(self.inbound, ulaw):
@@ -557,18 +566,31 @@ class VoiceSession(ConversationHelpers):
         It must be quick and must not block; an exception is logged and the listener removed.
         """
 
-        def guarded(chunk: bytes) -> None:
-            try:
-                listener(chunk)
-            except Exception:
-                log.exception("audio listener %r failed; removed", listener)
-                remove()
+        removed = False
 
         def remove() -> None:
-            self._audio_sinks = [s for s in self._audio_sinks if s is not guarded]
+            nonlocal removed
+            if not removed:  # once per registration (a listener added twice is there twice)
+                removed = True
+                self._remove_audio_sink(listener)
 
-        self._audio_sinks = [*self._audio_sinks, guarded]  # copy on write: the loop iterates without a lock
+        # Registered as is, not wrapped: feed_caller_audio catches what it raises (see _audio_sink_failed).
+        self._audio_sinks = [*self._audio_sinks, listener]  # copy on write: the loop iterates without a lock
         return remove
+
+    def _remove_audio_sink(self, sink: Callable[[bytes], None]) -> None:
+        """Drop one registration of ``sink`` (copy on write, like adding)."""
+        sinks = list(self._audio_sinks)
+        for index, registered in enumerate(sinks):
+            if registered is sink:
+                del sinks[index]
+                break
+        self._audio_sinks = sinks
+
+    def _audio_sink_failed(self, sink: Callable[[bytes], None]) -> None:
+        """A listener raised (a reader's ``push`` never does): log it and remove it, as documented."""
+        log.exception("audio listener %r failed; removed", sink)
+        self._remove_audio_sink(sink)
 
     def _add_audio_reader(self, reader: AudioIn | AsyncAudioIn) -> Callable[[], None]:
         push = reader.push
@@ -590,12 +612,10 @@ class VoiceSession(ConversationHelpers):
         ``max_outbound_seconds``. Follow it with :meth:`send_mark` to learn when the caller heard it.
         """
         # Thread identity, not asyncio.get_running_loop(): on 3.11 that costs a getpid() syscall per call.
-        if self._loop_thread == threading.get_ident():
-            return self._send_audio_on_loop(ulaw)
-        self.put_outbound_sync(ulaw, timeout)
-        return True
-
-    def _send_audio_on_loop(self, ulaw: bytes) -> bool:
+        if self._loop_thread != threading.get_ident():
+            self.put_outbound_sync(ulaw, timeout)
+            return True
+        # On the loop (inline here, not a helper call: an echo or speech-to-speech flow does this per frame).
         if not ulaw:
             return True
         out = self._out
@@ -603,10 +623,14 @@ class VoiceSession(ConversationHelpers):
         # transport to send right now (an echo or speech-to-speech flow: one per 20 ms frame) and skip the
         # queue's push, wake and take. Read without the lock: only this thread takes from the queue, and audio
         # another thread appends after this check is queued after this audio — the order it would have anyway.
-        if out.pump_idle and not out.pending and not self._ended.is_set():
+        if out.pump_idle and not out.pending and self._state is not _ENDED:
             send_now = self._transport_send_now
             if send_now is not None and send_now(ulaw if type(ulaw) is bytes else bytes(ulaw)):
                 return True
+        return self._queue_audio_on_loop(ulaw)
+
+    def _queue_audio_on_loop(self, ulaw: bytes) -> bool:
+        """``send_audio`` on the loop when the transport did not take the audio at once: queue it, wake the pump."""
         with self._lock:
             if self._ended.is_set():
                 return False
@@ -955,14 +979,9 @@ class VoiceSession(ConversationHelpers):
                 if self._playback is None:
                     self._playback = Playback(self)
                     self._playback.false_barge_in_window = self.false_barge_in_window
+                    self.background_mixer = self._playback.background
                 playback = self._playback
         return playback
-
-    @property
-    def background_mixer(self) -> Any:
-        """Loop side: the outbound path's bed mixer, or None while no playback feature was used."""
-        playback = self._playback
-        return None if playback is None else playback.background
 
     def play(self, source: Any, *, wait: bool = False, interruptible: bool = True, loop: bool = False, volume: float = 1.0, **kwargs: Any) -> PlayResult:
         """Play a file, raw audio or chunks; returns a handle like ``speak``'s. See docs/audio.md."""
