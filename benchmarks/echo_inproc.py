@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/echo_inproc.py --style listener --frames 20000
       python benchmarks/echo_inproc.py --style loop --profile            # cProfile, top 30 by tottime
+      python benchmarks/echo_inproc.py --count-bytecodes --frames 2000    # bytecodes run per frame, per function
       python benchmarks/echo_inproc.py --calls 200 --frames 40000         # 200 calls round robin
 
 Why: ``echo_bench.py`` measures the real thing (server CPU per call-second against bare echoes), but on a
@@ -10,7 +11,9 @@ mode's real :class:`~voice_runtime.server.ws_picows.PicowsWire` (admission, ``Vo
 ``CallConnection``, the session) with a fake picows transport that only collects what is sent, feeding it
 Twilio media frames the way picows' frame callback would, one call at a time. The figure is µs of our code
 per frame (parse → session → echo → encode → transport.send), and every frame's echo is checked. Under
-``valgrind --tool=callgrind`` the instruction count of a run is a noise-free before/after comparison.
+``valgrind --tool=callgrind`` the instruction count of a run is a noise-free before/after comparison, and
+``--count-bytecodes`` counts the bytecodes each function runs per frame (exact, and it says *where*: on 3.11 the
+interpreter loop is most of our per-frame cost, so fewer bytecodes and fewer Python calls is what makes it faster).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import cProfile
 import json
 import pstats
@@ -66,6 +70,36 @@ class FakeTransport:
         pass
 
 
+class BytecodeCounter:
+    """``sys.settrace`` with per-opcode events: how many bytecodes each Python function runs (``--count-bytecodes``).
+
+    Exact and machine-independent, so a before/after needs one run of each; it does not weigh them (a call costs
+    more than a ``LOAD_FAST``), which callgrind's instruction count does."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[tuple[str, str, int]] = collections.Counter()
+
+    def _trace(self, frame: Any, event: str, _arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        if event == "opcode":
+            code = frame.f_code
+            self.counts[(Path(code.co_filename).name, code.co_name, code.co_firstlineno)] += 1
+        return self._trace
+
+    def enable(self) -> None:
+        sys.settrace(self._trace)
+
+    def disable(self) -> None:
+        sys.settrace(None)
+
+    def report(self, frames: int, top: int = 25) -> dict[str, Any]:
+        total = sum(self.counts.values())
+        for (filename, name, line), count in self.counts.most_common(top):
+            print(f"{count / frames:8.1f}  {filename}:{line} {name}")
+        return {"bytecodes_per_frame": round(total / frames, 1)}
+
+
 class BareEcho:
     """The bare picows echo of ``echo_bench.py`` (``--style bare``): the floor our per-frame cost is compared to."""
 
@@ -85,7 +119,7 @@ class BareEcho:
         pass
 
 
-async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[str, Any]:
+async def run(style: str, frames: int, profile: bool, calls: int = 1, count_bytecodes: bool = False) -> dict[str, Any]:
 
     from voice_runtime import VoiceServer
     from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync
@@ -135,7 +169,7 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[st
     await asyncio.wait_for(all_started.wait(), 30)
     # Round robin over the calls, as a server sees them: each frame's objects are cold again (200 calls' state).
     order = [(line[0].on_ws_frame, line[1], line[3][n]) for n in range(per_call) for line in lines]
-    profiler = cProfile.Profile() if profile else None
+    profiler: Any = BytecodeCounter() if count_bytecodes else cProfile.Profile() if profile else None
     sleep = asyncio.sleep
     every = calls if style == "loop" else 10
     t0 = time.perf_counter()
@@ -168,10 +202,13 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1) -> dict[st
         await asyncio.sleep(0.05)
     for wire, transport, _payloads, _messages in lines:
         wire.on_ws_disconnected(transport)
-    if profiler is not None:
+    extra: dict[str, Any] = {}
+    if isinstance(profiler, BytecodeCounter):
+        extra = profiler.report(frames)  # µs per frame is meaningless under the tracer
+    elif profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     return {"style": style, "calls": calls, "frames": frames, "us_per_frame": round(elapsed * 1e6 / frames, 2),
-            "sent_messages": sent, "echo_ok": ok}
+            "sent_messages": sent, "echo_ok": ok, **extra}
 
 
 def main() -> None:
@@ -180,6 +217,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=20000)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--calls", type=int, default=1, help="calls fed round robin (their state is cold per frame, as on a server)")
+    p.add_argument("--count-bytecodes", action="store_true", help="bytecodes run per frame, per function (sys.settrace)")
     args = p.parse_args()
     try:
         import uvloop
@@ -188,7 +226,7 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        print(json.dumps(runner.run(run(args.style, args.frames, args.profile, args.calls))))
+        print(json.dumps(runner.run(run(args.style, args.frames, args.profile, args.calls, args.count_bytecodes))))
 
 
 if __name__ == "__main__":
