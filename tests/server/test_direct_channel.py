@@ -95,7 +95,7 @@ class _Transport:
 async def test_the_channel_hands_over_what_asgi_queued_in_order_then_pushes_without_pausing_the_socket() -> None:
     """Deterministic, on the real protocol class: messages uvicorn queued before the connection took over
     (the opening's tail, audio that came while the session was built) go first, in order; later ones are
-    pushed as parsed with no pause/resume of the socket per message; a disconnect reaches ``closed()`` once."""
+    pushed as parsed with no pause/resume of the socket per message; a disconnect reaches ``ended(None)`` once."""
     import asyncio
     from collections import Counter
 
@@ -115,8 +115,8 @@ async def test_the_channel_hands_over_what_asgi_queued_in_order_then_pushes_with
         protocol.queue.put_nowait(message)  # type: ignore[arg-type]
     protocol.read_paused = True  # uvicorn paused reading after queueing them
     got: list[str | bytes] = []
-    closed: list[bool] = []
-    protocol.vr_push_to(got.append, lambda: closed.append(True))
+    closed: list[object] = []
+    protocol.vr_push_to(got.append, closed.append)
     assert got == ["one", b"\x00", "two"] and transport.calls == ["resume"] and not protocol.read_paused
 
     protocol.frames, protocol.curr_msg_data_type = [b"three"], "text"
@@ -127,5 +127,5 @@ async def test_the_channel_hands_over_what_asgi_queued_in_order_then_pushes_with
 
     protocol.queue.put_nowait({"type": "websocket.disconnect", "code": 1005})  # as connection_lost does
     protocol.queue.put_nowait({"type": "websocket.disconnect", "code": 1005})
-    assert closed == [True]
+    assert closed == [None]  # ended(None): the socket closed, once
     assert (await protocol.receive())["type"] == "websocket.disconnect"  # ASGI still sees it too

@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from voice_runtime import call_events as ev
@@ -49,6 +50,7 @@ from voice_runtime.protocols import (
 )
 from voice_runtime.offloop import run_off_loop
 from voice_runtime.recording.base import Recorder
+from voice_runtime.server.push import Deliver, Ended
 from voice_runtime.server.stt_binding import SttBinding
 from voice_runtime.server.inbound_budget import BudgetConfig, InboundBudget, Verdict
 from voice_runtime.session import VoiceSession
@@ -438,7 +440,11 @@ class CallConnection:
                 message = await receive()
             except WireClosed:
                 return EndReason.HANGUP if self._hanging_up else EndReason.CARRIER_CLOSED
-            reason = dispatch(message)
+            try:  # free unless it raises (3.11)
+                reason = dispatch(message)
+            except Exception:  # a bug in dispatch ends this call, as on a pushing wire (server/push.py)
+                log.exception("carrier message handling failed; ending call")
+                return EndReason.PUMP_FAILED
             if reason is not None:
                 return reason
             handled += 1
@@ -447,31 +453,30 @@ class CallConnection:
                 self.stats["receive_yields"] += 1
                 await asyncio.sleep(0)  # let the other calls' I/O and tasks run before the rest of our queue
 
-    async def _receive_pushed(self, push_to: Callable[..., None]) -> EndReason:
-        ended: asyncio.Future[EndReason] = self._loop.create_future()
-        dispatch = self._dispatch
-        # The wire calls ``consume`` from its own callback (picows' frame callback, uvicorn's data_received),
-        # whose context is the listener's, not this call's task: run each message in the task's context so its
-        # log lines carry the call id and what it schedules inherits it, as on the receive loop.
+    async def _receive_pushed(self, push_to: Callable[[Deliver, Ended], None]) -> EndReason:
+        """Let the wire push each message to ``_dispatch`` (the contract: server/push.py) until the call ends."""
+        done: asyncio.Future[EndReason] = self._loop.create_future()
+        # The wire delivers from its own callback (picows' frame callback, uvicorn's data_received), whose
+        # context is the listener's, not this call's task: each message runs in the task's context, so its log
+        # lines carry the call id and what it schedules inherits it, as on the receive loop. ``partial`` over
+        # ``Context.run``: the wire calls C code straight into _dispatch, with no Python wrapper per message.
         run = contextvars.copy_context().run
+        deliver: Deliver = partial(run, self._dispatch)  # type: ignore[call-arg]  # run(callable, *args)
 
-        def consume(message: str | bytes) -> None:
-            if ended.done():
+        def finish(result: object) -> None:
+            if done.done():
                 return
-            try:
-                reason = run(dispatch, message)
-            except Exception:  # a bug in dispatch must end this call, not the socket library's callback
-                log.exception("carrier message handling failed; ending call")
+            if result is None:  # the socket closed
+                reason = EndReason.HANGUP if self._hanging_up else EndReason.CARRIER_CLOSED
+            elif isinstance(result, BaseException):  # a bug in dispatch: it ends this call only
+                log.error("carrier message handling failed; ending call", exc_info=result)
                 reason = EndReason.PUMP_FAILED
-            if reason is not None:
-                ended.set_result(reason)
+            else:
+                reason = result  # type: ignore[assignment]  # what _dispatch returned: an EndReason
+            done.set_result(reason)
 
-        def closed() -> None:
-            if not ended.done():
-                ended.set_result(EndReason.HANGUP if self._hanging_up else EndReason.CARRIER_CLOSED)
-
-        push_to(consume, closed)
-        return await ended
+        push_to(deliver, lambda result: run(finish, result))
+        return await done
 
     def _dispatch(self, message: str | bytes) -> EndReason | None:
         """One carrier message after ``start``: parse it and hand its event to the session.

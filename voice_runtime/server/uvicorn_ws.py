@@ -39,6 +39,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 
 from voice_runtime.server.connection import WireClosed
+from voice_runtime.server.push import Deliver, Ended, deliver_one, discard
 
 #: The ASGI scope extension under which the protocol offers its direct channel to the route.
 DIRECT_CHANNEL = "voice_runtime.direct_channel"
@@ -62,8 +63,8 @@ def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtoco
             self._vr_backlog = bytearray()  # read from the socket, not yet parsed
             self._vr_scheduled = False  # a call_soon(_vr_step) is pending
             self._vr_deaf = False  # closed 1008: input is discarded unparsed
-            self._vr_consume: Callable[[str | bytes], None] | None = None  # the direct channel's consumer
-            self._vr_closed: Callable[[], None] | None = None
+            self._vr_deliver: Deliver | None = None  # the call's, on the direct channel (server/push.py)
+            self._vr_ended: Ended | None = None  # called once, when delivery stops
 
         # ------------------------------------------------------------ the direct channel (issue #19)
         def handle_connect(self, event: Any) -> None:
@@ -72,22 +73,23 @@ def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtoco
             if scope is not None:  # an upgrade it accepts; the app's task has not run yet
                 scope["extensions"][DIRECT_CHANNEL] = self
 
-        def vr_push_to(self, consume: Callable[[str | bytes], None], closed: Callable[[], None]) -> None:
-            """From now on hand every message to ``consume`` as it is parsed; ``closed()`` once at the end.
+        def vr_push_to(self, deliver: Deliver, ended: Ended) -> None:
+            """From now on hand every message to ``deliver`` as it is parsed (the contract: server/push.py).
 
             What ASGI already queued (frames that came while the session was built) goes first, in order.
             """
             queue = self.queue
+            self._vr_deliver, self._vr_ended = deliver, ended
             while not queue.empty():
                 message = queue.get_nowait()
-                if message["type"] == "websocket.receive":
-                    text = message.get("text")
-                    consume(text if text is not None else message.get("bytes") or b"")
-                else:  # a disconnect: the call is over
-                    self._vr_consume, self._vr_closed = consume, closed
+                if message["type"] != "websocket.receive":  # a disconnect: the call is over
                     self._vr_signal_closed()
                     return
-            self._vr_consume, self._vr_closed = consume, closed
+                text = message.get("text")
+                # After an end, _vr_deliver is ``discard``: the rest of the queue is drained unread.
+                result = deliver_one(self._vr_deliver, text if text is not None else message.get("bytes") or b"")
+                if result is not None:
+                    self._vr_stop_delivery(result)
             self.queue = _PushedQueue(self, queue)  # type: ignore[assignment]
             if self.disconnected:
                 self._vr_signal_closed()
@@ -97,28 +99,37 @@ def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtoco
                     self.transport.resume_reading()
 
         def _vr_signal_closed(self) -> None:
-            closed, self._vr_closed = self._vr_closed, None
-            if closed is not None:
-                closed()
+            self._vr_stop_delivery(None)
+
+        def _vr_stop_delivery(self, result: object) -> None:
+            """The call is over (``result``: its end reason, an exception, or None when the socket closed)."""
+            ended, self._vr_ended = self._vr_ended, None
+            if self._vr_deliver is not None:
+                self._vr_deliver = discard
+            if ended is not None:
+                ended(result)
 
         def send_receive_event_to_app(self) -> None:
-            consume = self._vr_consume
-            if consume is None:
+            deliver = self._vr_deliver
+            if deliver is None:
                 super().send_receive_event_to_app()
                 return
             data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
             self.frames = []
             if self.close_sent:
                 return  # as uvicorn: past our close, messages are discarded
+            message: str | bytes = data
             if self.curr_msg_data_type == "text":
                 try:
-                    text = data.decode()
+                    message = data.decode()
                 except UnicodeDecodeError:
-                    consume(data)  # the connection counts it as a binary frame, as a wire library would
-                    return
-                consume(text)
-            else:
-                consume(data)
+                    pass  # handed on as bytes: the connection counts it as a binary frame, as a wire library would
+            try:  # free unless it raises (3.11): the push contract's per-message part, inlined
+                result = deliver(message)
+            except Exception as exc:  # a bug in the call ends that call, never uvicorn's callback
+                result = exc
+            if result is not None:
+                self._vr_stop_delivery(result)
             # No pause_reading here: nothing is queued, the message has been handled.
 
         @property

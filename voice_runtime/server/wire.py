@@ -9,6 +9,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from voice_runtime.server.connection import WireClosed
+from voice_runtime.server.push import Deliver, Ended
 
 
 class StarletteWire:
@@ -74,7 +75,7 @@ class UvicornDirectWire(StarletteWire):
         # The channel's own methods, bound once: ``send_nowait`` runs per outbound frame, so no wrapper call.
         self.send_nowait: Callable[[str | bytes], None] = channel.vr_send_nowait
         self.send: Callable[[str], Awaitable[None]] = channel.vr_send  # type: ignore[assignment]
-        self.push_to: Callable[[Callable[[str | bytes], None], Callable[[], None]], None] = channel.vr_push_to
+        self.push_to: Callable[[Deliver, Ended], None] = channel.vr_push_to
 
     @property
     def writable(self) -> bool:

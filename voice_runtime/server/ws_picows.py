@@ -42,6 +42,7 @@ from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgra
 from voice_runtime.server.admission import Admitted, HandshakeView, admit_stream_sync, stream_path_token
 from voice_runtime.server.picows_guard import guarded_protocol_factory
 from voice_runtime.server.probes import probe_response
+from voice_runtime.server.push import Deliver, Ended, deliver_one, discard
 from voice_runtime.server.limits import LISTEN_BACKLOG, quiet_accept_errors
 from voice_runtime.server.stream_policy import warn_if_unsigned
 from voice_runtime.server.app import VoiceServer
@@ -71,8 +72,8 @@ class PicowsWire(WSListener):  # type: ignore[misc]
         self._pending: deque[str | bytes] = deque()
         self._max_pending = max_pending
         self._waiter: asyncio.Future[None] | None = None
-        self._consumer: Callable[[str | bytes], None] | None = None
-        self._on_closed: Callable[[], None] | None = None
+        self._deliver: Deliver | None = None  # the call's, after push_to (server/push.py)
+        self._ended: Ended | None = None  # called once, when delivery stops
         self._closed = False
         self._fragments: list[bytes] | None = None
         self._fragment_type: WSMsgType | None = None
@@ -100,9 +101,14 @@ class PicowsWire(WSListener):  # type: ignore[misc]
                 message: str | bytes = payload.decode("utf-8")
             except UnicodeDecodeError:
                 message = payload  # counted by the connection as a binary frame
-            consumer = self._consumer
-            if consumer is not None:
-                consumer(message)
+            deliver = self._deliver
+            if deliver is not None:
+                try:  # free unless it raises (3.11): the push contract's per-message part, inlined
+                    result = deliver(message)
+                except Exception as exc:  # a bug in the call ends that call, never picows' callback
+                    result = exc
+                if result is not None:
+                    self._stop_delivery(result)
                 return
         elif kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             if not frame.fin:  # a fragmented message (carriers never send them; accepted all the same)
@@ -123,9 +129,11 @@ class PicowsWire(WSListener):  # type: ignore[misc]
             return
         else:  # PING is answered by picows itself (auto-pong); PONG needs nothing
             return
-        consumer = self._consumer
-        if consumer is not None:
-            consumer(message)
+        deliver = self._deliver
+        if deliver is not None:
+            result = deliver_one(deliver, message)
+            if result is not None:
+                self._stop_delivery(result)
             return
         if len(self._pending) >= self._max_pending:  # an opening that never ends: keep memory bounded
             self._pending.popleft()
@@ -139,9 +147,7 @@ class PicowsWire(WSListener):  # type: ignore[misc]
         writable = self._writable
         if writable is not None and not writable.done():
             writable.set_result(None)
-        on_closed = self._on_closed
-        if on_closed is not None:
-            on_closed()
+        self._stop_delivery(None)
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -180,13 +186,30 @@ class PicowsWire(WSListener):  # type: ignore[misc]
                 self._waiter = None
         return self._pending.popleft()
 
-    def push_to(self, consume: Callable[[str | bytes], None], closed: Callable[[], None]) -> None:
-        """From now on deliver every message to ``consume`` on the frame callback; ``closed()`` at the end."""
+    def push_to(self, deliver: Deliver, ended: Ended) -> None:
+        """From now on hand every message to ``deliver`` on the frame callback (the contract: server/push.py).
+
+        What came before (the opening's tail) goes first, in order."""
+        self._deliver, self._ended = deliver, ended
         while self._pending:
-            consume(self._pending.popleft())
-        self._consumer, self._on_closed = consume, closed
+            result = deliver_one(deliver, self._pending.popleft())
+            if result is not None:
+                self._pending.clear()  # after the end: dropped unread
+                self._stop_delivery(result)
+                return
         if self._closed:
-            closed()
+            self._stop_delivery(None)
+
+    def _stop_delivery(self, result: object) -> None:
+        """The call is over (``result``: its end reason, an exception, or None when the socket closed).
+
+        Before ``push_to`` (a close during the opening) there is nobody to tell yet: ``push_to`` delivers what
+        came first, then ends with None."""
+        ended, self._ended = self._ended, None
+        if self._deliver is not None:
+            self._deliver = discard
+        if ended is not None:
+            ended(result)
 
     async def send(self, text: str) -> None:
         transport = self._transport
