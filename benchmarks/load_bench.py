@@ -187,7 +187,8 @@ def expected_agent_audio(providers: str) -> list[bytes]:
 
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
                  background_lead_ms: float = 240.0, observe: str = "on", providers: str = "mock",
-                 fake_http: str = "", fake_ws: str = "", stt_min_chunk_ms: int = 60) -> Any:
+                 fake_http: str = "", fake_ws: str = "", stt_min_chunk_ms: int = 60,
+                 speech_read_ahead: str = "default") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -227,13 +228,16 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
 
     # barge-in off: the caller only speaks after the agent's mark echo, and the byte-exact outbound check
     # needs every utterance played whole.
+    # --speech-read-ahead: the sessions' speech_read_ahead_seconds ("default": the runtime's; "none": off)
+    read_ahead = {} if speech_read_ahead == "default" else {
+        "speech_read_ahead_seconds": None if speech_read_ahead == "none" else float(speech_read_ahead)}
     config = ConnectionConfig(max_batch_seconds=batch_ms / 1000.0, playout_lead=lead_ms / 1000.0,
                               background_lead=background_lead_ms / 1000.0)
     return VoiceServer(
         stt_factory=stt_factory,
         tts_factory=tts_factory,
         inbound_flow=flow,
-        session_defaults={"barge_in": False},
+        session_defaults={"barge_in": False, **read_ahead},
         connection_config=config,
         # observability (docs/observability.md): "off" = none of it; "on" = turn tracking, CallReport, Prometheus,
         # lifecycle log lines; "log" = "on" plus a JSON-lines call log per call
@@ -264,7 +268,7 @@ def server_main(args: argparse.Namespace) -> None:
     server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background,
                           background_lead_ms=args.background_lead_ms, observe=args.observe,
                           providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws,
-                          stt_min_chunk_ms=args.stt_min_chunk_ms)
+                          stt_min_chunk_ms=args.stt_min_chunk_ms, speech_read_ahead=args.speech_read_ahead)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -851,7 +855,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                 me + ["--role", "server", "--server-mode", args.server_mode, "--port", str(port),
                       "--providers", providers, *fake_argv, "--stt-min-chunk-ms", str(getattr(args, "stt_min_chunk_ms", 60)),
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
-                      "--observe", getattr(args, "observe", "on")]
+                      "--observe", getattr(args, "observe", "on"),
+                      "--speech-read-ahead", getattr(args, "speech_read_ahead", "default")]
                 + (["--background"] if getattr(args, "background", False) else [])
                 + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 240.0))],
                 None,
@@ -1168,6 +1173,8 @@ def main() -> None:
                    help="ElevenLabsRealtimeStt(min_chunk_ms=...): audio per Scribe message (20: one per carrier frame)")
     p.add_argument("--compare-stt-chunk", default="",
                    help="e.g. 20,60: run --providers elevenlabs with these min_chunk_ms values interleaved, --rounds times")
+    p.add_argument("--speech-read-ahead", default="default",
+                   help="the sessions' speech_read_ahead_seconds: default (the runtime's), none (off), or seconds")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")

@@ -256,3 +256,60 @@ def test_configuration_is_read_per_instance(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ELEVENLABS_VOICE_SETTINGS", "not json")
     with pytest.raises(ConfigError):
         ElevenLabsTts()
+
+
+class _WatchedTts:
+    """The real ElevenLabsTts; at each piece its stream yields, how much of the call's speech was already queued."""
+
+    def __init__(self, inner: ElevenLabsTts) -> None:
+        self.inner, self.session, self.bytes, self.queued_at_pull = inner, None, 0, [0.0]
+
+    def synthesize(self, text: str, stop: Any = None) -> Any:
+        for piece in self.inner.synthesize(text, stop):
+            self.bytes += len(piece)
+            self.queued_at_pull.append(self.session.outbound_buffered_seconds)  # type: ignore[attr-defined]
+            yield piece
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fake", [{"tts_realtime_factor": 4.0}], indirect=True)
+def test_speech_streamed_faster_than_real_time_is_read_only_so_far_ahead_of_the_carrier(fake: FakeElevenLabs) -> None:
+    """The fake streams at 4x real time, as the load benchmark's does. By default the speech worker stops reading
+    once ``speech_read_ahead_seconds`` (1 s) is queued and reads on at half of it, so the provider's audio waits
+    in the socket, not in the call's memory; with None it reads as fast as the fake sends (most of a 7 s
+    utterance queued). Either way the phone hears every byte the service produced, to the end."""
+    text = " ".join(LONG.split(". ")[:3])
+    watched: list[_WatchedTts] = []
+
+    def factory() -> _WatchedTts:
+        watched.append(_WatchedTts(_tts(fake)))
+        return watched[-1]
+
+    def body(session: Any, values: dict[str, Any]) -> None:
+        session.speech_read_ahead_seconds = setting["read_ahead"]
+        watched[-1].session = session
+        values["result"] = session.speak(text, wait=True, timeout=60)
+        values["waits"] = session.stats["speech_read_ahead_waits"]
+
+    most_queued, waits = {}, {}
+    for read_ahead in (1.0, None):
+        setting = {"read_ahead": read_ahead}
+        flow = Flow(body)
+        server = VoiceServer(tts_factory=factory, inbound_flow=flow)
+        with server.start() as running:
+            phone = SimulatedPhone(running.ws_url + "/stream").connect()
+            try:
+                values = flow.wait(60)
+            finally:
+                phone.close()
+        expected, _ = fake._audio(text, "ulaw_8000")
+        assert values["result"].heard and values["result"].error is None
+        assert watched[-1].bytes == len(expected) and expected in phone.heard_ulaw()
+        most_queued[read_ahead], waits[read_ahead] = max(watched[-1].queued_at_pull), values["waits"]
+    assert len(expected) / 8000 > 5  # long enough for the read-ahead to matter
+    assert waits[1.0] > 0 and waits[None] == 0
+    assert most_queued[1.0] <= 1.0 + 0.1  # one piece of the fake's (20 ms) past the limit at most, with slack
+    assert most_queued[None] > 3.0

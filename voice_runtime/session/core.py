@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from voice_runtime import call_events as ev
-from voice_runtime.audio.frames import FRAME_BYTES, ulaw_duration
+from voice_runtime.audio.frames import FRAME_BYTES, SAMPLE_RATE, ulaw_duration
 from voice_runtime.bounded import put_drop_oldest
 from voice_runtime.call_events import CallEvent, EventLog
 from voice_runtime.conversation.helpers import ConversationHelpers
@@ -116,6 +116,13 @@ class VoiceSession(ConversationHelpers):
     # speak() queues position marks so pause/resume and false barge-in recovery continue it (docs/audio.md);
     # off by default: the marks cost ~5 messages a second each way while the agent speaks
     resumable_speech: bool = False
+    # How far ahead of the carrier speech is read from a streaming TTS (seconds queued here, not yet sent). A
+    # provider streaming faster than real time in small pieces (ElevenLabs' HTTP stream: a read per chunk) then
+    # costs a few large reads per utterance instead of hundreds: past this the speech worker waits until half
+    # of it has been sent, and the provider's audio gathers in the socket meanwhile. It never delays audio the
+    # carrier needs (the first chunk goes at once, and the wait ends with ~half of it still queued). None: read
+    # as fast as the provider sends (up to ``max_outbound_seconds``).
+    speech_read_ahead_seconds: float | None = 1.0
 
     def __post_init__(self) -> None:
         # One lock per call. Hot loop-side paths take the RLock itself (a C call); waits use the condition on it.
@@ -500,11 +507,15 @@ class VoiceSession(ConversationHelpers):
         self._put_outbound(data, timeout, None)
 
     def _put_outbound(self, data: bytes, timeout: float | None, clear_epoch: int | None) -> bool:
-        """Queue audio. With ``clear_epoch`` (the speech worker), refuse it (False) if a clear came since."""
+        """Queue audio. With ``clear_epoch`` (the speech worker), refuse it (False) if a clear came since, and
+        first wait, past ``speech_read_ahead_seconds`` queued, until half of that is left (see the field)."""
         generation = self._generation
         ended = lambda: self._ended.is_set() or generation != self._generation  # noqa: E731
         size = len(data)
         with self._cond:
+            read_ahead = self.speech_read_ahead_seconds
+            if clear_epoch is not None and read_ahead is not None and self._out.buffered_bytes > read_ahead * SAMPLE_RATE:
+                self._wait_for_read_ahead(int(read_ahead * SAMPLE_RATE) // 2, timeout, clear_epoch, ended)
             if not ended() and not self._out.has_room(size):
                 self.stats["outbound_backpressure_waits"] += 1
                 self._out.blocked_producers += 1
@@ -529,6 +540,19 @@ class VoiceSession(ConversationHelpers):
         if wake:
             self._call_on_loop("wake")
         return True
+
+    def _wait_for_read_ahead(self, resume_at: int, timeout: float | None, clear_epoch: int, ended: Callable[[], bool]) -> None:
+        """The speech worker's soft wait (condition held): until ``resume_at`` bytes or fewer are queued, a clear,
+        or the end. At ``timeout`` it goes on and queues anyway: a read-ahead limit never fails a speech (a call
+        on hold, whose pump does not drain, only makes it queue as it did without one)."""
+        self.stats["speech_read_ahead_waits"] += 1
+        self._out.blocked_producers += 1  # take_outbound notifies while a producer waits
+        try:
+            self._cond.wait_for(
+                lambda: ended() or self._out.buffered_bytes <= resume_at or clear_epoch != self._clear_epoch, timeout
+            )
+        finally:
+            self._out.blocked_producers -= 1
 
     @property
     def clear_epoch(self) -> int:
