@@ -21,7 +21,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["CallRef", "CallIdFilter", "JsonFormatter", "call_context", "current_call_id", "install_call_id_records"]
+__all__ = [
+    "CallRef", "CallIdFilter", "JsonFormatter", "call_context", "current_call_id", "install_call_id_records",
+    "start_thread_in_context",
+]
 
 NO_CALL = "-"
 
@@ -63,6 +66,18 @@ def call_context(ref: CallRef | Any) -> Iterator[CallRef]:
         yield ref
     finally:
         _current.reset(token)
+
+
+def start_thread_in_context(target: Any, *args: Any, name: str) -> threading.Thread:
+    """Start a daemon thread that runs ``target(*args)`` in a copy of the caller's context.
+
+    Why: a new thread starts with an empty context, so a runtime thread a call starts (its speech worker, a
+    looping play, a hold prompt) would log without the call's id. Copied here, what it logs carries the id of
+    the call that started it, as tasks and loop callbacks do.
+    """
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target, *args), name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def set_call_context(ref: CallRef) -> None:

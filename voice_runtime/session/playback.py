@@ -36,6 +36,7 @@ from voice_runtime.audio.dtmf import dtmf_tones
 from voice_runtime.audio.frames import FRAME_BYTES, FRAME_INTERVAL, SAMPLE_RATE, ulaw_duration
 from voice_runtime.audio.sources import Source, scale_ulaw, to_ulaw_source
 from voice_runtime.errors import CallHangupError, CallTimeoutError
+from voice_runtime.logs import start_thread_in_context
 from voice_runtime.marks import Mark, MarkOutcome
 from voice_runtime.session.speech import SpeechResult
 
@@ -291,7 +292,7 @@ class Playback:
             self._items.append(item)
         session.log.emit(PLAYBACK_STARTED, label=name, item=item.id, loop=loop, interruptible=interruptible)
         if loop:
-            threading.Thread(target=self._feed_safely, args=(item, 0), name=f"play-loop-{item.id}", daemon=True).start()
+            start_thread_in_context(self._feed_safely, item, 0, name=f"play-loop-{item.id}")
         else:
             self._feed_safely(item, 0)
         result.mark = item.marks[-1][1] if item.marks else None
@@ -548,7 +549,7 @@ class Playback:
                         item.cond.notify_all()
                         continue
             if item.loop:
-                threading.Thread(target=self._feed_safely, args=(item, start), name=f"play-loop-{item.id}", daemon=True).start()
+                start_thread_in_context(self._feed_safely, item, start, name=f"play-loop-{item.id}")
             else:
                 self._feed_safely(item, start)
 
@@ -659,7 +660,7 @@ class Playback:
 
     @staticmethod
     def _spawn(target: Any, *args: Any) -> None:
-        threading.Thread(target=target, args=args, name="playback-helper", daemon=True).start()
+        start_thread_in_context(target, *args, name="playback-helper")
 
     # ================================================================ background, thinking, hold
     def set_background(self, source: Source | None, *, volume: float = 0.1, loop: bool = True) -> None:
@@ -687,7 +688,7 @@ class Playback:
         self.session.log.emit(HOLD_STARTED, period=period)
         if still_holding_prompt is not None:
             prompt = _whole(still_holding_prompt)
-            threading.Thread(target=self._hold_prompts, args=(hold, prompt), name="hold-prompts", daemon=True).start()
+            start_thread_in_context(self._hold_prompts, hold, prompt, name="hold-prompts")
 
     def _hold_prompts(self, hold: _Hold, prompt: bytes) -> None:
         while not hold.stop.wait(hold.period):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from voice_runtime import call_events as ev
 from voice_runtime.audio.frames import ulaw_duration
 from voice_runtime.errors import CallHangupError, CallTimeoutError, ConfigError
+from voice_runtime.logs import start_thread_in_context
 from voice_runtime.marks import Mark, MarkOutcome
 from voice_runtime.session.speech_queue import SpeechQueue, TextStreamSource
 
@@ -241,7 +242,7 @@ class Speaker:
         """The worker's half of ``speak``: synthesize (no lock held), queue the audio, then the mark."""
         session = self._session
         if session.is_disconnected:
-            result.call_disconnected = True
+            self._hung_up(result)
             return
         stop = threading.Event()
         with self._lock:
@@ -286,7 +287,7 @@ class Speaker:
         spoken = provider.text if isinstance(provider, TextStreamSource) else text
         session.log.emit(ev.TTS_END, text=spoken, audio_seconds=result.audio_seconds, stopped=result.stopped, error=result.error)
         if result.call_disconnected or session.is_disconnected:
-            result.call_disconnected = True
+            self._hung_up(result)
             self._tell_stt(self._active > 1)
             return
         if result.error and queued == 0:  # the provider failed before any audio: no playback to wait for
@@ -305,6 +306,14 @@ class Speaker:
             result.mark = session.send_mark("speech")
             result.mark.add_done_callback(lambda _m: self._tell_stt(self._active > 0))
 
+    def _hung_up(self, result: SpeechResult) -> None:
+        """The call ended before this speech was heard: ``result.wait()`` says HUNG_UP (as for a queued speech
+        the end cancelled), not None, whether the end came before, during or after synthesis."""
+        result.call_disconnected = True
+        if result.mark is None:
+            result.mark = Mark("speech", call_id=self._session.call_sid)
+            result.mark.resolve(MarkOutcome.HUNG_UP)
+
     def _synthesize_resumable(
         self, result: SpeechResult, provider: Any, text: str, stop_event: threading.Event | None, started: float, dtmf_interrupt: bool
     ) -> None:
@@ -314,16 +323,13 @@ class Speaker:
         worker queues the item (and waits through pauses)."""
         session = self._session
         if session.is_disconnected:
-            result.call_disconnected = True
+            self._hung_up(result)
             return
         item = session.playback.begin_speech(text or "speech", dtmf_interrupt=dtmf_interrupt)
         result.item = item
         session.log.emit(ev.TTS_START, text=text)
         self._tell_stt(True)
-        synthesis = threading.Thread(
-            target=self._pull_into, args=(result, provider, text, item, stop_event, started), name="speech-synthesis", daemon=True
-        )
-        synthesis.start()
+        start_thread_in_context(self._pull_into, result, provider, text, item, stop_event, started, name="speech-synthesis")
         try:
             session.playback.feed_speech(item)
         finally:

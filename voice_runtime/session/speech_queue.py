@@ -21,12 +21,14 @@ stream-input WebSocket) get the tokens as they come (:func:`text_stream_source`)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,10 @@ class SpeechQueue:
 
     def submit(self, run: Callable[[], None], cancel: Callable[[bool], None]) -> None:
         """Queue ``run``; ``cancel(hung_up)`` is called instead if the job is dropped before it starts."""
+        # Each job runs in its submitter's context (a flow thread's: the call's id on whatever it logs).
+        job = _Job(partial(contextvars.copy_context().run, run), cancel)
         with self._cond:
-            self._jobs.append(_Job(run, cancel))
+            self._jobs.append(job)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name=self.name, daemon=True)
                 self._worker.start()
