@@ -144,7 +144,8 @@ FAKE_API_KEY = "load-bench-key"
 FAKE_VAD_SILENCE_S = 0.3
 
 
-def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str, stt_min_chunk_ms: int = 60) -> tuple[Any, Any]:
+def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str, stt_min_chunk_ms: int = 60,
+                         stt_ws_client: str = "auto") -> tuple[Any, Any]:
     """(stt_factory, tts_factory) building the real ElevenLabs clients, one pair per call, aimed at the fake.
 
     The STT is the real ``ElevenLabsRealtimeStt`` with one hook: every frame it takes off the session's inbound
@@ -164,7 +165,7 @@ def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str, stt_min_chu
 
     def stt_factory() -> Any:
         return ProbedStt(api_key=FAKE_API_KEY, base_url=fake_ws, vad_silence_threshold_secs=FAKE_VAD_SILENCE_S,
-                         echo_discard_seconds=0.0, min_chunk_ms=stt_min_chunk_ms)
+                         echo_discard_seconds=0.0, min_chunk_ms=stt_min_chunk_ms, ws_client=stt_ws_client)
 
     def tts_factory() -> Any:
         return ElevenLabsTts(api_key=FAKE_API_KEY, base_url=fake_http)
@@ -188,7 +189,7 @@ def expected_agent_audio(providers: str) -> list[bytes]:
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
                  background_lead_ms: float = 240.0, observe: str = "on", providers: str = "mock",
                  fake_http: str = "", fake_ws: str = "", stt_min_chunk_ms: int = 60,
-                 speech_read_ahead: str = "default") -> Any:
+                 speech_read_ahead: str = "default", stt_ws_client: str = "auto") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -197,7 +198,7 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
     # --background: every call has a 3 s looping bed at volume 0.1 under speech and in silences
     bed = pcm16_to_ulaw(tone_speech(3.0, frequency=110.0)) if background else b""
     if providers == "elevenlabs":
-        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws, stt_min_chunk_ms)
+        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws, stt_min_chunk_ms, stt_ws_client)
     else:
         tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
 
@@ -268,7 +269,8 @@ def server_main(args: argparse.Namespace) -> None:
     server = build_server(probe, args.batch_ms, args.lead_ms, background=args.background,
                           background_lead_ms=args.background_lead_ms, observe=args.observe,
                           providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws,
-                          stt_min_chunk_ms=args.stt_min_chunk_ms, speech_read_ahead=args.speech_read_ahead)
+                          stt_min_chunk_ms=args.stt_min_chunk_ms, speech_read_ahead=args.speech_read_ahead,
+                          stt_ws_client=args.stt_ws_client)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -856,7 +858,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                       "--providers", providers, *fake_argv, "--stt-min-chunk-ms", str(getattr(args, "stt_min_chunk_ms", 60)),
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
                       "--observe", getattr(args, "observe", "on"),
-                      "--speech-read-ahead", getattr(args, "speech_read_ahead", "default")]
+                      "--speech-read-ahead", getattr(args, "speech_read_ahead", "default"),
+                      "--stt-ws-client", getattr(args, "stt_ws_client", "auto")]
                 + (["--background"] if getattr(args, "background", False) else [])
                 + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 240.0))],
                 None,
@@ -1175,6 +1178,8 @@ def main() -> None:
                    help="e.g. 20,60: run --providers elevenlabs with these min_chunk_ms values interleaved, --rounds times")
     p.add_argument("--speech-read-ahead", default="default",
                    help="the sessions' speech_read_ahead_seconds: default (the runtime's), none (off), or seconds")
+    p.add_argument("--stt-ws-client", default="auto", choices=("auto", "picows", "websockets"),
+                   help="the ElevenLabs STT's WebSocket client (providers/ws_client.py)")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")

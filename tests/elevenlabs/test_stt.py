@@ -24,6 +24,18 @@ from .conftest import API_KEY
 SILENCE = b"\xff" * 160
 
 
+@pytest.fixture(autouse=True, params=["picows", "websockets"])
+def ws_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here on both WebSocket clients (``providers/ws_client.py``): ``ws_client="auto"`` resolves to
+    the one under test. picows needs the ``[fast]`` extra."""
+    if request.param == "picows":
+        pytest.importorskip("picows", reason="the picows client needs the [fast] extra: pip install 'voice-runtime[fast]'")
+    from voice_runtime.providers import ws_client as module
+
+    monkeypatch.setattr(module, "default_backend", lambda: request.param)
+    return str(request.param)
+
+
 class Recorder:
     """Collects an STT's callbacks (they run on the event loop) and lets the test await them."""
 

@@ -62,7 +62,9 @@ import orjson
 
 from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError
+from voice_runtime.providers import ws_client as ws_client_module
 from voice_runtime.providers.backoff import backoff_delay
+from voice_runtime.providers.ws_client import ClientClosed, ClientSocket, HandshakeRejected
 from voice_runtime.providers.elevenlabs_common import (
     PROVIDER,
     env_or,
@@ -143,6 +145,7 @@ class ElevenLabsRealtimeStt:
         stable_after: float = 5.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
+        ws_client: str = "auto",
     ) -> None:
         self._api_key: str | None = env_or(api_key, "ELEVENLABS_API_KEY")  # checked at first use
         self.language_code = env_or(language_code, "STT_LANGUAGE_CODE", "en")
@@ -191,6 +194,12 @@ class ElevenLabsRealtimeStt:
         self.stable_after = stable_after
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
+        if ws_client not in ("auto", *ws_client_module.BACKENDS):
+            raise ConfigError(f"ws_client must be 'auto' or one of {', '.join(ws_client_module.BACKENDS)}, got {ws_client!r}")
+        #: The WebSocket client the Scribe socket runs on (``providers/ws_client.py``): ``auto`` is picows where
+        #: the ``[fast]`` extra is installed (framing and masking in C: this socket sends per chunk of every
+        #: call, on the carrier sockets' loop), else websockets.
+        self.ws_client = ws_client_module.default_backend() if ws_client == "auto" else ws_client
 
         self.on_committed: Callable[[str], None] | None = None
         self.on_recognizing: Callable[[str], None] | None = None
@@ -438,38 +447,34 @@ class ElevenLabsRealtimeStt:
         # failures counts from 1: the first retry is immediate, then backoff_initial * 2**n, ±20 %.
         return backoff_delay(failures - 1, base=self.backoff_initial, maximum=self.backoff_max, immediate_first=True)
 
-    async def _connect(self) -> Any:
-        import websockets
-        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+    async def _connect(self) -> ClientSocket:
+        from websockets.exceptions import InvalidHandshake
 
         try:
             url = self.url()
-            return await websockets.connect(
+            return await ws_client_module.connect(
                 url,
+                headers={"xi-api-key": self.api_key},
                 # wss: the process-wide TLS context; building one per call loads the CA bundle on the event loop
                 ssl=shared_ssl_context() if url.startswith("wss://") else None,
-                additional_headers={"xi-api-key": self.api_key},
                 open_timeout=self.connect_timeout,
                 close_timeout=self.close_timeout,
                 max_size=2**24,
                 ping_interval=20,
-                ping_timeout=20,
-                # No permessage-deflate: every message is ~20-100 ms of base64 μ-law, which deflate barely
-                # shrinks, while it costs a zlib call per frame on both ends and a compressor's state per call.
-                compression=None,
+                backend=self.ws_client,
             )
-        except InvalidStatus as exc:
-            code = exc.response.status_code
-            body = (exc.response.body or b"")[:200].decode("utf-8", "replace").strip()
+        except HandshakeRejected as exc:
+            code = exc.status
+            body = exc.body[:200].decode("utf-8", "replace").strip()
             if code in (401, 403) or (400 <= code < 500 and code not in (408, 425, 429)):
                 raise _FatalError(f"handshake_rejected: HTTP {code} {body}".strip()) from None
             raise _RetryableError(f"handshake HTTP {code}") from None
-        except InvalidURI as exc:
+        except ValueError as exc:  # not a ws:// or wss:// URL
             raise _FatalError(f"invalid_url: {exc}") from None
         except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
             raise _RetryableError(f"{type(exc).__name__}: {exc}") from None
 
-    async def _run_connection(self, ws: Any) -> tuple[str, str]:
+    async def _run_connection(self, ws: ClientSocket) -> tuple[str, str]:
         self._ws = ws
         self._commit_in_session = False
         self._last_partial = None  # an open utterance stays open: its audio is replayed and continues here
@@ -488,9 +493,10 @@ class ElevenLabsRealtimeStt:
                 return receiver.result()
             try:
                 return sender.result()
-            except Exception as exc:  # ConnectionClosed while sending
-                code = getattr(getattr(exc, "rcvd", None), "code", None)
-                return _Outcome.RETRY, f"connection lost while sending (code {code or 1006})"
+            except ClientClosed as exc:
+                return _Outcome.RETRY, f"connection lost while sending (code {exc.code})"
+            except Exception as exc:  # any other send failure: this connection is done, a new one may work
+                return _Outcome.RETRY, f"send failed: {type(exc).__name__}: {exc}"
         finally:
             for task in (sender, receiver):
                 task.cancel()
@@ -500,13 +506,13 @@ class ElevenLabsRealtimeStt:
             self._ws = None
             await self._close_ws(ws)
 
-    async def _close_ws(self, ws: Any) -> None:
+    async def _close_ws(self, ws: ClientSocket) -> None:
         try:
             await asyncio.wait_for(ws.close(1000), self.close_timeout + 1)
         except Exception:  # already dead, or the close handshake timed out
-            ws.transport.abort() if getattr(ws, "transport", None) is not None else None
+            ws.abort()
 
-    async def _send_loop(self, ws: Any) -> tuple[str, str]:
+    async def _send_loop(self, ws: ClientSocket) -> tuple[str, str]:
         assert self._audio_ready is not None
         previous_text = self.previous_text if not self.session_ids else (self._last_commit_text or "")[-50:] or None
         first = True
@@ -582,39 +588,35 @@ class ElevenLabsRealtimeStt:
             return False
         return not any(type(item) is _Commit for item in self._pending)
 
-    async def _recv_loop(self, ws: Any) -> tuple[str, str]:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async for raw in ws:
-                try:
-                    message = orjson.loads(raw)
-                    kind = str(message.get("message_type", ""))
-                except (ValueError, AttributeError, TypeError):
-                    self.stats["bad_messages"] += 1
-                    continue
-                if kind == "session_started":
-                    self.session_ids.append(str(message.get("session_id", "")))
-                    assert self._connected is not None
-                    self._connected.set()
-                elif kind == "partial_transcript":
-                    self._on_partial(str(message.get("text") or ""))
-                elif kind in _COMMITTED:
-                    self._on_commit(kind, str(message.get("text") or ""))
-                elif kind in FATAL_STT_ERRORS:
-                    return _Outcome.FATAL, f"{kind}: {message.get('error') or message.get('message') or ''}".rstrip(": ")
-                elif kind in RETRYABLE_STT_ERRORS or kind.endswith("_error"):
-                    self.stats[f"error_{kind}"] += 1
-                    return _Outcome.RETRY, f"{kind}: {message.get('error') or ''}"
-                elif kind == "commit_throttled":
-                    self.stats["commit_throttled"] += 1
-                elif kind == "warning":
-                    log.info("ElevenLabs STT warning: %s", message.get("warning"))
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            return _Outcome.RETRY, f"connection lost (code {code})"
-        code = ws.close_code
-        return _Outcome.RETRY, f"closed by server (code {code})"
+    async def _recv_loop(self, ws: ClientSocket) -> tuple[str, str]:
+        while True:
+            try:
+                raw = await ws.recv()
+            except ClientClosed as exc:  # the server's close (its code) or a dead socket (1006)
+                return _Outcome.RETRY, f"connection lost (code {exc.code})"
+            try:
+                message = orjson.loads(raw)
+                kind = str(message.get("message_type", ""))
+            except (ValueError, AttributeError, TypeError):
+                self.stats["bad_messages"] += 1
+                continue
+            if kind == "session_started":
+                self.session_ids.append(str(message.get("session_id", "")))
+                assert self._connected is not None
+                self._connected.set()
+            elif kind == "partial_transcript":
+                self._on_partial(str(message.get("text") or ""))
+            elif kind in _COMMITTED:
+                self._on_commit(kind, str(message.get("text") or ""))
+            elif kind in FATAL_STT_ERRORS:
+                return _Outcome.FATAL, f"{kind}: {message.get('error') or message.get('message') or ''}".rstrip(": ")
+            elif kind in RETRYABLE_STT_ERRORS or kind.endswith("_error"):
+                self.stats[f"error_{kind}"] += 1
+                return _Outcome.RETRY, f"{kind}: {message.get('error') or ''}"
+            elif kind == "commit_throttled":
+                self.stats["commit_throttled"] += 1
+            elif kind == "warning":
+                log.info("ElevenLabs STT warning: %s", message.get("warning"))
 
     # ================================================================================ transcripts
     def _on_partial(self, text: str) -> None:
