@@ -57,8 +57,6 @@ from voice_runtime.errors import (
     MissingStreamUrlError,
 )
 from voice_runtime.lifecycle import CallState, EndReason, Transition, next_state
-
-_ENDED = CallState.ENDED
 from voice_runtime.marks import Mark, MarkOutcome
 from voice_runtime.session.audio_in import AsyncAudioIn, AudioIn
 from voice_runtime.session.inbox import Inbox
@@ -85,6 +83,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_ENDED = CallState.ENDED  # read per frame by send_audio on the loop
 
 _DTMF_OUT = frozenset("0123456789*#ABCDabcdwW")
 
@@ -116,12 +116,12 @@ class VoiceSession(ConversationHelpers):
     # speak() queues position marks so pause/resume and false barge-in recovery continue it (docs/audio.md);
     # off by default: the marks cost ~5 messages a second each way while the agent speaks
     resumable_speech: bool = False
-    # How far ahead of the carrier speech is read from a streaming TTS (seconds queued here, not yet sent). A
-    # provider streaming faster than real time in small pieces (ElevenLabs' HTTP stream: a read per chunk) then
-    # costs a few large reads per utterance instead of hundreds: past this the speech worker waits until half
-    # of it has been sent, and the provider's audio gathers in the socket meanwhile. It never delays audio the
-    # carrier needs (the first chunk goes at once, and the wait ends with ~half of it still queued). None: read
-    # as fast as the provider sends (up to ``max_outbound_seconds``).
+    # How far ahead of the carrier speech is read from a streaming TTS (seconds queued here, not yet sent). Past
+    # it the speech worker waits until half of it has been sent: a provider streaming faster than real time then
+    # waits in its socket, not in the call's memory, and the worker wakes a few times per utterance, not once per
+    # network chunk (each HTTP chunk is still its own piece: benchmarks/README.md, "Speech read-ahead"). It never
+    # delays audio the carrier needs (the first chunk goes at once, and the wait ends with ~half of it still
+    # queued). None: read as fast as the provider sends (up to ``max_outbound_seconds``).
     speech_read_ahead_seconds: float | None = 1.0
 
     def __post_init__(self) -> None:
@@ -623,7 +623,7 @@ class VoiceSession(ConversationHelpers):
 
         def remove() -> None:
             self._audio_readers = [r for r in self._audio_readers if r is not reader]
-            self._audio_sinks = [s for s in self._audio_sinks if s is not push]
+            self._remove_audio_sink(push)
 
         return remove
 
