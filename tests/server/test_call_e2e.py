@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
+import struct
 import threading
 import time
 
@@ -9,6 +13,7 @@ import pytest
 
 from voice_runtime import CallHangupError, MarkOutcome, create_tts
 from voice_runtime.providers.mock import tone_speech
+from voice_runtime.server.uvicorn_ws import POLICY_CLOSE_GRACE
 
 from ..conftest import CallHarness, FlowResult
 
@@ -346,3 +351,38 @@ def test_server_closes_the_tts_it_made_for_a_call_when_the_call_ends(harness: Ca
     phone = harness.phone(running)
     assert phone.wait_closed(10)  # the flow returned, so the call was hung up
     assert closed.wait(5)
+
+
+def test_an_oversized_message_gets_its_1009_before_the_socket_is_dropped(harness: CallHarness) -> None:
+    """uvicorn closed the transport the moment its parser refused an oversized frame, while the peer was still
+    sending it: the close, with unread data, reset the connection, and a peer that had not yet read the close
+    frame saw 1006 (seen once in CI on the test above). Now the server stops reading and drops the socket
+    ``POLICY_CLOSE_GRACE`` later, so the close frame is read first. A raw socket shows both: the 1009 arrives,
+    and the connection stays up until the grace has passed."""
+    server, running = harness.serve(lambda session: session.wait_until_disconnected(10))
+    host, port = running.ws_url.split("//")[1].split("/")[0].rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET /stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert b" 101 " in head.split(b"\r\n")[0]
+        sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 2 * 1024 * 1024) + b"\x00" * 4 + b"x" * 65536)
+        data = b""
+        while len(data) < 4:
+            data += sock.recv(4096)
+        closed_frame_at = time.monotonic()
+        assert data[0] == 0x88 and struct.unpack("!H", data[2:4])[0] == 1009
+        try:
+            while sock.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        held = time.monotonic() - closed_frame_at
+    finally:
+        sock.close()
+    assert held >= POLICY_CLOSE_GRACE * 0.5, f"the socket was dropped {held:.3f}s after the close frame"
+    assert server.limits.stats["ws_parser_closes_unread"] == 1

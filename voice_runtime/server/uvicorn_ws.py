@@ -201,6 +201,25 @@ def fair_websocket_protocol(stats: Counter[str]) -> type[WebSocketsSansIOProtoco
                     self.transport.resume_reading()
             return message
 
+        def handle_parser_exception(self) -> None:
+            """A frame the parser refuses (over the size limit: 1009; malformed: 1002/1007), as uvicorn handles it
+            but without closing the transport at once. uvicorn closes it right after writing the close frame,
+            while the peer is usually still sending the rest of an oversized message: that close, with unread
+            data, resets the connection, and a peer that had not yet read our close frame sees 1006, not the
+            reason. Like a policy close: stop reading and close the transport :data:`POLICY_CLOSE_GRACE` later."""
+            assert self.conn.close_sent is not None
+            code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self._vr_deaf = True
+            stats["ws_parser_closes_unread"] += 1
+            self._vr_backlog.clear()
+            self._vr_pause()
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(POLICY_CLOSE_GRACE, self.transport.close)
+
         async def send(self, message: Any) -> None:
             policy_close = (
                 message.get("type") == "websocket.close"
