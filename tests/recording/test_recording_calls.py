@@ -18,7 +18,7 @@ import numpy as np
 from voice_runtime import call_events as ev
 from voice_runtime.audio import pcm16_to_ulaw
 from voice_runtime.providers.mock import tone_speech
-from voice_runtime.recording import RecordingChunk, RecordingFile, callback_recorder_factory
+from voice_runtime.recording import CallbackRecorder, RecordingChunk, RecordingFile, callback_recorder_factory
 
 from ..conftest import CallHarness, FlowResult
 
@@ -206,7 +206,22 @@ def test_callback_sink_uploads_the_finished_file_with_the_s3_example(harness: Ca
         upload(recording)
 
     try:
-        factory = callback_recorder_factory(on_file=on_file, on_chunk=chunks.append, directory=tmp_path, keep_file=False)
+        make_recorder = callback_recorder_factory(on_file=on_file, on_chunk=chunks.append, directory=tmp_path, keep_file=False)
+        closed = threading.Event()  # set once close() has returned: the upload is done and the file deleted
+
+        def factory(session: Any) -> Any:
+            recorder = make_recorder(session)
+            assert isinstance(recorder, CallbackRecorder)
+            close = recorder.close
+
+            def close_and_tell() -> Path | None:
+                try:
+                    return close()
+                finally:
+                    closed.set()
+
+            recorder.close = close_and_tell  # type: ignore[method-assign]
+            return recorder
 
         def body(session: Any) -> None:
             session.speak("This call is being uploaded.", wait=True)
@@ -217,6 +232,7 @@ def test_callback_sink_uploads_the_finished_file_with_the_s3_example(harness: Ca
         flow_result.wait()
         assert phone.wait_closed(10)
         assert s3.stored.wait(10)
+        assert closed.wait(10)  # S3 answers before the recorder deletes the file: wait for close() itself
     finally:
         s3.shutdown()
         s3.server_close()
