@@ -18,7 +18,7 @@ import numpy as np
 from voice_runtime import call_events as ev
 from voice_runtime.audio import pcm16_to_ulaw
 from voice_runtime.providers.mock import tone_speech
-from voice_runtime.recording import CallbackRecorder, RecordingChunk, RecordingFile, callback_recorder_factory
+from voice_runtime.recording import CallbackRecorder, RecordingChunk, RecordingFile, call_audio_of, callback_recorder_factory
 
 from ..conftest import CallHarness, FlowResult
 
@@ -160,6 +160,68 @@ def test_set_mixer_taps_receive_both_sides_in_order_with_timestamps(harness: Cal
     assert caller_line in caller_bytes  # the caller's words arrive whole and in order
     caller_times = [at for _, at in caller if at is not None]
     assert caller_times == sorted(caller_times) and len(caller_times) == len(caller)  # Twilio frames carry timestamps
+
+
+def test_call_audio_is_written_only_while_something_takes_the_audio(harness: CallHarness, flow_result: FlowResult) -> None:
+    """No sink, mixer or listener: the loop skips the per-frame write. A mixer or a live listener set mid-call
+    gets the audio from then on (agent speech byte for byte), and once both are gone the writes stop again."""
+    writes: dict[str, int] = {"write_caller": 0, "write_agent": 0}
+    mixer_agent, listener_agent = bytearray(), bytearray()
+
+    class Mixer:
+        def write_caller(self, chunk: bytes, at: float | None = None) -> None:
+            pass
+
+        def write_agent(self, chunk: bytes, at: float | None = None) -> None:
+            mixer_agent.extend(chunk)
+
+    class Listener(Mixer):
+        def write_agent(self, chunk: bytes, at: float | None = None) -> None:
+            listener_agent.extend(chunk)
+
+        def truncate_agent(self, at: float) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    def body(session: Any) -> None:
+        audio = call_audio_of(session)
+        assert audio is not None
+        for side in writes:  # count the loop's writes (instance attributes shadow the methods)
+            def counted(chunk: bytes, at: float | None = None, _write: Any = getattr(audio, side), _side: str = side) -> None:
+                writes[_side] += 1
+                _write(chunk, at)
+            setattr(audio, side, counted)
+        values = flow_result.values
+        values["idle_speech"] = session.speak("Nobody is taking this audio.", wait=True).audio_seconds
+        values["idle"] = dict(writes)
+        session.set_mixer(Mixer())
+        values["mixed_speech"] = session.speak("A mixer takes this.", wait=True).audio_seconds
+        session.set_mixer(None)
+        values["after_mixer"] = dict(writes)
+        session.speak("Nobody again.", wait=True)
+        values["idle_again"] = dict(writes)
+        remove = audio.add_listener(Listener())
+        values["listened_speech"] = session.speak("A listener takes this.", wait=True).audio_seconds
+        remove()
+        values["after_listener"] = dict(writes)
+        session.speak("Nobody at the end.", wait=True)
+        values["end"] = dict(writes)
+        session.hangup(timeout=5)
+
+    _, running = harness.serve(flow_result.run(body))
+    phone = harness.phone(running)
+    values = flow_result.wait()
+    assert phone.wait_closed(10)
+    assert values["idle_speech"] > 0.5 and values["idle"] == {"write_caller": 0, "write_agent": 0}
+    # The mixer got all its speech, once; the caller's frames (the phone sends them all along) were written too.
+    assert abs(len(mixer_agent) / 8000 - values["mixed_speech"]) < 0.05
+    assert values["after_mixer"]["write_caller"] > 10 and values["after_mixer"]["write_agent"] > 0  # agent: per batch
+    # A write already under way when the mixer went away may still land: at most one frame each way.
+    assert all(values["idle_again"][k] - values["after_mixer"][k] <= 1 for k in writes)
+    assert abs(len(listener_agent) / 8000 - values["listened_speech"]) < 0.05
+    assert all(values["end"][k] - values["after_listener"][k] <= 1 for k in writes)
 
 
 class _FakeS3(http.server.ThreadingHTTPServer):

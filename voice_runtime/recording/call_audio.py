@@ -57,7 +57,9 @@ class CallAudio:
         self._lock = threading.Lock()
         self._closed = False
         self.tap_errors = 0
+        self._demand_watchers: tuple[Callable[[bool], None], ...] = ()
         self._unsubscribe = session.add_event_listener(self._on_event)
+        session.watch_mixer(self._demand_changed)
         with _by_session_lock:
             _by_session[session] = self
         if sink is not None:
@@ -94,21 +96,43 @@ class CallAudio:
     def paused(self) -> bool:
         return self.pauses.paused
 
+    # ------------------------------------------------------------------ demand: is anyone taking the audio?
+    @property
+    def wants_audio(self) -> bool:
+        """True while something takes this call's audio: a sink, a ``set_mixer`` mixer or a live listener.
+
+        A pause alone is not a use: it only masks what the taps get."""
+        mixer = self.session.mixer
+        return self.sink is not None or bool(self._listeners) or (mixer is not None and mixer is not self)
+
+    def watch_demand(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(wants_audio)`` now and again whenever it may have changed, from whichever thread changed
+        it. The call loop uses it to skip the write per frame while nobody takes the audio (most calls)."""
+        with self._lock:
+            self._demand_watchers = (*self._demand_watchers, callback)
+        callback(self.wants_audio)
+
+    def _demand_changed(self) -> None:
+        wanted = self.wants_audio
+        for callback in self._demand_watchers:
+            callback(wanted)
+
     # ------------------------------------------------------------------ live listeners
     def add_listener(self, listener: Recorder) -> Callable[[], None]:
         """Feed ``listener`` from now on; returns a function that detaches it (it is not closed for you)."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
+        self._demand_changed()
 
         def remove() -> None:
             with self._lock:
                 self._listeners = tuple(x for x in self._listeners if x is not listener)
+            self._demand_changed()
 
         return remove
 
     # ------------------------------------------------------------------ the recorder protocol
-    # Per frame of every call, on the loop, even when nothing records: kept to attribute reads and
-    # ``is None`` tests unless a sink, a mixer, a listener or a pause is actually there.
+    # Per frame of a call while something takes its audio (see watch_demand).
     def write_caller(self, ulaw: bytes, at: float | None = None) -> None:
         if self.pauses.active:
             ulaw = self.pauses.mask(ulaw, self._clock() if at is None else at)
@@ -173,6 +197,8 @@ class CallAudio:
             self._closed = True
             listeners, self._listeners = self._listeners, ()
         self._unsubscribe()
+        self.session.watch_mixer(None)
+        self._demand_changed()
         for listener in listeners:
             self._feed(listener.close)
         sink = self.sink

@@ -143,6 +143,9 @@ class CallConnection:
         self.stats: Counter[str] = Counter()
         self.closed = asyncio.Event()
         self.recorder: Recorder | None = None
+        #: Where each frame's audio is written: :attr:`recorder`, or None while it has no use for audio (a
+        #: ``CallAudio`` with no sink, mixer or listener: most calls), so the per-frame path skips the call.
+        self._tap: Recorder | None = None
         self.stt_binding: SttBinding | None = None
         self.end_reason: EndReason | None = None
         self._loop = asyncio.get_running_loop()
@@ -268,7 +271,7 @@ class CallConnection:
             self._playhead = playhead = now
         if not self._turn_audio_sent:
             self._first_audio_of_turn()
-        recorder = self.recorder
+        recorder = self._tap
         if recorder is not None:
             recorder.write_agent(audio, playhead)
         self._playhead = playhead = playhead + len(audio) / SAMPLE_RATE  # ulaw_duration: a byte per sample
@@ -281,10 +284,28 @@ class CallConnection:
         assert self.session is not None
         if not self._turn_audio_sent:
             self._first_audio_of_turn()
-        if self.recorder is not None:
-            self.recorder.write_agent(audio, self._playhead)
+        if self._tap is not None:
+            self._tap.write_agent(audio, self._playhead)
         self._playhead += ulaw_duration(len(audio))
         self.session.set_playout_until(self._playhead)
+
+    def _watch_recorder(self, recorder: Recorder | None) -> None:
+        """Write frames to ``recorder`` only while it wants them.
+
+        A recorder with ``watch_demand`` (``CallAudio``) calls back with True or False whenever it gains or loses
+        its last use for audio (a sink, a mixer, a live listener), from any thread; any other recorder is written
+        to always. Why: every call has a ``CallAudio`` and most record nothing, and the write per frame each way
+        was a Python call, a property and four tests that only said so.
+        """
+        watch = getattr(recorder, "watch_demand", None)
+        if watch is None:
+            self._tap = recorder
+            return
+
+        def on_demand(wanted: bool) -> None:
+            self._tap = recorder if wanted else None  # one attribute store: safe from any thread under the GIL
+
+        watch(on_demand)
 
     def _first_audio_of_turn(self) -> None:
         """Once per agent turn (reset by a mark or a clear): its first audio is on the wire, and the carrier
@@ -411,6 +432,7 @@ class CallConnection:
                 self.recorder = self.recorder_factory(session)
             except Exception:
                 log.exception("recorder could not be created; call continues unrecorded")
+            self._watch_recorder(self.recorder)
         self._pump_task = asyncio.ensure_future(self._pump())
         if binding.stt is not None:
             self._stt_task = asyncio.ensure_future(binding.start())
@@ -511,7 +533,7 @@ class CallConnection:
                 payload = self._decode(payload)
             if payload:
                 session.feed_caller_audio(payload)
-                recorder = self.recorder
+                recorder = self._tap
                 if recorder is not None:
                     ts = event.timestamp_ms  # type: ignore[union-attr]
                     recorder.write_caller(payload, None if ts is None else self._stream_t0 + ts / 1000.0)
@@ -640,8 +662,8 @@ class CallConnection:
                     await self.wire.send(dialect.encode_media(payload))
                     if not self._turn_audio_sent:
                         self._first_audio_of_turn()
-                if self.recorder is not None:
-                    self.recorder.write_agent(audio, self._playhead)
+                if self._tap is not None:
+                    self._tap.write_agent(audio, self._playhead)
                 self._playhead += ulaw_duration(len(audio))
                 session.set_playout_until(self._playhead)
                 ahead = self._playhead - time.monotonic() - lead
@@ -682,8 +704,8 @@ class CallConnection:
             payload = self._encode(fill) if self._encode is not None else fill
             if payload:
                 await self.wire.send(self.dialect.encode_media(payload))  # type: ignore[union-attr]
-            if self.recorder is not None:
-                self.recorder.write_agent(fill, self._playhead)
+            if self._tap is not None:
+                self._tap.write_agent(fill, self._playhead)
             self._playhead += ulaw_duration(need)
             self._fill_queued = True
         if self._wake.is_set() or self._clear_pending or self._dtmf_pending:

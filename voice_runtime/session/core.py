@@ -135,6 +135,7 @@ class VoiceSession(ConversationHelpers):
         self._loop_thread: int | None = None
         self._generation = 0
         self._mixer: Any = None
+        self._mixer_watcher: Callable[[], None] | None = None
         self._playback: Any = None
         #: Loop side: the outbound path's bed mixer (the playback's), or None while no playback feature was used.
         #: An attribute, set with the playback, because the transport reads it for every frame it sends.
@@ -941,6 +942,16 @@ class VoiceSession(ConversationHelpers):
     # ============================================================================ mixer taps (prior art)
     def set_mixer(self, mixer: Any) -> None:
         self._mixer = mixer
+        watcher = self._mixer_watcher
+        if watcher is not None:
+            watcher()
+
+    def watch_mixer(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` after each :meth:`set_mixer` (one watcher: the call's ``CallAudio``; None stops it).
+
+        Why: the call loop writes each frame to the taps only while something takes the audio, and a mixer set
+        mid-call must start getting frames from the next one."""
+        self._mixer_watcher = callback
 
     @property
     def mixer(self) -> Any:
