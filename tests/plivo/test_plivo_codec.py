@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import orjson
 import pytest
 
 from voice_runtime.errors import LocalProtocolError, RemoteProtocolError
@@ -320,3 +321,73 @@ def test_carrier_played_variant_and_no_stop() -> None:
     assert json.loads(carrier.mark_echo("x"))["event"] == "played"
     assert carrier.stop() is None
     assert PlivoCarrier.echoes_marks_on_clear is False
+
+
+def _media_variants() -> list[dict[str, object]]:
+    """Media messages around the exact shape the hot path takes: each field missing, mistyped or odd."""
+    good: dict[str, object] = {
+        "event": "media",
+        "sequenceNumber": 2,
+        "streamId": SID,
+        "media": {"track": "inbound", "timestamp": "1705312200000", "chunk": 1, "payload": base64.b64encode(bytes(range(160))).decode()},
+        "extra_headers": "userId=12345;sessionId=abc-xyz",
+    }
+    out: list[dict[str, object]] = [good]
+
+    def variant(**changes: object) -> None:
+        msg = json.loads(json.dumps(good))
+        for path, value in changes.items():
+            target = msg["media"] if path.startswith("media_") else msg
+            key = path.removeprefix("media_")
+            if value is KeyError:
+                del target[key]
+            else:
+                target[key] = value
+        out.append(msg)
+
+    for field in ("sequenceNumber", "streamId", "media_track", "media_chunk", "media_timestamp", "media_payload"):
+        variant(**{field: KeyError})
+    for value in (7, 7.0, 7.5, True, None, "", "7", "٣", "²", "+7", " 7", "9" * 5000, 10**30, -3):
+        variant(sequenceNumber=value)
+        variant(media_chunk=value)
+        variant(media_timestamp=value)
+    for stamp in ("40", "1705312200020", "1705312199980", "99999999999", "100000000000", "9" * 19):
+        variant(media_timestamp=stamp)  # relative, epoch after and before the base, both sides of the threshold
+    variant(sequenceNumber=3)
+    variant(sequenceNumber=9)  # a gap
+    variant(sequenceNumber=1)  # a repeat
+    variant(streamId=None)
+    variant(streamId="other")
+    variant(media_track="outbound")
+    variant(media_track=None)
+    for payload in ("!!!", "", ["a"], "/w==\n", "AAE", "é"):
+        variant(media_payload=payload)
+    variant(media="not an object")
+    variant(media=None)
+    return out
+
+
+def _outcome(parse: object, message: object) -> object:
+    try:
+        return parse(message)  # type: ignore[operator]
+    except RemoteProtocolError as exc:
+        return ("error", exc.reason)
+
+
+@pytest.mark.parametrize("started_first", [True, False])
+def test_the_media_hot_path_gives_what_the_checked_path_gives_for_every_odd_message(started_first: bool) -> None:
+    """``parse`` takes well-formed media on an inlined path and leaves everything else to ``_parse_media``: for
+    each variant, in order, the event (or the error reason), the sequence bookkeeping and the epoch base are those
+    of the checked path."""
+    variants = _media_variants()
+    assert len(variants) > 60
+    hot, checked = (started() if started_first else PlivoDialect()), (started() if started_first else PlivoDialect())
+    for msg in variants:
+        got = _outcome(hot.parse, json.dumps(msg))
+        expected = _outcome(checked._parse_media, orjson.loads(json.dumps(msg)))  # parsed as parse does (10**30: a float)
+        assert got == expected, msg
+        assert type(got) is type(expected)
+        assert (hot.last_sequence, hot.sequence_gaps, hot.sequence_repeats, hot._epoch_base) == (
+            checked.last_sequence, checked.sequence_gaps, checked.sequence_repeats, checked._epoch_base), msg
+    if started_first:
+        assert hot.sequence_gaps >= 1 and hot.sequence_repeats >= 1 and hot._epoch_base == 1705312200000

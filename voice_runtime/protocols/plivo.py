@@ -19,6 +19,7 @@ were pending at ``clearAudio`` — the session resolves them itself when the cle
 
 from __future__ import annotations
 
+from binascii import a2b_base64
 from typing import Any
 
 import orjson
@@ -28,7 +29,6 @@ from voice_runtime.protocols.base import (
     Dialect,
     decode_base64,
     encode_base64,
-    loads_object,
     optional_int,
     require_dict,
     require_str,
@@ -154,7 +154,42 @@ class PlivoDialect(Dialect):
 
     # -- inbound --------------------------------------------------------------------------------------
     def parse(self, text: str | bytes) -> CarrierEvent:
-        msg = loads_object(text)
+        try:  # loads_object, inlined: this runs 50 times a second per call
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise RemoteProtocolError("invalid_json", str(exc)[:80]) from None
+        # The hot path, as in the Twilio dialect: a media message of exactly the shape Plivo documents (every
+        # field there, the sequence and chunk numbers as JSON integers, the timestamp as a digit string, this
+        # stream, the inbound track) is read field by field with nothing called but the decoders. Anything else
+        # falls through to the checked path below, which makes the same event or raises the precise error.
+        try:
+            if msg["event"] == "media":
+                media = msg["media"]
+                sequence, chunk, stamp = msg["sequenceNumber"], media["chunk"], media["timestamp"]
+                sid = self.stream_id
+                if (
+                    sid is not None and msg["streamId"] == sid and media["track"] == "inbound"
+                    and type(sequence) is int and type(chunk) is int
+                    and type(stamp) is str and len(stamp) < 19 and stamp.isascii() and stamp.isdigit()
+                ):
+                    # Everything that can raise comes before the bookkeeping, so a fall-through counts nothing twice.
+                    payload = a2b_base64(media["payload"], strict_mode=True)
+                    ms = int(stamp)
+                    if ms >= _EPOCH_MS_THRESHOLD:  # _stream_time, inlined: an epoch stamp, rebased on the first
+                        base = self._epoch_base
+                        if base is None:
+                            base = self._epoch_base = ms
+                        ms = ms - base if ms > base else 0
+                    last = self.last_sequence
+                    if last is not None and sequence != last + 1:
+                        self.track_sequence(sequence)  # a gap or a repeat: the generic bookkeeping counts it
+                    else:
+                        self.last_sequence = sequence
+                    return tuple.__new__(MediaReceived, (payload, sequence, chunk, ms))
+        except (KeyError, TypeError, AttributeError, ValueError):  # ValueError: bad base64
+            pass
+        if type(msg) is not dict:
+            raise RemoteProtocolError("not_an_object", type(msg).__name__)
         event = msg.get("event")
         if not isinstance(event, str):
             raise RemoteProtocolError("missing_event", "no string 'event' field")
