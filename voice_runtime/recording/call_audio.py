@@ -59,7 +59,7 @@ class CallAudio:
         self.tap_errors = 0
         self._demand_watchers: tuple[Callable[[bool], None], ...] = ()
         self._unsubscribe = session.add_event_listener(self._on_event)
-        session.watch_mixer(self._demand_changed)
+        self._unwatch_mixer = session.watch_mixer(self._demand_changed)
         with _by_session_lock:
             _by_session[session] = self
         if sink is not None:
@@ -101,7 +101,9 @@ class CallAudio:
     def wants_audio(self) -> bool:
         """True while something takes this call's audio: a sink, a ``set_mixer`` mixer or a live listener.
 
-        A pause alone is not a use: it only masks what the taps get."""
+        A pause alone is not a use: it only masks what the taps get. Once closed, nothing is."""
+        if self._closed:
+            return False
         mixer = self.session.mixer
         return self.sink is not None or bool(self._listeners) or (mixer is not None and mixer is not self)
 
@@ -197,7 +199,7 @@ class CallAudio:
             self._closed = True
             listeners, self._listeners = self._listeners, ()
         self._unsubscribe()
-        self.session.watch_mixer(None)
+        self._unwatch_mixer()
         self._demand_changed()
         for listener in listeners:
             self._feed(listener.close)

@@ -946,12 +946,19 @@ class VoiceSession(ConversationHelpers):
         if watcher is not None:
             watcher()
 
-    def watch_mixer(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback()`` after each :meth:`set_mixer` (one watcher: the call's ``CallAudio``; None stops it).
+    def watch_mixer(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after each :meth:`set_mixer`; returns the function that stops it.
 
-        Why: the call loop writes each frame to the taps only while something takes the audio, and a mixer set
-        mid-call must start getting frames from the next one."""
+        One watcher at a time: the call's ``CallAudio`` (a newer one replaces it, and the older one's stop then
+        leaves the newer in place). Why: the call loop writes each frame to the taps only while something takes
+        the audio, and a mixer set mid-call must start getting frames from the next one."""
         self._mixer_watcher = callback
+
+        def stop() -> None:
+            if self._mixer_watcher is callback:
+                self._mixer_watcher = None
+
+        return stop
 
     @property
     def mixer(self) -> Any:
