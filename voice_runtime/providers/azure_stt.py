@@ -44,6 +44,7 @@ from typing import Any
 from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError, ProviderError
 from voice_runtime.providers.backoff import backoff_delay
+from voice_runtime.providers.base import reads_its_queue_itself
 from voice_runtime.providers.azure_sdk import (
     PROVIDER,
     AzureSpeechSdk,
@@ -308,6 +309,8 @@ class AzureStt:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: _AudioWriter | None = None
         self._feeder: asyncio.Task[None] | None = None
+        #: The inline path for caller audio (``VoiceSession.feed_stt_inline``), offered once started.
+        self.feed_audio: Callable[[bytes], None] | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Task[None]] = set()
@@ -356,6 +359,8 @@ class AzureStt:
         self._writer = _AudioWriter(self.max_buffer_bytes, self._on_write_failed, self.stats)
         self._writer.start()
         self._feeder = asyncio.create_task(self._feed(inbound_queue), name="azure-stt-feed")
+        if not reads_its_queue_itself(self, AzureStt, "_feed"):
+            self.feed_audio = self._feed_inline
         try:
             await self._open_epoch()
         except ProviderError as exc:
@@ -577,13 +582,19 @@ class AzureStt:
                 self._eof = True
                 writer.end_input()
                 return
-            if not frame:
-                continue
-            if self._failed:
-                self.stats["frames_dropped_after_failure"] += 1
-                continue
-            self.stats["frames_in"] += 1
-            writer.push(bytes(frame))
+            self._feed_inline(frame)
+
+    def _feed_inline(self, ulaw: bytes) -> None:
+        """One caller chunk, from the queue or inline on the loop (``feed_audio`` once started: the session calls
+        it instead of queueing): handed to the push-stream writer, with no feeder-task step per frame."""
+        writer = self._writer
+        if not ulaw or writer is None or self._eof or self._stopping:
+            return
+        if self._failed:
+            self.stats["frames_dropped_after_failure"] += 1
+            return
+        self.stats["frames_in"] += 1
+        writer.push(bytes(ulaw))
 
     # ============================================================================ events
     def _sdk_callback(self, kind: str, epoch_id: int, extract: Callable[[Any], Any]) -> Callable[[Any], None]:

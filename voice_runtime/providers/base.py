@@ -79,7 +79,14 @@ class SttProvider(Protocol):
         """Tell the provider whether the agent is currently talking (for echo handling)."""
 
     async def start(self, inbound_queue: asyncio.Queue[bytes | None]) -> None:
-        """Begin consuming ``inbound_queue``. Returns once running; owns any tasks it creates."""
+        """Begin consuming ``inbound_queue``. Returns once running; owns any tasks it creates.
+
+        Optional: a provider that only buffers each chunk may also have a ``feed_audio(ulaw: bytes) -> None``
+        attribute once ``start`` has returned; the session then calls it on the event loop with every caller
+        chunk instead of putting it on the queue (it must not block or await; the end of input still arrives on
+        the queue as ``None``). Per 20 ms frame that saves the queue's put, a Future and a task step. Ours set
+        it in ``start``, and not for a subclass with its own queue reader (:func:`reads_its_queue_itself`).
+        """
 
     async def stop(self) -> None:
         """Stop, cancelling and awaiting every task the provider owns. Idempotent."""
@@ -190,3 +197,12 @@ def speak_on(
 def _flag(value: object) -> bool:
     """A session's boolean property; anything that is not a real ``True`` (e.g. an unset test double) is False."""
     return value is True
+
+
+def reads_its_queue_itself(provider: object, base: type, reader: str) -> bool:
+    """True when ``provider``'s class replaces ``base``'s queue reader ``reader`` (a subclass's own consumer).
+
+    Why: a provider offers ``feed_audio`` (the inline path) from its ``start``, but a subclass that reads the
+    queue its own way (a test double that stalls, one that counts each frame) must keep getting every frame
+    through the queue, or its override would silently stop seeing audio."""
+    return getattr(type(provider), reader) is not getattr(base, reader)

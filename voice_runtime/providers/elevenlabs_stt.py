@@ -64,6 +64,7 @@ from voice_runtime.compat.names import deprecated_module_names, prior_art_class
 from voice_runtime.errors import ConfigError
 from voice_runtime.providers import ws_client as ws_client_module
 from voice_runtime.providers.backoff import backoff_delay
+from voice_runtime.providers.base import reads_its_queue_itself
 from voice_runtime.providers.ws_client import ClientClosed, ClientSocket, HandshakeRejected
 from voice_runtime.providers.elevenlabs_common import (
     PROVIDER,
@@ -230,6 +231,8 @@ class ElevenLabsRealtimeStt:
         self._dead = False
         self._error_reported = False
         self._intake_task: asyncio.Task[None] | None = None
+        #: The inline path for caller audio (``VoiceSession.feed_stt_inline``), offered once started.
+        self.feed_audio: Callable[[bytes], None] | None = None
         self._supervisor_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ws: Any = None
@@ -272,6 +275,8 @@ class ElevenLabsRealtimeStt:
         self._audio_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._intake_task = asyncio.create_task(self._intake(inbound_queue), name="elevenlabs_stt_intake")
+        if not reads_its_queue_itself(self, ElevenLabsRealtimeStt, "_intake"):
+            self.feed_audio = self._feed_inline
         self._supervisor_task = asyncio.create_task(self._supervise(), name="elevenlabs_stt_supervisor")
 
     async def stop(self) -> None:
@@ -346,6 +351,12 @@ class ElevenLabsRealtimeStt:
                 return
             if item and not self._dead:
                 self._enqueue(item)
+
+    def _feed_inline(self, ulaw: bytes) -> None:
+        """One caller chunk, inline on the loop (``feed_audio`` once started: the session calls it instead of
+        queueing): buffered for the sender like a queued one, with no reader-task step per frame."""
+        if ulaw and not self._dead and not self._input_ended and not self._stopping:
+            self._enqueue(ulaw)
 
     def _enqueue(self, item: _Item) -> None:
         if not self._pending:

@@ -23,7 +23,7 @@ import numpy as np
 
 from voice_runtime.audio.g711 import ULAW_DECODE_TABLE, pcm16_to_ulaw
 from voice_runtime.errors import ProviderError
-from voice_runtime.providers.base import StreamingTtsBase
+from voice_runtime.providers.base import StreamingTtsBase, reads_its_queue_itself
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class MockStt:
         self._vad = EnergyVad(threshold=threshold, end_ms=end_ms) if vad else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._input_ended = False  # the queue's None came: the stream is over
+        self.feed_audio: Callable[[bytes], None] | None = None  # set by start (the inline path)
         self.started = threading.Event()
         self.stopped = threading.Event()
 
@@ -147,36 +149,48 @@ class MockStt:
 
     async def start(self, inbound_queue: asyncio.Queue[bytes | None]) -> None:
         self._loop = asyncio.get_running_loop()
+        self._input_ended = False
         self._task = asyncio.create_task(self._consume(inbound_queue), name="mock_stt_consume")
+        if not reads_its_queue_itself(self, MockStt, "_consume"):
+            # The inline path (VoiceSession.feed_stt_inline): the same bookkeeping as a queued chunk, with no
+            # reader task step per frame.
+            self.feed_audio = self._take_frame
         self.started.set()
 
     async def _consume(self, queue: asyncio.Queue[bytes | None]) -> None:
         while True:
             frame = await queue.get()
             if frame is None:
+                self._input_ended = True
                 return
-            self.frames_received += 1
-            self.bytes_received += len(frame)
-            self.last_frame_at = time.monotonic()
-            if self.on_frame is not None:
-                self.on_frame(frame)
-            if self._vad is None:
-                continue
-            change = self._vad.process(frame)
-            try:
-                if change == "start":
-                    if self.on_speech_started is not None:
-                        self.on_speech_started()
-                    if self.on_recognizing is not None and self.script:
-                        self.on_recognizing(self.script[0].split(" ")[0])
-                elif change == "end":
-                    if self.on_speech_ended is not None:
-                        self.on_speech_ended(self.last_frame_at - self._vad.end_samples / 8000)
-                    text = self.script.popleft() if self.script else self.default_text
-                    if text:
-                        self._commit(text)
-            except Exception:
-                log.exception("MockStt callback failed")
+            self._take_frame(frame)
+
+    def _take_frame(self, frame: bytes) -> None:
+        """One caller chunk, from the queue or inline on the loop (``feed_audio``, once started)."""
+        if self._input_ended or self._task is None:  # the stream ended, or stop() ran
+            return
+        self.frames_received += 1
+        self.bytes_received += len(frame)
+        self.last_frame_at = time.monotonic()
+        if self.on_frame is not None:
+            self.on_frame(frame)
+        if self._vad is None:
+            return
+        change = self._vad.process(frame)
+        try:
+            if change == "start":
+                if self.on_speech_started is not None:
+                    self.on_speech_started()
+                if self.on_recognizing is not None and self.script:
+                    self.on_recognizing(self.script[0].split(" ")[0])
+            elif change == "end":
+                if self.on_speech_ended is not None:
+                    self.on_speech_ended(self.last_frame_at - self._vad.end_samples / 8000)
+                text = self.script.popleft() if self.script else self.default_text
+                if text:
+                    self._commit(text)
+        except Exception:
+            log.exception("MockStt callback failed")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

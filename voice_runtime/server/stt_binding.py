@@ -13,7 +13,8 @@ it, in one place and in this order:
    ``receive_stt_error``, ``caller_speech_started``, ``caller_speech_ended``). A callback the user had set
    already still runs, after the session's;
 3. **start** on the event loop with the session's inbound queue; a failure is reported once (event, counter,
-   the provider's ``on_error``) and the call continues without recognition;
+   the provider's ``on_error``) and the call continues without recognition. A provider with ``feed_audio``
+   then takes caller audio inline (``VoiceSession.feed_stt_inline``): no queue hop per frame;
 4. **stop**, bounded by a timeout, when the call ends.
 """
 
@@ -98,6 +99,10 @@ class SttBinding:
             raise
         except Exception as exc:
             self._failed(stt, exc)
+            return
+        feed = getattr(stt, "feed_audio", None)
+        if callable(feed):
+            self.session.feed_stt_inline(feed)
 
     async def stop(self, timeout: float) -> None:
         stt = self.stt

@@ -159,6 +159,7 @@ class VoiceSession(ConversationHelpers):
         self._speaker = Speaker(self)
         self._audio_readers: list[AudioIn | AsyncAudioIn] = []  # told when the call ends
         self._audio_sinks: list[Callable[[bytes], None]] = []  # called per caller chunk, on the loop
+        self._stt_feed: Callable[[bytes], None] | None = None  # the STT's feed_audio, once it takes audio inline
         if self._playback is not None:  # a reused session (reset): the old call's playback goes with it
             self._playback.close()
             self._playback = None
@@ -332,16 +333,19 @@ class VoiceSession(ConversationHelpers):
     def feed_caller_audio(self, ulaw: bytes) -> None:
         """Loop side, per frame: hand caller audio to raw-audio readers and the STT queue (drop oldest when full).
 
-        With raw-audio readers and no STT, the STT queue is skipped: nobody would read it.
+        With raw-audio readers and no STT, the STT queue is skipped: nobody would read it. An STT that takes
+        audio inline (:meth:`feed_stt_inline`) is one of the listeners, and the queue is skipped for it too.
         """
         sinks = self._audio_sinks
         if sinks:
+            # Decided first: a chunk the STT's inline feed was handed (even if it raised) is not queued again.
+            unqueued = self.stt is None or self._stt_feed is not None  # nobody reads the queue, or the STT took it
             for sink in sinks:
                 try:  # free in 3.11 unless it raises: no wrapper call per listener and frame
                     sink(ulaw)
                 except Exception:
                     self._audio_sink_failed(sink)
-            if self.stt is None:
+            if unqueued:
                 return
         if put_drop_oldest(self.inbound, ulaw):
             self.stats["inbound_dropped"] += 1
@@ -613,9 +617,41 @@ class VoiceSession(ConversationHelpers):
         self._audio_sinks = sinks
 
     def _audio_sink_failed(self, sink: Callable[[bytes], None]) -> None:
-        """A listener raised (a reader's ``push`` never does): log it and remove it, as documented."""
-        log.exception("audio listener %r failed; removed", sink)
+        """A listener raised (a reader's ``push`` never does): log it and remove it, as documented.
+
+        The STT's inline feed is not lost with it: the STT gets the rest of the call's audio through ``inbound``
+        again, from the next frame."""
+        if sink is self._stt_feed:
+            log.exception("STT feed_audio failed; the STT reads caller audio from its queue again")
+            self._stt_feed = None
+        else:
+            log.exception("audio listener %r failed; removed", sink)
         self._remove_audio_sink(sink)
+
+    def feed_stt_inline(self, feed: Callable[[bytes], None]) -> bool:
+        """Loop side: from now on hand each caller chunk to the started STT's ``feed(ulaw)``, not to ``inbound``.
+
+        Why: through the queue every 20 ms frame of every call costs a ``put``, a Future, a wake-up and a step
+        of the STT's reader task; a provider that only buffers each chunk (``feed_audio``: ElevenLabs, Azure,
+        the mock) can take it inline, like an audio listener. What is queued already goes to ``feed`` first, in
+        order, so nothing is lost or reordered by the switch; the end of input (``None``) still comes through
+        ``inbound``. The STT bounds its own buffer from then on (``inbound_dropped`` no longer counts for it).
+        Returns False, changing nothing, when the call has ended or its input already did.
+        """
+        queue = self.inbound
+        queued: list[bytes | None] = []
+        while not queue.empty():
+            queued.append(queue.get_nowait())
+        if self._state is _ENDED or None in queued:
+            for item in queued:
+                queue.put_nowait(item)  # back as they were (the queue had room for them a moment ago)
+            return False
+        for chunk in queued:
+            if chunk:
+                feed(chunk)
+        self._stt_feed = feed
+        self._audio_sinks = [*self._audio_sinks, feed]  # copy on write: the loop iterates without a lock
+        return True
 
     def _add_audio_reader(self, reader: AudioIn | AsyncAudioIn) -> Callable[[], None]:
         push = reader.push
