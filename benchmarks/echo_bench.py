@@ -17,6 +17,9 @@ Servers:
 
 * ``bare-websockets``: ``websockets`` + uvloop + orjson, a 25-line echo with no runtime at all;
 * ``bare-picows``: ``picows`` + uvloop + orjson, the same echo;
+* ``bare-picows-decoded``: the bare picows echo plus the least a runtime must do before a flow sees audio:
+  check the message is this stream's inbound media, decode the base64 to bytes (strict) and encode the reply's
+  base64 again (a floor for ours, which also budgets, paces, and runs the session; not one of the issue's rows);
 * ``vr-<mode>-thread``: a ``VoiceServer`` whose flow thread echoes through the public API
   (``for chunk in session.audio_in(): session.send_audio(chunk)``);
 * ``vr-<mode>-loop``: the same echo written on the event loop (``async for chunk in session.audio_in_async()``);
@@ -56,6 +59,7 @@ from load_bench import cpu_seconds, free_port, ws_frame  # noqa: E402
 
 SERVERS = (
     "bare-picows",
+    "bare-picows-decoded",
     "bare-websockets",
     "vr-picows-listener",
     "vr-picows-loop",
@@ -121,6 +125,35 @@ async def _bare_picows(port: int) -> None:
     await asyncio.Event().wait()
 
 
+async def _bare_picows_decoded(port: int) -> None:
+    from binascii import a2b_base64, b2a_base64
+
+    import orjson
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    class DecodingEcho(WSListener):  # type: ignore[misc]
+        sid = ""
+        prefix = b""
+
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type is not WSMsgType.TEXT:
+                return
+            msg = orjson.loads(frame.get_payload_as_bytes())
+            event = msg.get("event")
+            if event == "media":
+                media = msg["media"]
+                if msg["streamSid"] == self.sid and media["track"] == "inbound":
+                    audio = a2b_base64(media["payload"], strict_mode=True)  # the bytes a flow would get
+                    transport.send(WSMsgType.TEXT, self.prefix + b2a_base64(audio, newline=False) + b'"}}')
+            elif event == "start":
+                self.sid = msg["start"]["streamSid"]
+                self.prefix = b'{"event":"media","streamSid":' + orjson.dumps(self.sid) + b',"media":{"payload":"'
+
+    await ws_create_server(lambda _request: DecodingEcho(), "127.0.0.1", port, enable_auto_ping=False)
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
 async def _loop_echo(session: Any) -> None:
     async for chunk in session.audio_in_async():
         session.send_audio(chunk)
@@ -172,9 +205,9 @@ def server_main(kind: str, port: int) -> None:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             runner.run(_bare_websockets(port))
         return
-    if kind == "bare-picows":
+    if kind in ("bare-picows", "bare-picows-decoded"):
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(_bare_picows(port))
+            runner.run(_bare_picows(port) if kind == "bare-picows" else _bare_picows_decoded(port))
         return
     noguard = kind.endswith("-noguard")
     server, mode = _voice_server(kind.removesuffix("-noguard"))

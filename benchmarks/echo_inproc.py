@@ -4,6 +4,8 @@ Run:  python benchmarks/echo_inproc.py --style listener --frames 20000
       python benchmarks/echo_inproc.py --style loop --profile            # cProfile, top 30 by tottime
       python benchmarks/echo_inproc.py --count-bytecodes --frames 2000    # bytecodes run per frame, per function
       python benchmarks/echo_inproc.py --calls 200 --frames 40000         # 200 calls round robin
+      python benchmarks/echo_inproc.py --style stt --calls 200            # the listener echo + an STT fed inline
+      python benchmarks/echo_inproc.py --style stt-queue --calls 200      # ... the STT reading its queue (before)
 
 Why: ``echo_bench.py`` measures the real thing (server CPU per call-second against bare echoes), but on a
 shared 2-core machine its rounds are noisy and it cannot say *where* the time goes. This drives the picows
@@ -37,6 +39,7 @@ import orjson  # noqa: E402
 from picows import WSMsgType  # noqa: E402
 
 from echo_bench import start_loop_echo  # noqa: E402  (the same echo the socket benchmark serves)
+from load_bench import queue_only  # noqa: E402
 
 FRAME = 160
 MEDIA = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
@@ -127,7 +130,10 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1, count_byte
     from voice_runtime.server.inbound_budget import BudgetConfig
     from voice_runtime.server.ws_picows import PicowsWire
 
+    from voice_runtime.providers.mock import MockStt
+
     started: list[Any] = []
+    stts: list[Any] = []
     all_started = asyncio.Event()
 
     def on_started(session: Any) -> None:
@@ -140,7 +146,15 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1, count_byte
     # echo on the per-frame path that a real-time call takes (inline send, budget checked but never dropping).
     budget = BudgetConfig(message_rate=1e9, message_burst=1e9, byte_rate=1e12, byte_burst=1e12, media_factor=1e9, media_burst_seconds=1e9)
     config = ConnectionConfig(playout_lead=1e9, inbound_budget=budget)
-    server = VoiceServer(on_call_started=on_started, connection_config=config)
+    def make_stt() -> Any:
+        stt = MockStt(vad=False)  # counts what it gets: the cost measured is the hand-off, not recognition
+        if style == "stt-queue":
+            queue_only(stt)
+        stts.append(stt)
+        return stt
+
+    server = VoiceServer(on_call_started=on_started, connection_config=config,
+                         stt_factory=make_stt if style.startswith("stt") else None)
     text = WSMsgType.TEXT
     per_call = frames // calls
     frames = per_call * calls
@@ -171,7 +185,7 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1, count_byte
     order = [(line[0].on_ws_frame, line[1], line[3][n]) for n in range(per_call) for line in lines]
     profiler: Any = BytecodeCounter() if count_bytecodes else cProfile.Profile() if profile else None
     sleep = asyncio.sleep
-    every = calls if style == "loop" else 10
+    every = calls if style == "loop" or style.startswith("stt") else 10  # a loop turn per round where tasks read
     t0 = time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -200,6 +214,10 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1, count_byte
         if ok:
             break
         await asyncio.sleep(0.05)
+    if stts:  # every frame reached every call's STT (by its queue or inline)
+        while time.monotonic() < deadline and sum(stt.frames_received for stt in stts) < frames:
+            await asyncio.sleep(0.05)
+        ok = ok and sum(stt.frames_received for stt in stts) == frames
     for wire, transport, _payloads, _messages in lines:
         wire.on_ws_disconnected(transport)
     extra: dict[str, Any] = {}
@@ -213,7 +231,7 @@ async def run(style: str, frames: int, profile: bool, calls: int = 1, count_byte
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--style", choices=("listener", "loop", "bare"), default="listener")
+    p.add_argument("--style", choices=("listener", "loop", "bare", "stt", "stt-queue"), default="listener")
     p.add_argument("--frames", type=int, default=20000)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--calls", type=int, default=1, help="calls fed round robin (their state is cold per frame, as on a server)")

@@ -138,6 +138,19 @@ class Probe:
             self.latency_us.append((now_us32() - sent) & 0xFFFFFFFF)
 
 
+def queue_only(stt: Any) -> Any:
+    """The before row: ``stt`` without the inline path (as any provider without ``feed_audio``), so the session
+    queues every frame for its reader task. ``feed_audio`` is withdrawn after ``start``, which offers it."""
+    start = stt.start
+
+    async def start_without_inline(queue: Any) -> None:
+        await start(queue)
+        stt.feed_audio = None
+
+    stt.start = start_without_inline
+    return stt
+
+
 #: The fake ElevenLabs' API key (loopback only) and its VAD end-of-speech wait, which is the same 300 ms as
 #: MockStt's ``end_ms`` so both provider rows model the same endpointing delay.
 FAKE_API_KEY = "load-bench-key"
@@ -189,7 +202,7 @@ def expected_agent_audio(providers: str) -> list[bytes]:
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
                  background_lead_ms: float = 240.0, observe: str = "on", providers: str = "mock",
                  fake_http: str = "", fake_ws: str = "", stt_min_chunk_ms: int = 60,
-                 speech_read_ahead: str = "default", stt_ws_client: str = "auto") -> Any:
+                 speech_read_ahead: str = "default", stt_ws_client: str = "auto", stt_feed: str = "inline") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -209,6 +222,12 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
 
         def tts_factory() -> Any:
             return tts
+
+    if stt_feed == "queue":  # --stt-feed queue: the before row, every frame through the inbound queue
+        inline_factory = stt_factory
+
+        def stt_factory() -> Any:
+            return queue_only(inline_factory())
 
     def flow(session: Any) -> None:
         k = 0
@@ -270,7 +289,7 @@ def server_main(args: argparse.Namespace) -> None:
                           background_lead_ms=args.background_lead_ms, observe=args.observe,
                           providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws,
                           stt_min_chunk_ms=args.stt_min_chunk_ms, speech_read_ahead=args.speech_read_ahead,
-                          stt_ws_client=args.stt_ws_client)
+                          stt_ws_client=args.stt_ws_client, stt_feed=args.stt_feed)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -859,7 +878,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                       "--batch-ms", str(getattr(args, "batch_ms", 400.0)), "--lead-ms", str(getattr(args, "lead_ms", 240.0)),
                       "--observe", getattr(args, "observe", "on"),
                       "--speech-read-ahead", getattr(args, "speech_read_ahead", "default"),
-                      "--stt-ws-client", getattr(args, "stt_ws_client", "auto")]
+                      "--stt-ws-client", getattr(args, "stt_ws_client", "auto"),
+                      "--stt-feed", getattr(args, "stt_feed", "inline")]
                 + (["--background"] if getattr(args, "background", False) else [])
                 + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 240.0))],
                 None,
@@ -1180,6 +1200,8 @@ def main() -> None:
                    help="the sessions' speech_read_ahead_seconds: default (the runtime's), none (off), or seconds")
     p.add_argument("--stt-ws-client", default="auto", choices=("auto", "picows", "websockets"),
                    help="the ElevenLabs STT's WebSocket client (providers/ws_client.py)")
+    p.add_argument("--stt-feed", default="inline", choices=("inline", "queue"),
+                   help="caller audio to the STT inline (feed_audio, the runtime's way) or through its queue (before)")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")

@@ -1,0 +1,43 @@
+"""``benchmarks/echo_bench.py``'s decoding floor server and ``echo_inproc.py``'s STT styles, end to end.
+
+The floor row is only meaningful if it really echoes every byte (the generator matches each frame); the STT
+styles are only a before/after if every frame reaches the STT in both, one inline and one by its queue.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ._load import BENCHMARKS
+
+pytest.importorskip("picows", reason="needs the [fast] extra: pip install -e '.[fast]'")
+
+
+def test_the_decoding_floor_echo_returns_every_frame_intact() -> None:
+    root = BENCHMARKS.parent
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "echo_bench.py"), "--servers", "bare-picows-decoded", "--calls", "5",
+         "--runs", "1", "--duration", "1", "--warmup", "0.5"],
+        check=True, capture_output=True, text=True, timeout=120, cwd=root,
+    ).stdout
+    (row,) = json.loads(out.strip().splitlines()[-1])["echo_bench"]
+    assert row["server"] == "bare-picows-decoded"
+    assert (row["frames_lost"], row["corrupt_calls"]) == (0, 0)
+    first = json.loads(out.strip().splitlines()[0])
+    assert first["frames_sent"] >= 5 * 25  # five calls for a second: about 50 frames each, all matched
+
+
+@pytest.mark.parametrize("style", ["stt", "stt-queue"])
+def test_every_frame_reaches_the_stt_inline_or_by_its_queue(style: str) -> None:
+    root = BENCHMARKS.parent
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "echo_inproc.py"), "--style", style, "--calls", "20", "--frames", "2000"],
+        check=True, capture_output=True, text=True, timeout=120, cwd=root,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["echo_ok"] is True  # every echo back, and every frame counted by the calls' STTs
+    assert result["frames"] == 2000
