@@ -4,6 +4,11 @@ Why bounded per-provider queues: the two providers consume at their own pace. If
 queue drops its *oldest* frames (counted in ``secondary_dropped``) and the primary is never slowed. The
 primary gets the same policy; a stalled primary is a real problem, so its drops are logged loudly.
 
+Inline, where the providers allow it: once started, the tee has a ``feed_audio`` (the session's inline path,
+``VoiceSession.feed_stt_inline``) when the primary has one. Each chunk then goes straight to every provider that
+takes audio inline, and into the bounded queue of one that does not; the fan-out task only carries the end of
+input. A secondary whose ``feed_audio`` raises is dropped, as one that fails to start.
+
 The callbacks (``on_committed``, ``on_recognizing``, ``on_error``, ``on_speech_started``, ``on_speech_ended``) read and write the
 *primary*; the secondary keeps its own callbacks (set them on ``tee.secondary``).
 """
@@ -45,6 +50,10 @@ class SttTee:
         self.secondary_dropped = 0
         self.secondary_failed = False
         self._task: asyncio.Task[None] | None = None
+        self._queues: tuple[asyncio.Queue[bytes | None], asyncio.Queue[bytes | None]] | None = None
+        self._switched = False  # the first inline chunk moved what the fan-out had queued for inline providers
+        #: The inline path (``VoiceSession.feed_stt_inline``), offered by start when the primary has one.
+        self.feed_audio: Callable[[bytes], None] | None = None
 
     def set_speaking(self, speaking: bool) -> None:
         self.primary.set_speaking(speaking)
@@ -63,6 +72,50 @@ class SttTee:
             self.secondary_failed = True
             log.exception("secondary STT failed to start; continuing with the primary only")
         self._task = asyncio.create_task(self._fan_out(inbound_queue, pq, sq), name="stt_tee_fanout")
+        self._queues = (pq, sq)
+        self._switched = False
+        if callable(getattr(self.primary, "feed_audio", None)):
+            self.feed_audio = self._feed_inline
+
+    def _feed_inline(self, frame: bytes) -> None:
+        """One chunk for both providers, inline: each that takes audio inline gets it now, the other its queue."""
+        assert self._queues is not None
+        pq, sq = self._queues
+        primary_feed = self.primary.feed_audio
+        secondary_feed = None if self.secondary_failed else getattr(self.secondary, "feed_audio", None)
+        if not self._switched:  # what the fan-out queued already goes first, in order (normally nothing)
+            self._switched = True
+            self._drain(pq, primary_feed)
+            if callable(secondary_feed):
+                self._drain(sq, secondary_feed)
+        primary_feed(frame)  # raises to the session, which hands the rest of the call back to the queue
+        if self.secondary_failed:
+            return
+        if callable(secondary_feed):
+            try:
+                secondary_feed(frame)
+            except Exception:
+                self.secondary_failed = True
+                log.exception("secondary STT feed_audio failed; continuing with the primary only")
+        else:
+            self._put_secondary(sq, frame)
+
+    def _put_secondary(self, sq: asyncio.Queue[bytes | None], frame: bytes | None) -> None:
+        """Into the secondary's bounded queue: a stalled secondary drops its oldest, never slows the primary."""
+        if put_drop_oldest(sq, frame):
+            self.secondary_dropped += 1
+            if self.secondary_dropped in (1, 501) or self.secondary_dropped % 5000 == 0:
+                log.warning("Secondary STT queue overflow: %d frames dropped", self.secondary_dropped)
+
+    @staticmethod
+    def _drain(queue: asyncio.Queue[bytes | None], feed: Callable[[bytes], None]) -> None:
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is None:  # the end of input came first: it stays, and the provider ignores later chunks
+                queue.put_nowait(None)
+                return
+            if item:
+                feed(item)
 
     async def _fan_out(
         self, source: asyncio.Queue[bytes | None], pq: asyncio.Queue[bytes | None], sq: asyncio.Queue[bytes | None]
@@ -73,10 +126,8 @@ class SttTee:
                 self.primary_dropped += 1
                 if self.primary_dropped in (1, 501) or self.primary_dropped % 5000 == 0:
                     log.warning("primary STT is not keeping up: %d frames dropped", self.primary_dropped)
-            if not self.secondary_failed and put_drop_oldest(sq, frame):
-                self.secondary_dropped += 1
-                if self.secondary_dropped in (1, 501) or self.secondary_dropped % 5000 == 0:
-                    log.warning("Secondary STT queue overflow: %d frames dropped", self.secondary_dropped)
+            if not self.secondary_failed:
+                self._put_secondary(sq, frame)
             if frame is None:
                 return
 

@@ -89,3 +89,78 @@ def test_server_wraps_primary_and_secondary_and_calls_on_stt_ready(harness: Call
     assert values["heard"] == "primary transcript"
     assert isinstance(values["stt"], SttTee) and ready == [values["stt"]]
     assert secondary_heard.wait(5)  # the secondary got the same audio and ran its own VAD
+
+
+class SecondaryFeedBreaks(MockStt):
+    """Takes audio inline, and its inline feed raises on the second chunk."""
+
+    def _take_frame(self, frame: bytes) -> None:
+        if self.frames_received == 1:
+            raise RuntimeError("secondary broke")
+        super()._take_frame(frame)
+
+
+async def test_inline_both_providers_get_every_chunk_and_the_fan_out_only_the_end() -> None:
+    primary, secondary = MockStt(vad=False), MockStt(vad=False)
+    tee = SttTee(primary, secondary)
+    source: asyncio.Queue = asyncio.Queue()
+    await tee.start(source)
+    assert tee.feed_audio is not None
+    heard: dict[str, list[bytes]] = {"primary": [], "secondary": []}
+    primary.on_frame, secondary.on_frame = heard["primary"].append, heard["secondary"].append
+    frames = [bytes([i]) * 160 for i in range(1, 21)]
+    for frame in frames:
+        tee.feed_audio(frame)  # what the session does per chunk once it has switched
+    assert heard == {"primary": frames, "secondary": frames}  # at once, in order: no task had to run
+    source.put_nowait(None)
+    await asyncio.wait_for(tee._task, 5)
+    await asyncio.wait_for(primary._task, 5)
+    assert primary.frames_received == secondary.frames_received == 20  # the end added nothing
+    await tee.stop()
+
+
+async def test_inline_primary_with_a_stalled_secondary_keeps_the_secondary_bounded_on_its_queue() -> None:
+    primary, secondary = MockStt(vad=False), StalledStt(vad=False)
+    tee = SttTee(primary, secondary, max_frames=10)
+    await tee.start(asyncio.Queue())
+    assert tee.feed_audio is not None and secondary.feed_audio is None
+    for i in range(50):
+        tee.feed_audio(bytes([i]) * 160)
+    assert primary.frames_received == 50
+    assert secondary.queue.qsize() == 10 and tee.secondary_dropped == 40
+    assert [secondary.queue.get_nowait()[0] for _ in range(10)] == list(range(40, 50))  # the newest kept
+    await tee.stop()
+
+
+async def test_a_secondary_whose_inline_feed_raises_is_dropped_and_the_primary_keeps_working() -> None:
+    primary, secondary = MockStt(vad=False), SecondaryFeedBreaks(vad=False)
+    tee = SttTee(primary, secondary)
+    await tee.start(asyncio.Queue())
+    for i in range(5):
+        tee.feed_audio(bytes([i + 1]) * 160)
+    assert tee.secondary_failed
+    assert (primary.frames_received, secondary.frames_received) == (5, 1)
+    await tee.stop()
+
+
+async def test_the_session_feeds_a_tee_inline_on_a_live_call() -> None:
+    from voice_runtime.session import VoiceSession
+
+    from ..session.test_audio_in import _live_call
+    from ..server.test_connection_memory import twilio_media
+
+    primary, secondary = MockStt(vad=False), MockStt(vad=False)
+    session = VoiceSession(stt=SttTee(primary, secondary))
+    carrier, task = await _live_call(session)
+    for seq in range(2, 12):
+        await carrier.send(twilio_media(bytes([seq]) * 160, seq))
+
+    async def heard_all() -> None:
+        while secondary.frames_received < 10:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(heard_all(), 2)
+    assert primary.frames_received == 10
+    assert session.inbound.empty() and session._stt_feed is not None  # inline: nothing went through the queue
+    carrier.hang_up()
+    await asyncio.wait_for(task, 5)
