@@ -50,8 +50,9 @@ class SttTee:
         self.secondary_dropped = 0
         self.secondary_failed = False
         self._task: asyncio.Task[None] | None = None
-        self._queues: tuple[asyncio.Queue[bytes | None], asyncio.Queue[bytes | None]] | None = None
-        self._switched = False  # the first inline chunk moved what the fan-out had queued for inline providers
+        self._primary_feed: Callable[[bytes], None] | None = None  # the providers' inline paths, fixed at start
+        self._secondary_feed: Callable[[bytes], None] | None = None
+        self._secondary_queue: asyncio.Queue[bytes | None] | None = None
         #: The inline path (``VoiceSession.feed_stt_inline``), offered by start when the primary has one.
         self.feed_audio: Callable[[bytes], None] | None = None
 
@@ -71,34 +72,33 @@ class SttTee:
         except Exception:
             self.secondary_failed = True
             log.exception("secondary STT failed to start; continuing with the primary only")
+        # Nothing awaits from here to the return, so the fan-out task has not run: both provider queues are
+        # still empty when the session switches to feed_audio (it does so as soon as start returns), and
+        # audio waiting in inbound_queue then goes to feed_audio first, in order.
         self._task = asyncio.create_task(self._fan_out(inbound_queue, pq, sq), name="stt_tee_fanout")
-        self._queues = (pq, sq)
-        self._switched = False
-        if callable(getattr(self.primary, "feed_audio", None)):
+        primary_feed = getattr(self.primary, "feed_audio", None)
+        if callable(primary_feed):
+            secondary_feed = getattr(self.secondary, "feed_audio", None)
+            self._primary_feed = primary_feed
+            self._secondary_feed = secondary_feed if callable(secondary_feed) else None
+            self._secondary_queue = sq
             self.feed_audio = self._feed_inline
 
     def _feed_inline(self, frame: bytes) -> None:
         """One chunk for both providers, inline: each that takes audio inline gets it now, the other its queue."""
-        assert self._queues is not None
-        pq, sq = self._queues
-        primary_feed = self.primary.feed_audio
-        secondary_feed = None if self.secondary_failed else getattr(self.secondary, "feed_audio", None)
-        if not self._switched:  # what the fan-out queued already goes first, in order (normally nothing)
-            self._switched = True
-            self._drain(pq, primary_feed)
-            if callable(secondary_feed):
-                self._drain(sq, secondary_feed)
-        primary_feed(frame)  # raises to the session, which hands the rest of the call back to the queue
+        assert self._primary_feed is not None and self._secondary_queue is not None
+        self._primary_feed(frame)  # raises to the session, which hands the rest of the call back to the queue
         if self.secondary_failed:
             return
-        if callable(secondary_feed):
-            try:
-                secondary_feed(frame)
-            except Exception:
-                self.secondary_failed = True
-                log.exception("secondary STT feed_audio failed; continuing with the primary only")
-        else:
-            self._put_secondary(sq, frame)
+        secondary_feed = self._secondary_feed
+        if secondary_feed is None:
+            self._put_secondary(self._secondary_queue, frame)
+            return
+        try:
+            secondary_feed(frame)
+        except Exception:
+            self.secondary_failed = True
+            log.exception("secondary STT feed_audio failed; continuing with the primary only")
 
     def _put_secondary(self, sq: asyncio.Queue[bytes | None], frame: bytes | None) -> None:
         """Into the secondary's bounded queue: a stalled secondary drops its oldest, never slows the primary."""
@@ -106,16 +106,6 @@ class SttTee:
             self.secondary_dropped += 1
             if self.secondary_dropped in (1, 501) or self.secondary_dropped % 5000 == 0:
                 log.warning("Secondary STT queue overflow: %d frames dropped", self.secondary_dropped)
-
-    @staticmethod
-    def _drain(queue: asyncio.Queue[bytes | None], feed: Callable[[bytes], None]) -> None:
-        while not queue.empty():
-            item = queue.get_nowait()
-            if item is None:  # the end of input came first: it stays, and the provider ignores later chunks
-                queue.put_nowait(None)
-                return
-            if item:
-                feed(item)
 
     async def _fan_out(
         self, source: asyncio.Queue[bytes | None], pq: asyncio.Queue[bytes | None], sq: asyncio.Queue[bytes | None]

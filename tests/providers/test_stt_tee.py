@@ -150,16 +150,13 @@ async def test_the_session_feeds_a_tee_inline_on_a_live_call() -> None:
     from ..server.test_connection_memory import twilio_media
 
     primary, secondary = MockStt(vad=False), MockStt(vad=False)
+    heard_all = asyncio.Event()
+    secondary.on_frame = lambda _frame: secondary.frames_received >= 10 and heard_all.set()  # after its count
     session = VoiceSession(stt=SttTee(primary, secondary))
     carrier, task = await _live_call(session)
     for seq in range(2, 12):
         await carrier.send(twilio_media(bytes([seq]) * 160, seq))
-
-    async def heard_all() -> None:
-        while secondary.frames_received < 10:
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(heard_all(), 2)
+    await asyncio.wait_for(heard_all.wait(), 2)
     assert primary.frames_received == 10
     assert session.inbound.empty() and session._stt_feed is not None  # inline: nothing went through the queue
     carrier.hang_up()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from voice_runtime.session import VoiceSession
 
 from .test_audio_in import _live_call
@@ -18,11 +20,13 @@ from ..server.test_connection_memory import twilio_media
 class RecordingStt:
     """A provider that says how each chunk reached it: by ``feed_audio`` or from its queue."""
 
-    def __init__(self, *, inline: bool = True, fail_on: int | None = None) -> None:
+    def __init__(self, *, inline: bool = True, fail_on: int | None = None, expect: int = 0) -> None:
         self.on_committed = self.on_recognizing = self.on_error = None
         self.via_feed: list[bytes] = []
         self.via_queue: list[bytes | None] = []
         self.ended = asyncio.Event()
+        self.heard_all = asyncio.Event()  # set once ``expect`` chunks arrived, by either path
+        self._expect = expect
         self._fail_on = fail_on
         self._task: asyncio.Task[None] | None = None
         if not inline:
@@ -41,9 +45,15 @@ class RecordingStt:
             if item is None:
                 self.ended.set()
                 return
+            self._count()
+
+    def _count(self) -> None:
+        if len(self.via_feed) + len(self.via_queue) - self.ended.is_set() >= self._expect:
+            self.heard_all.set()
 
     def feed_audio(self, ulaw: bytes) -> None:
         self.via_feed.append(ulaw)
+        self._count()
         if self._fail_on is not None and len(self.via_feed) == self._fail_on:
             raise RuntimeError("feed broke")
 
@@ -61,40 +71,23 @@ async def _send(carrier, frames: list[bytes], first_seq: int = 2) -> None:  # ty
         await carrier.send(twilio_media(frame, seq))
 
 
-async def _wait_for(predicate, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
-async def test_every_frame_reaches_the_stt_inline_and_its_queue_carries_only_the_end() -> None:
-    stt = RecordingStt()
-    session = VoiceSession(stt=stt)
-    carrier, task = await _live_call(session)
+@pytest.mark.parametrize("inline", [True, False], ids=["feed_audio", "queue_only"])
+async def test_every_frame_reaches_the_stt_inline_if_it_can_else_through_its_queue(inline: bool) -> None:
     frames = _frames(20)
-    await _send(carrier, frames)
-    await _wait_for(lambda: len(stt.via_feed) == len(frames))
-    carrier.hang_up()
-    await asyncio.wait_for(task, 5)
-    await asyncio.wait_for(stt.ended.wait(), 2)
-    assert stt.via_feed == frames
-    assert stt.via_queue == [None]  # the reader task woke once, for the end, not per frame
-
-
-async def test_a_provider_without_feed_audio_still_reads_every_frame_from_its_queue() -> None:
-    stt = RecordingStt(inline=False)
+    stt = RecordingStt(inline=inline, expect=len(frames))
     session = VoiceSession(stt=stt)
     carrier, task = await _live_call(session)
-    frames = _frames(10)
     await _send(carrier, frames)
-    await _wait_for(lambda: len(stt.via_queue) == len(frames))
+    await asyncio.wait_for(stt.heard_all.wait(), 2)
     carrier.hang_up()
     await asyncio.wait_for(task, 5)
     await asyncio.wait_for(stt.ended.wait(), 2)
-    assert stt.via_queue == [*frames, None]
-    assert stt.via_feed == []
+    if inline:
+        assert stt.via_feed == frames
+        assert stt.via_queue == [None]  # the reader task woke once, for the end, not per frame
+    else:  # a provider without feed_audio
+        assert stt.via_queue == [*frames, None]
+        assert stt.via_feed == []
 
 
 async def test_audio_queued_before_the_switch_goes_first_and_in_order() -> None:
@@ -127,12 +120,12 @@ async def test_no_switch_once_the_input_has_ended() -> None:
 
 
 async def test_a_feed_that_raises_hands_the_rest_of_the_call_back_to_the_queue() -> None:
-    stt = RecordingStt(fail_on=3)
+    frames = _frames(8)
+    stt = RecordingStt(fail_on=3, expect=len(frames))
     session = VoiceSession(stt=stt)
     carrier, task = await _live_call(session)
-    frames = _frames(8)
     await _send(carrier, frames)
-    await _wait_for(lambda: len(stt.via_queue) >= 5)
+    await asyncio.wait_for(stt.heard_all.wait(), 2)
     assert stt.via_feed == frames[:3]  # the third raised: it had been handed over
     assert stt.via_queue == frames[3:]  # the rest came through the queue, in order, none lost
     carrier.hang_up()
