@@ -158,7 +158,7 @@ FAKE_VAD_SILENCE_S = 0.3
 
 
 def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str, stt_min_chunk_ms: int = 60,
-                         stt_ws_client: str = "auto") -> tuple[Any, Any]:
+                         stt_ws_client: str = "auto", tts_http: str = "auto") -> tuple[Any, Any]:
     """(stt_factory, tts_factory) building the real ElevenLabs clients, one pair per call, aimed at the fake.
 
     The STT is the real ``ElevenLabsRealtimeStt`` with one hook: every frame it takes off the session's inbound
@@ -181,7 +181,7 @@ def elevenlabs_factories(probe: Probe, fake_http: str, fake_ws: str, stt_min_chu
                          echo_discard_seconds=0.0, min_chunk_ms=stt_min_chunk_ms, ws_client=stt_ws_client)
 
     def tts_factory() -> Any:
-        return ElevenLabsTts(api_key=FAKE_API_KEY, base_url=fake_http)
+        return ElevenLabsTts(api_key=FAKE_API_KEY, base_url=fake_http, http_transport=tts_http)
 
     return stt_factory, tts_factory
 
@@ -202,7 +202,8 @@ def expected_agent_audio(providers: str) -> list[bytes]:
 def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, background: bool = False,
                  background_lead_ms: float = 240.0, observe: str = "on", providers: str = "mock",
                  fake_http: str = "", fake_ws: str = "", stt_min_chunk_ms: int = 60,
-                 speech_read_ahead: str = "default", stt_ws_client: str = "auto", stt_feed: str = "inline") -> Any:
+                 speech_read_ahead: str = "default", stt_ws_client: str = "auto", stt_feed: str = "inline",
+                 tts_http: str = "auto") -> Any:
     from voice_runtime import ConnectionConfig, VoiceServer
     from voice_runtime.audio.g711 import pcm16_to_ulaw
     from voice_runtime.errors import CallError
@@ -211,7 +212,7 @@ def build_server(probe: Probe, batch_ms: float = 400.0, lead_ms: float = 240.0, 
     # --background: every call has a 3 s looping bed at volume 0.1 under speech and in silences
     bed = pcm16_to_ulaw(tone_speech(3.0, frequency=110.0)) if background else b""
     if providers == "elevenlabs":
-        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws, stt_min_chunk_ms, stt_ws_client)
+        stt_factory, tts_factory = elevenlabs_factories(probe, fake_http, fake_ws, stt_min_chunk_ms, stt_ws_client, tts_http)
     else:
         tts = MockTts()  # shared: its audio cache would otherwise count as per-call memory
 
@@ -289,7 +290,7 @@ def server_main(args: argparse.Namespace) -> None:
                           background_lead_ms=args.background_lead_ms, observe=args.observe,
                           providers=args.providers, fake_http=args.fake_http, fake_ws=args.fake_ws,
                           stt_min_chunk_ms=args.stt_min_chunk_ms, speech_read_ahead=args.speech_read_ahead,
-                          stt_ws_client=args.stt_ws_client, stt_feed=args.stt_feed)
+                          stt_ws_client=args.stt_ws_client, stt_feed=args.stt_feed, tts_http=args.tts_http)
     if args.server_mode == "native":
         from voice_runtime.server.ws_native import start_native
 
@@ -879,7 +880,8 @@ def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                       "--observe", getattr(args, "observe", "on"),
                       "--speech-read-ahead", getattr(args, "speech_read_ahead", "default"),
                       "--stt-ws-client", getattr(args, "stt_ws_client", "auto"),
-                      "--stt-feed", getattr(args, "stt_feed", "inline")]
+                      "--stt-feed", getattr(args, "stt_feed", "inline"),
+                      "--tts-http", getattr(args, "tts_http", "auto")]
                 + (["--background"] if getattr(args, "background", False) else [])
                 + ["--background-lead-ms", str(getattr(args, "background_lead_ms", 240.0))],
                 None,
@@ -1202,6 +1204,8 @@ def main() -> None:
                    help="the ElevenLabs STT's WebSocket client (providers/ws_client.py)")
     p.add_argument("--stt-feed", default="inline", choices=("inline", "queue"),
                    help="caller audio to the STT inline (feed_audio, the runtime's way) or through its queue (before)")
+    p.add_argument("--tts-http", default="auto", choices=("auto", "httpx"),
+                   help="ElevenLabsTts(http_transport=...): urllib3 under httpx (auto, the runtime's way) or httpx's own (before)")
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--sweep", default="", help="comma-separated call counts; reports the largest that passes")
     p.add_argument("--dialect", choices=("twilio", "plivo"), default="twilio")
