@@ -231,6 +231,8 @@ def test_tls_with_the_callers_context_verifies_the_server(serve: Callable[..., R
     server = serve(_ok, server_context)
     with client(server, ssl_context=client_context) as http:
         assert http.get("/").content == b"secure"
+    # The context is shared with the process's other clients (the Scribe wss socket): urllib3 left it verifying.
+    assert client_context.check_hostname and client_context.verify_mode == ssl.CERT_REQUIRED
     with client(server, ssl_context=ssl.create_default_context()) as http, pytest.raises(httpx.ConnectError):
         http.get("/")  # the system CAs do not know the throwaway CA: refused, never read unverified
 
