@@ -138,7 +138,7 @@ def test_hostile_upgrades_are_refused_before_any_session_state(stack: Stack) -> 
     assert server.registry.pending_count == pending - 2
 
 
-SECRET_LOGGERS = ("", "httpx", "httpcore", "twilio", "plivo", "websockets", "uvicorn", "voice_runtime")
+SECRET_LOGGERS = ("", "httpx", "httpcore", "urllib3", "twilio", "plivo", "websockets", "uvicorn", "voice_runtime")
 
 
 class _Capture(logging.Handler):
@@ -205,3 +205,23 @@ def test_secrets_never_reach_logs_or_exception_messages(stack: Stack, debug_logs
     assert len(debug_logs.lines) > 50, "DEBUG capture did not see the calls"
     for secret in secrets + basic:
         assert secret not in text, f"secret {secret[:4]}… found in logs or exception messages"
+
+
+def test_the_elevenlabs_key_never_reaches_logs_or_exception_messages(debug_logs: _Capture) -> None:
+    """The TTS stream goes through urllib3 under httpx (providers/urllib3_transport.py), which logs each request
+    at DEBUG: the key travels in a header, and neither library may print it, nor may a failure's message."""
+    import threading
+
+    from voice_runtime.providers.elevenlabs_tts import ElevenLabsTts
+    from voice_runtime.testing.fake_elevenlabs import FakeElevenLabs
+
+    key = "sk_test_0123456789abcdef0123456789abcdef"
+    with FakeElevenLabs(key) as fake, ElevenLabsTts(api_key=key, base_url=fake.http_url) as tts:
+        audio = b"".join(tts.stream_audio("Hello there.", threading.Event()))
+        fake.fail_tts(401)
+        with pytest.raises(VoiceRuntimeError) as failed:
+            list(tts.stream_audio("Again.", threading.Event()))
+    assert audio  # the request went through, and was logged
+    assert any(line.startswith("urllib3") for line in debug_logs.lines), "DEBUG capture did not see urllib3"
+    text = "\n".join(debug_logs.lines + [str(failed.value), repr(failed.value), repr(tts)])
+    assert key not in text
