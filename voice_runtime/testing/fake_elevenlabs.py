@@ -374,8 +374,8 @@ class FakeElevenLabs:
         if output_format == "ulaw_8000" or output_format in ("pcm_8000", "pcm_16000"):
             # Made once per duration: a load benchmark asks for the same few utterances thousands of times, and
             # synthesising each anew was a fifth of the fake's CPU on the machine it shares with the runtime.
-            key = (seconds, output_format)
-            cached = self._audio_cache.get(key)
+            audio_key = (seconds, output_format)
+            cached = self._audio_cache.get(audio_key)
             if cached is None:
                 if output_format == "ulaw_8000":
                     cached = pcm16_to_ulaw(tone_speech(seconds)), 8000.0
@@ -384,7 +384,7 @@ class FakeElevenLabs:
                     cached = tone_speech(seconds, rate=rate).astype("<i2").tobytes(), 2.0 * rate
                 if len(self._audio_cache) >= 512:  # bounded: durations are rounded to 10 ms, texts are not
                     self._audio_cache.pop(next(iter(self._audio_cache)))
-                self._audio_cache[key] = cached
+                self._audio_cache[audio_key] = cached
             return cached
         if output_format in _MP3_BITRATES:
             kbps = _MP3_BITRATES[output_format]
