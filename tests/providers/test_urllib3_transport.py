@@ -142,6 +142,22 @@ def test_a_body_read_to_its_end_leaves_the_connection_for_the_next_request(serve
     assert len(server.requests) == 3 and server.accepted == 1
 
 
+def test_a_connection_idle_past_the_keepalive_expiry_is_not_reused(serve: Callable[..., RawServer]) -> None:
+    def handler(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = serve(handler)
+    now = [100.0]
+    transport = Urllib3Transport(keepalive_expiry=60.0, clock=lambda: now[0])
+    with httpx.Client(base_url=server.url, transport=transport, timeout=WAIT) as http:
+        assert http.get("/").content == b"ok"
+        now[0] += 59.0
+        assert http.get("/").content == b"ok" and server.accepted == 1  # within the expiry: reused
+        now[0] += 61.0
+        assert http.get("/").content == b"ok"
+    assert server.accepted == 2  # idle past it: a fresh connection
+
+
 @pytest.mark.parametrize("pieces_read", [1, 0])
 def test_a_response_left_early_drops_its_connection_and_the_next_request_gets_a_fresh_one(
     serve: Callable[..., RawServer], pieces_read: int

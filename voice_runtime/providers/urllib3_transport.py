@@ -11,7 +11,9 @@ error classes, and ``httpx.MockTransport`` in tests.
 What it does and does not do:
 
 * HTTP/1.1 with keep-alive, over a ``urllib3.PoolManager`` (TLS with the caller's ``ssl.SSLContext``);
-  no retries and no redirects of its own (httpx decides those, as with its own transport).
+  no retries and no redirects of its own (httpx decides those, as with its own transport). After
+  ``keepalive_expiry`` seconds without a request (60, httpx's default) the pooled connections are closed
+  and the next request opens a fresh one, as httpx's pool would.
 * A chunked body (how a streaming API sends) is handed over one HTTP chunk at a time, each as soon as it is
   whole: the server's own unit of writing, never held back to fill a larger buffer, so the first audio is not
   delayed. (httpx's transport may hand over part of a chunk earlier; a TTS server writes each chunk at once.)
@@ -27,8 +29,9 @@ What it does and does not do:
 from __future__ import annotations
 
 import ssl
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -95,12 +98,28 @@ class _ResponseStream(httpx.SyncByteStream):
 class Urllib3Transport(httpx.BaseTransport):
     """``httpx.Client(transport=Urllib3Transport(...))``: httpx's API, urllib3's pool and parser."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_connections: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 8,
+        keepalive_expiry: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = urllib3.PoolManager(
             num_pools=4, maxsize=max(1, max_connections), block=False, ssl_context=ssl_context, retries=False
         )
+        self._keepalive_expiry = keepalive_expiry
+        self._clock = clock
+        self._last_request = clock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        now = self._clock()
+        if now - self._last_request > self._keepalive_expiry:
+            # Idle longer than httpx's own pool would keep a connection (its keepalive_expiry): start afresh
+            # rather than write into one a NAT or the server may have dropped without a word.
+            self._pool.clear()
+        self._last_request = now
         timeouts = request.extensions.get("timeout", {})
         timeout = urllib3.Timeout(connect=timeouts.get("connect"), read=timeouts.get("read"))
         try:
