@@ -2,6 +2,8 @@
 
 * **ulaw passthrough** — ``ElevenLabsTts`` requests ``output_format=ulaw_8000`` and queues the bytes as they
   stream (what the provider does).
+* **ulaw passthrough, httpx's own transport** — the same, read by httpcore + h11 instead of urllib3
+  (``http_transport="httpx"``): the before row of stop 29's transport change, for first-audio latency.
 * **MP3 + ffmpeg** — the same client requests ``mp3_44100_128`` (the API default) and pipes it through an
   ``ffmpeg`` subprocess (tuned for low delay) to μ-law 8 kHz, the way many integrations do it.
 
@@ -132,6 +134,9 @@ def main() -> None:
     with FakeElevenLabs("bench-key", tts_realtime_factor=args.speed, tts_first_byte_delay=args.model_latency) as fake:
         common = {"api_key": "bench-key", "base_url": fake.http_url}
         results["ulaw_passthrough"] = summary(run_path(fake, lambda: ElevenLabsTts(**common), args.runs))
+        results["ulaw_passthrough_httpx"] = summary(
+            run_path(fake, lambda: ElevenLabsTts(**common, http_transport="httpx"), args.runs)
+        )
         has_ffmpeg = ffmpeg_available()
         results["ffmpeg"] = shutil.which("ffmpeg") if has_ffmpeg else None
         if has_ffmpeg:
@@ -142,13 +147,13 @@ def main() -> None:
 
     print(f"ElevenLabs TTS, speak() -> first media frame on the phone's socket ({args.runs} utterances, "
           f"fake model latency {args.model_latency * 1000:.0f} ms, generation {args.speed:g}x real time)")
-    print(f"{'path':<22}{'n':>4}{'p50 ms':>10}{'p90 ms':>10}{'min ms':>10}{'max ms':>10}")
-    for name in ("ulaw_passthrough", "mp3_ffmpeg"):
+    print(f"{'path':<24}{'n':>4}{'p50 ms':>10}{'p90 ms':>10}{'min ms':>10}{'max ms':>10}")
+    for name in ("ulaw_passthrough", "ulaw_passthrough_httpx", "mp3_ffmpeg"):
         row = results[name]
         if row is None:
-            print(f"{name:<22}   UNAVAILABLE: {results['mp3_ffmpeg_unavailable']}")
+            print(f"{name:<24}   UNAVAILABLE: {results['mp3_ffmpeg_unavailable']}")
         else:
-            print(f"{name:<22}{row['n']:>4}{row['p50_ms']:>10}{row['p90_ms']:>10}{row['min_ms']:>10}{row['max_ms']:>10}")
+            print(f"{name:<24}{row['n']:>4}{row['p50_ms']:>10}{row['p90_ms']:>10}{row['min_ms']:>10}{row['max_ms']:>10}")
     if results["mp3_ffmpeg"] is not None:
         results["mp3_minus_ulaw_p50_ms"] = round(results["mp3_ffmpeg"]["p50_ms"] - results["ulaw_passthrough"]["p50_ms"], 1)
         print(f"MP3+ffmpeg costs {results['mp3_minus_ulaw_p50_ms']} ms more at the median")
