@@ -43,4 +43,4 @@ def test_tts_clients_use_the_shared_context(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_an_unknown_http_transport_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
-        ElevenLabsTts(api_key="k", http_transport="curl")
+        ElevenLabsTts(api_key="k", http_transport="curl")  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -110,7 +110,7 @@ class ElevenLabsTts(StreamingTtsBase):
         inactivity_timeout: int | None = None,
         chunk_length_schedule: Iterable[int] = (50, 90, 120, 150),
         http_client: httpx.Client | None = None,
-        http_transport: str = "auto",
+        http_transport: Literal["auto", "httpx"] = "auto",
     ) -> None:
         self._api_key: str | None = env_or(api_key, "ELEVENLABS_API_KEY")  # checked at first use
         self.voice_id = str(env_or(voice_id, "ELEVENLABS_VOICE_ID", DEFAULT_VOICE_ID))

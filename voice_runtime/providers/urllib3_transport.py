@@ -2,10 +2,10 @@
 
 Why it exists: a streaming TTS response (ElevenLabs ``…/stream``) arrives as many small HTTP chunks, and the
 speech thread reads every one of them under the GIL, next to the event loop that carries every call's audio.
-httpx's own transport turns each chunk into an h11 event and passes it up through httpcore's layers: about
-8.5 µs of CPU per 160-byte chunk on the project's benchmark machine, against about 1.9 µs through this
-transport, whose body is read by the standard library's ``http.client`` parser (``benchmarks/http_chunk_bench.py``,
-side by side). Clients keep the httpx API: the same ``httpx.Client``, timeouts, status and header handling,
+httpx's own transport turns each chunk into an h11 event and passes it up through httpcore's layers: 7.3 µs
+of CPU per 160-byte chunk on the project's benchmark machine, against 1.7 µs through this transport, whose
+body is read by the standard library's ``http.client`` parser (``benchmarks/http_chunk_bench.py``, side by
+side). Clients keep the httpx API: the same ``httpx.Client``, timeouts, status and header handling,
 error classes, and ``httpx.MockTransport`` in tests.
 
 What it does and does not do:
@@ -77,7 +77,7 @@ class _ResponseStream(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
         try:  # decode_content=False: httpx decodes any content-encoding itself, as with its own transport
-            if response.chunked:  # a streamed body: each HTTP chunk as soon as it is whole (~1.9 µs each)
+            if response.chunked:  # a streamed body: each HTTP chunk as soon as it is whole
                 for piece in response.read_chunked(decode_content=False):
                     if piece:
                         yield piece

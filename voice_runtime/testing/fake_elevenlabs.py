@@ -214,7 +214,6 @@ class FakeElevenLabs:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._start_error: BaseException | None = None
-        self._mp3_cache: dict[tuple[float, int], bytes] = {}
         self._audio_cache: dict[tuple[float, str], tuple[bytes, float]] = {}
         self.http_port = 0
         self.ws_port = 0
@@ -369,29 +368,29 @@ class FakeElevenLabs:
         return speech_seconds(text, chars_per_second=self.tts_chars_per_second, min_seconds=self.tts_min_seconds)
 
     def _audio(self, text: str, output_format: str) -> tuple[bytes, float]:
-        """(audio bytes, bytes per second of audio) for ``text`` in ``output_format``."""
-        seconds = round(self.tts_seconds(text), 2)
-        if output_format == "ulaw_8000" or output_format in ("pcm_8000", "pcm_16000"):
-            # Made once per duration: a load benchmark asks for the same few utterances thousands of times, and
-            # synthesising each anew was a fifth of the fake's CPU on the machine it shares with the runtime.
-            audio_key = (seconds, output_format)
-            cached = self._audio_cache.get(audio_key)
-            if cached is None:
-                if output_format == "ulaw_8000":
-                    cached = pcm16_to_ulaw(tone_speech(seconds)), 8000.0
-                else:
-                    rate = int(output_format.split("_")[1])
-                    cached = tone_speech(seconds, rate=rate).astype("<i2").tobytes(), 2.0 * rate
-                if len(self._audio_cache) >= 512:  # bounded: durations are rounded to 10 ms, texts are not
-                    self._audio_cache.pop(next(iter(self._audio_cache)))
-                self._audio_cache[audio_key] = cached
-            return cached
+        """(audio bytes, bytes per second of audio) for ``text`` in ``output_format``, made once per duration.
+
+        Why cached: a load benchmark asks for the same few utterances thousands of times, and making each anew
+        was a fifth of the fake's CPU on the machine it shares with the runtime (MP3 also runs ffmpeg). Bounded:
+        durations are rounded to 10 ms, but texts are not limited."""
+        key = (round(self.tts_seconds(text), 2), output_format)
+        made = self._audio_cache.get(key)
+        if made is None:
+            made = self._make_audio(*key)
+            if len(self._audio_cache) >= 512:
+                self._audio_cache.pop(next(iter(self._audio_cache)))
+            self._audio_cache[key] = made
+        return made
+
+    def _make_audio(self, seconds: float, output_format: str) -> tuple[bytes, float]:
+        if output_format == "ulaw_8000":
+            return pcm16_to_ulaw(tone_speech(seconds)), 8000.0
+        if output_format in ("pcm_8000", "pcm_16000"):
+            rate = int(output_format.split("_")[1])
+            return tone_speech(seconds, rate=rate).astype("<i2").tobytes(), 2.0 * rate
         if output_format in _MP3_BITRATES:
             kbps = _MP3_BITRATES[output_format]
-            key = (seconds, kbps)
-            if key not in self._mp3_cache:
-                self._mp3_cache[key] = self._encode_mp3(tone_speech(seconds), kbps, int(output_format.split("_")[1]))
-            return self._mp3_cache[key], kbps * 1000 / 8
+            return self._encode_mp3(tone_speech(seconds), kbps, int(output_format.split("_")[1])), kbps * 1000 / 8
         raise ValueError(f"unsupported output_format {output_format!r}")
 
     @staticmethod
