@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -85,6 +86,11 @@ def test_a_flood_the_budget_does_not_stop_yields_the_loop_and_the_good_calls_key
 
     def good_call() -> None:
         assert hostile_live.wait(30)
+        # The good call dials once the flood fills whole read slices (else a fast good call could finish before
+        # the flood is under way, and the test would show nothing about a flood).
+        deadline = time.monotonic() + 30
+        while server.limits.stats["ws_reads_sliced"] == 0 and time.monotonic() < deadline:
+            stop_flood.wait(0.005)  # a bounded poll of a counter that has no event of its own
         phone = harness.phone(running, custom_parameters={"who": "good"})
         phone.press(DIGITS)  # during the flood
         good_done.wait(60)
