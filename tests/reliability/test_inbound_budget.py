@@ -292,3 +292,16 @@ def test_every_verdict_of_the_budget_is_the_textbook_token_buckets(seed: int) ->
         else:
             assert budget.event() == (Verdict.ACCEPT if events.take(1.0, now[0]) else Verdict.DROP)
     assert verdicts[Verdict.ACCEPT] > 1000 and verdicts[Verdict.DROP] > 1000  # both sides of every bucket were reached
+
+
+def test_connections_with_one_config_share_its_rates_and_the_rates_cache_stays_bounded() -> None:
+    """The buckets' constants are made once per config (they are read for every message of every call, and a
+    shared object stays in the CPU caches); a program making a config per call must not grow the cache."""
+    from voice_runtime.server import inbound_budget
+
+    first, second = InboundBudget(BudgetConfig()), InboundBudget(BudgetConfig())
+    assert first._rates is second._rates  # equal configs (a frozen dataclass) share one
+    assert InboundBudget(BudgetConfig(message_rate=301.0))._rates is not first._rates
+    for rate in range(1, 500):
+        InboundBudget(BudgetConfig(message_rate=float(rate)))
+    assert len(inbound_budget._rates_by_config) <= 65

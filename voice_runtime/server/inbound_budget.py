@@ -70,98 +70,130 @@ class _Bucket:
     """A token bucket kept as the instant it will be full again (the "virtual scheduling" form of GCRA).
 
     Why this form: it is the same bucket (``rate`` tokens a second up to ``capacity``) but a take is one clock
-    comparison and one add, with no refill arithmetic and no cap to apply, and a bucket is checked for every
-    message of every call. Tokens at ``now`` are ``capacity - max(0, full_at - now) * rate``; taking ``cost``
-    moves ``full_at`` by ``cost / rate``, and is refused when that would put it more than ``capacity / rate``
-    ahead of now (fewer than ``cost`` tokens left). ``InboundBudget`` inlines :meth:`take` on its per-frame path.
+    comparison and one add, with no refill arithmetic and no cap to apply. Tokens at ``now`` are
+    ``capacity - max(0, full_at - now) * rate``; taking ``cost`` moves ``full_at`` by ``cost / rate``, and is
+    refused when that would put it more than ``capacity / rate`` ahead of now (fewer than ``cost`` tokens left).
+
+    This class holds a bucket's two constants; the moving part, ``full_at``, is a slot of
+    :class:`InboundBudget` (see there why).
     """
 
-    __slots__ = ("per_token", "window", "full_at")
+    __slots__ = ("per_token", "window")
 
-    def __init__(self, rate: float, capacity: float, now: float, tokens: float | None = None) -> None:
+    def __init__(self, rate: float, capacity: float) -> None:
         self.per_token = 1.0 / rate  # seconds one token takes to come back
         # A hair over capacity / rate: float sums of 0.02 s frames must not lose the last one of a burst.
         self.window = (capacity + 1e-9) / rate
-        tokens = capacity if tokens is None else min(tokens, capacity)
-        self.full_at = now + (capacity - tokens) / rate
 
-    def take(self, cost: float, now: float) -> bool:
-        full_at = self.full_at
-        if full_at < now:
-            full_at = now
-        full_at += cost * self.per_token
-        if full_at - now > self.window:
-            return False
-        self.full_at = full_at
-        return True
+
+class _Rates:
+    """The four buckets' constants for one :class:`BudgetConfig`, made once and shared by every connection."""
+
+    __slots__ = ("messages", "bytes", "media", "events")
+
+    def __init__(self, config: BudgetConfig) -> None:
+        self.messages = _Bucket(config.message_rate, config.message_burst)
+        self.bytes = _Bucket(config.byte_rate, config.byte_burst)
+        self.media = _Bucket(config.media_factor, config.media_burst_seconds)
+        self.events = _Bucket(config.event_rate, config.event_burst)
+
+
+_rates_by_config: dict[BudgetConfig, _Rates] = {}
+
+
+def _rates(config: BudgetConfig) -> _Rates:
+    rates = _rates_by_config.get(config)
+    if rates is None:
+        if len(_rates_by_config) > 64:  # configs are few; a program that makes them per call must not grow this
+            _rates_by_config.clear()
+        rates = _rates_by_config[config] = _Rates(config)
+    return rates
 
 
 class InboundBudget:
     """One per connection. ``before_parse(size)`` per message, then ``media(seconds)``, ``event()`` or
-    ``misbehaved(reason)``."""
+    ``misbehaved(reason)``.
+
+    Why the buckets' state is four slots here and their constants one object shared by every connection with
+    the same config: this runs for every message of every call, and on a server with hundreds of calls a
+    call's state is out of the CPU caches by its next frame (20 ms later). What one message touches is then
+    most of what it costs: one object of slots and the floats it holds, instead of four objects, their
+    attribute arrays and twelve floats of their own. (``benchmarks/README.md``, stop 30, has the figures.)
+    """
+
+    __slots__ = (
+        "config", "_clock", "_rates", "_messages_full_at", "_bytes_full_at", "_media_full_at", "_events_full_at",
+        "_parsed_at", "_drops", "dropped", "last_drop_reason",
+    )
 
     def __init__(self, config: BudgetConfig | None = None, *, clock: Callable[[], float] | None = None) -> None:
         self.config = config = config or BudgetConfig()
         self._clock = clock or time.monotonic
         now = self._clock()
-        self._messages = _Bucket(config.message_rate, config.message_burst, now)
-        self._bytes = _Bucket(config.byte_rate, config.byte_burst, now)
-        self._media = _Bucket(config.media_factor, config.media_burst_seconds, now, config.media_start_seconds)
-        self._events = _Bucket(config.event_rate, config.event_burst, now)
+        self._rates = _rates(config)
+        self._messages_full_at = now  # full: a bucket is full when full_at is not after now
+        self._bytes_full_at = now
+        # The media bucket starts with media_start_seconds of its media_burst_seconds (the module docstring).
+        self._media_full_at = now + max(0.0, config.media_burst_seconds - config.media_start_seconds) / config.media_factor
+        self._events_full_at = now
         self._drops: deque[float] = deque()
         self.dropped = 0
         self.last_drop_reason = ""
         self._parsed_at = now  # the instant of the last before_parse (media_parsed's clock)
 
     def before_parse(self, size: int) -> Verdict:
-        """The message and byte buckets for one message of ``size`` bytes (``_Bucket.take`` twice, inlined:
-        this runs before every message of every call is parsed). A message over the message rate leaves the
-        byte bucket alone; one within it but over the byte rate has used its message token."""
+        """The message and byte buckets for one message of ``size`` bytes (the take of :class:`_Bucket`, twice,
+        inlined: this runs before every message of every call is parsed). A message over the message rate
+        leaves the byte bucket alone; one within it but over the byte rate has used its message token."""
         now = self._parsed_at = self._clock()
-        messages = self._messages
-        full_at = messages.full_at
+        rates = self._rates
+        bucket = rates.messages
+        full_at = self._messages_full_at
         if full_at < now:
             full_at = now
-        full_at += messages.per_token
-        if full_at - now > messages.window:
+        full_at += bucket.per_token
+        if full_at - now > bucket.window:
             return self._drop(now, "message_rate")
-        messages.full_at = full_at
-        byts = self._bytes
-        full_at = byts.full_at
+        self._messages_full_at = full_at
+        bucket = rates.bytes
+        full_at = self._bytes_full_at
         if full_at < now:
             full_at = now
-        full_at += size * byts.per_token
-        if full_at - now > byts.window:
+        full_at += size * bucket.per_token
+        if full_at - now > bucket.window:
             return self._drop(now, "byte_rate")
-        byts.full_at = full_at
+        self._bytes_full_at = full_at
         return _ACCEPT
 
     def media_parsed(self, audio_seconds: float) -> Verdict:
         """:meth:`media` for the message just checked by :meth:`before_parse`, at that check's instant: one clock
-        read per media frame instead of two (microseconds apart, so the buckets see the same thing). The take is
-        inlined, as in :meth:`before_parse`."""
+        read per media frame instead of two (microseconds apart, so the buckets see the same thing)."""
         now = self._parsed_at
-        media = self._media
-        full_at = media.full_at
+        bucket = self._rates.media
+        full_at = self._media_full_at
         if full_at < now:
             full_at = now
-        full_at += audio_seconds * media.per_token
-        if full_at - now > media.window:
+        full_at += audio_seconds * bucket.per_token
+        if full_at - now > bucket.window:
             return self._drop(now, "media_rate")
-        media.full_at = full_at
+        self._media_full_at = full_at
         return _ACCEPT
 
     def media(self, audio_seconds: float) -> Verdict:
-        now = self._clock()
-        if self._media.take(audio_seconds, now):
-            return Verdict.ACCEPT
-        return self._drop(now, "media_rate")
+        self._parsed_at = self._clock()
+        return self.media_parsed(audio_seconds)
 
     def event(self) -> Verdict:
         now = self._clock()
-        if self._events.take(1.0, now):
-            return Verdict.ACCEPT
-        return self._drop(now, "event_rate")
+        bucket = self._rates.events
+        full_at = self._events_full_at
+        if full_at < now:
+            full_at = now
+        full_at += bucket.per_token
+        if full_at - now > bucket.window:
+            return self._drop(now, "event_rate")
+        self._events_full_at = full_at
+        return _ACCEPT
 
     def misbehaved(self, reason: str) -> Verdict:
         """A message rejected for what it is (binary, oversized, unknown, out of order): a drop like any other.
