@@ -10,8 +10,9 @@ The workload (the same load generator for every server): N simulated Twilio call
 each sending one 20 ms μ-law frame every 20 ms; every frame carries the call's frame counter in its first
 bytes, and the generator matches what comes back byte for byte, in order (0 frames lost, 0 corrupt is a
 precondition of every row). The measured figure is the server process's CPU (utime + stime from ``/proc``)
-over the window, divided by calls × window seconds. The generator runs in its own process and its CPU is
-reported too (it shares the 2 cores).
+over the window, divided by calls × window seconds, also given as its user-mode and system parts (``user``,
+``sys``: the Python and C code run, and mostly the socket calls). The generator runs in its own process and
+its CPU is reported too (it shares the 2 cores).
 
 Servers:
 
@@ -55,7 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_bench import cpu_seconds, free_port, ws_frame  # noqa: E402
+from load_bench import cpu_seconds, cpu_split, free_port, ws_frame  # noqa: E402
 
 SERVERS = (
     "bare-picows",
@@ -403,9 +404,9 @@ def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[
         _expect(server, "READY", 30)
         gen = _spawn(["--role", "gen", "--port", str(port), "--calls", str(calls), "--warmup", str(warmup)])
         _expect(gen, "WINDOW", 120)
-        s0, g0, t0 = cpu_seconds(server.pid), cpu_seconds(gen.pid), time.monotonic()
+        (u0, k0), g0, t0 = cpu_split(server.pid), cpu_seconds(gen.pid), time.monotonic()
         time.sleep(duration)  # the measurement window itself
-        s1, g1, t1 = cpu_seconds(server.pid), cpu_seconds(gen.pid), time.monotonic()
+        (u1, k1), g1, t1 = cpu_split(server.pid), cpu_seconds(gen.pid), time.monotonic()
         assert gen.stdin is not None
         gen.stdin.write("stop\n")
         gen.stdin.flush()
@@ -414,7 +415,9 @@ def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[
         return {
             "server": kind,
             "calls": calls,
-            "server_ms_per_call_s": round((s1 - s0) * 1000 / (calls * window), 3),
+            "server_ms_per_call_s": round((u1 - u0 + k1 - k0) * 1000 / (calls * window), 3),
+            "server_user_ms_per_call_s": round((u1 - u0) * 1000 / (calls * window), 3),
+            "server_sys_ms_per_call_s": round((k1 - k0) * 1000 / (calls * window), 3),
             "generator_cpu_pct": round((g1 - g0) * 100 / window, 1),
             **result,
         }
@@ -478,6 +481,8 @@ def main() -> None:
             "min_ms": min(values), "max_ms": max(values), "frames_lost": sum(r["frames_lost"] for r in runs),
             "corrupt_calls": sum(r["corrupt_calls"] for r in runs),
             "generator_cpu_pct": round(statistics.median(r["generator_cpu_pct"] for r in runs), 1),
+            "user_ms": round(statistics.median(r["server_user_ms_per_call_s"] for r in runs), 3),
+            "sys_ms": round(statistics.median(r["server_sys_ms_per_call_s"] for r in runs), 3),
         })
     for calls in sizes:
         base = {s["server"]: s["median_ms"] for s in summary if s["calls"] == calls}
@@ -489,10 +494,12 @@ def main() -> None:
                 plain = name.partition(":")[2] or name  # "mid:vr-x" -> "vr-x"
                 before = None if name.startswith(BASE_PREFIX) else base.get(BASE_PREFIX + plain)
                 s["x_base"] = round(s["median_ms"] / before, 3) if before else None
-    print("\n%-26s %6s %9s %17s %8s %8s %7s %5s" % ("server", "calls", "median", "min-max", "x picows", "x ws", "x base", "lost"))
+    print("\n%-26s %6s %9s %17s %6s %6s %8s %8s %7s %5s" % ("server", "calls", "median", "min-max", "user", "sys", "x picows",
+                                                              "x ws", "x base", "lost"))
     for s in summary:
-        print("%-26s %6d %9.3f %8.3f-%-8.3f %8s %8s %7s %5d" % (s["server"], s["calls"], s["median_ms"], s["min_ms"], s["max_ms"],
-                                                              s["x_bare_picows"], s["x_bare_websockets"], s["x_base"] or "", s["frames_lost"]))
+        print("%-26s %6d %9.3f %8.3f-%-8.3f %6.3f %6.3f %8s %8s %7s %5d" % (
+            s["server"], s["calls"], s["median_ms"], s["min_ms"], s["max_ms"], s["user_ms"], s["sys_ms"],
+            s["x_bare_picows"], s["x_bare_websockets"], s["x_base"] or "", s["frames_lost"]))
     print(json.dumps({"echo_bench": summary}))
 
 

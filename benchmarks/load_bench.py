@@ -72,9 +72,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ===================================================================================== /proc helpers
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (all its threads), in seconds."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` (all its threads), in seconds: user-mode time is the Python and C code run,
+    system time mostly the socket calls, so the split says which of the two a difference is made of."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def machine_busy_seconds() -> tuple[float, float]:

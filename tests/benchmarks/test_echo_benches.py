@@ -29,6 +29,10 @@ def test_the_decoding_floor_echo_returns_every_frame_intact() -> None:
     assert (row["frames_lost"], row["corrupt_calls"]) == (0, 0)
     first = json.loads(out.strip().splitlines()[0])
     assert first["frames_sent"] >= 5 * 25  # five calls for a second: about 50 frames each, all matched
+    # The user/system split adds up to the total (each rounded to 3 places) and is summarised per server.
+    split = first["server_user_ms_per_call_s"] + first["server_sys_ms_per_call_s"]
+    assert abs(split - first["server_ms_per_call_s"]) <= 0.002
+    assert row["user_ms"] == first["server_user_ms_per_call_s"] and row["sys_ms"] == first["server_sys_ms_per_call_s"]
 
 
 @pytest.mark.parametrize("style", ["stt", "stt-queue"])
