@@ -142,8 +142,8 @@ class InboundBudget:
         self._parsed_at = now  # the instant of the last before_parse (media_parsed's clock)
 
     def before_parse(self, size: int) -> Verdict:
-        """The message and byte buckets for one message of ``size`` bytes (the take of :class:`_Bucket`, twice,
-        inlined: this runs before every message of every call is parsed). A message over the message rate
+        """The message and byte buckets for one message of ``size`` bytes (the take :class:`_Bucket` describes,
+        twice, inlined: this runs before every message of every call is parsed). A message over the message rate
         leaves the byte bucket alone; one within it but over the byte rate has used its message token."""
         now = self._parsed_at = self._clock()
         rates = self._rates
@@ -184,12 +184,9 @@ class InboundBudget:
         return self.media_parsed(audio_seconds)
 
     def event(self) -> Verdict:
-        now = self._clock()
+        now = self._clock()  # marks, DTMF and acks: a few a second, so the take is written plainly here
         bucket = self._rates.events
-        full_at = self._events_full_at
-        if full_at < now:
-            full_at = now
-        full_at += bucket.per_token
+        full_at = max(self._events_full_at, now) + bucket.per_token
         if full_at - now > bucket.window:
             return self._drop(now, "event_rate")
         self._events_full_at = full_at
