@@ -93,6 +93,16 @@ _DTMF_OUT = frozenset("0123456789*#ABCDabcdwW")
 class VoiceSession(ConversationHelpers):
     """One call's coordinator. Create one per call (the server does this for you); never share one."""
 
+    # What every caller frame and every inline echo read of the session, as slots side by side in the object:
+    # on a server with hundreds of calls a session is out of the CPU caches by its call's next frame (20 ms on),
+    # and a frame then costs about the cache lines it touches (benchmarks/README.md, "Stop 31"). In the
+    # instance's attribute array these were spread over six lines; here they fill two. Everything else (and
+    # every attribute a subclass adds) still lives in the instance ``__dict__``, which the base class provides.
+    __slots__ = (
+        "_audio_sinks", "_stt_feed", "_loop_thread", "_out", "_state", "_transport_send_now", "background_mixer",
+        "_playout_until",
+    )
+
     call_sid: str | None = None
     stream_sid: str | None = None
     caller_number: str | None = None
@@ -156,6 +166,7 @@ class VoiceSession(ConversationHelpers):
         self._dtmf: Inbox[str] = Inbox("DTMF keys (wait_for_dtmf)", 256)
         self._answered_by: str | None = None
         self._clear_epoch = 0  # bumped by every clear
+        self._playout_until = 0.0  # monotonic time the carrier's buffer runs dry (set by the transport)
         self._speaker = Speaker(self)
         self._audio_readers: list[AudioIn | AsyncAudioIn] = []  # told when the call ends
         self._audio_sinks: list[Callable[[bytes], None]] = []  # called per caller chunk, on the loop
@@ -386,7 +397,7 @@ class VoiceSession(ConversationHelpers):
         """Loop side: the clear is on the wire; everything the carrier still held is cleared."""
         with self._cond:
             cleared = self._out.clear_at_carrier()
-            self._speaker.playout_until = 0.0
+            self._playout_until = 0.0
             self._cond.notify_all()
         self.log.emit(ev.CLEAR_SENT, marks_cleared=len(cleared))
         for mark in cleared:
@@ -399,7 +410,7 @@ class VoiceSession(ConversationHelpers):
         return bool(self._out.in_flight)
 
     def set_playout_until(self, when: float) -> None:
-        self._speaker.playout_until = when
+        self._playout_until = when  # read by the speaker's barge-in decision (Speaker.agent_speaking)
 
     def signal_mark_received(self, name: str) -> None:
         """Loop side: the carrier echoed ``name``."""
@@ -684,7 +695,7 @@ class VoiceSession(ConversationHelpers):
         # transport to send right now (an echo or speech-to-speech flow: one per 20 ms frame) and skip the
         # queue's push, wake and take. Read without the lock: only this thread takes from the queue, and audio
         # another thread appends after this check is queued after this audio — the order it would have anyway.
-        if out.pump_idle and not out.pending and self._state is not _ENDED:
+        if out.pump_idle and not out.items and self._state is not _ENDED:
             send_now = self._transport_send_now
             if send_now is not None and send_now(ulaw if type(ulaw) is bytes else bytes(ulaw)):
                 return True

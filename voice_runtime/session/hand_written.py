@@ -142,7 +142,7 @@ async def get_pending_mark(session: VoiceSession) -> str:
 def _queued(session: VoiceSession) -> list[object]:
     """A snapshot of the session's ordered outbound items (audio chunks and marks)."""
     with session._cond:
-        return list(session._out._items)
+        return list(session._out.items)
 
 
 def _head_is_audio(session: VoiceSession) -> bool:

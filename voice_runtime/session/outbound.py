@@ -24,11 +24,21 @@ __all__ = ["OutboundQueue"]
 
 
 class OutboundQueue:
-    """Not thread-safe on its own: every call is made with the session's condition held."""
+    """Not thread-safe on its own: every call is made with the session's condition held.
+
+    Slots, because the session's inline send reads ``pump_idle`` and ``items`` once per frame of every call (the
+    object's cache lines are cold by then: see ``VoiceSession.__slots__``).
+    """
+
+    __slots__ = (
+        "limit_bytes", "items", "buffered_bytes", "pump_idle", "in_flight", "_cleared_wire_names", "blocked_producers",
+    )
 
     def __init__(self, max_seconds: float) -> None:
         self.limit_bytes = int(max_seconds * 8000)
-        self._items: deque[bytes | Mark] = deque()
+        #: Audio chunks and marks in order. Read-only outside this class (the session's fast path tests it for
+        #: emptiness without a call); only the methods below change it.
+        self.items: deque[bytes | Mark] = deque()
         self.buffered_bytes = 0
         self.pump_idle = True  # the transport found the queue empty; the next producer must wake it
         self.in_flight: dict[str, Mark] = {}  # marks on the wire, by wire name
@@ -44,12 +54,12 @@ class OutboundQueue:
 
     def push_audio(self, data: bytes) -> bool:
         """Append audio; returns True if the (idle) transport must be woken."""
-        self._items.append(data)
+        self.items.append(data)
         self.buffered_bytes += len(data)
         return self._claim_wake()
 
     def push_mark(self, mark: Mark) -> bool:
-        self._items.append(mark)
+        self.items.append(mark)
         return self._claim_wake()
 
     def _claim_wake(self) -> bool:
@@ -60,12 +70,12 @@ class OutboundQueue:
 
     @property
     def pending(self) -> bool:
-        return bool(self._items)
+        return bool(self.items)
 
     # ------------------------------------------------------------------ transport side (event loop)
     def take(self, max_bytes: int) -> tuple[bytes, Mark | None]:
         """Up to ``max_bytes`` of audio, or the mark at the head, or ``(b"", None)`` when empty (now idle)."""
-        items = self._items
+        items = self.items
         if not items:
             self.pump_idle = True
             return b"", None
@@ -105,8 +115,8 @@ class OutboundQueue:
     # ------------------------------------------------------------------ clears and the end
     def drop_local(self) -> list[Mark]:
         """Drop every queued item (a clear); the marks among them resolve CLEARED and are returned."""
-        marks = [item for item in self._items if isinstance(item, Mark)]
-        self._items.clear()
+        marks = [item for item in self.items if isinstance(item, Mark)]
+        self.items.clear()
         self.buffered_bytes = 0
         for mark in marks:
             mark.resolve(MarkOutcome.CLEARED)
@@ -124,9 +134,9 @@ class OutboundQueue:
     def hang_up(self) -> list[Mark]:
         """The call ended: every mark, queued or at the carrier, resolves HUNG_UP; the queue empties."""
         marks = list(self.in_flight.values())
-        marks.extend(item for item in self._items if isinstance(item, Mark))
+        marks.extend(item for item in self.items if isinstance(item, Mark))
         self.in_flight.clear()
-        self._items.clear()
+        self.items.clear()
         self.buffered_bytes = 0
         for mark in marks:
             mark.resolve(MarkOutcome.HUNG_UP)

@@ -143,7 +143,6 @@ class Speaker:
         self._stop: threading.Event | None = None  # the innermost speech's stop signal
         self._active = 0  # speeches submitted and not yet fully queued
         self.queue = SpeechQueue(name="speech")  # the call's speech worker: synthesis off the flow thread, in order
-        self.playout_until = 0.0  # monotonic time the carrier's buffer runs dry (set by the transport)
 
     # ------------------------------------------------------------------ state read by others
     @property
@@ -152,7 +151,8 @@ class Speaker:
 
     def agent_speaking(self) -> bool:
         """True while a ``speak`` is producing audio, audio is queued, or the carrier is still playing it."""
-        if self._session.outbound_pending or time.monotonic() < self.playout_until:
+        session = self._session
+        if session.outbound_pending or time.monotonic() < session._playout_until:  # noqa: SLF001 - set per frame
             return True
         if self._active == 0:
             return False
