@@ -42,8 +42,13 @@ class TwilioDialect(Dialect):
     name = "twilio"
     supports_dtmf_out = False  # Twilio: "Sending DTMF outbound ... is not supported"
     max_outbound_message = None
-    _media_prefix_sid: str | None = None  # the stream id _media_prefix was made for (encode_media_bytes)
-    _media_prefix = b""
+    # encode_media_bytes reads both for every outbound frame: slots, beside the base class's stream_id.
+    __slots__ = ("_media_prefix_sid", "_media_prefix")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._media_prefix_sid: str | None = None  # the stream id _media_prefix was made for (encode_media_bytes)
+        self._media_prefix = b""
 
     @classmethod
     def matches(cls, message: dict[str, Any]) -> bool:
