@@ -126,9 +126,10 @@ class CallConnection:
     # and what a frame then costs is mostly the cache lines it touches. As slots they fill three lines, where
     # in the instance's attribute array they were spread over seven. Everything else lives in ``__dict__``.
     __slots__ = (
-        "session", "dialect", "_budget", "config", "wire", "_decode", "_tap", "_media_bytes_per_second",
-        "_mark_credit", "_send_media_now", "_encode_media_bytes", "_pump_parked", "_clear_pending", "_dtmf_pending",
-        "_batch", "_playhead", "_turn_audio_sent", "_stream_t0", "__dict__", "__weakref__",
+        "session", "dialect", "_budget", "_max_inbound", "_playout_lead", "wire", "_decode", "_tap",
+        "_media_bytes_per_second", "_mark_credit", "_send_media_now", "_encode_media_bytes", "_pump_parked",
+        "_clear_pending", "_dtmf_pending", "_batch", "_playhead", "_turn_audio_sent", "_stream_t0", "__dict__",
+        "__weakref__",
     )
 
     def __init__(
@@ -145,6 +146,9 @@ class CallConnection:
         self.wire = wire
         self.session_for = session_for
         self.config = config or ConnectionConfig()
+        # The two settings the per-frame paths read, copied here so a frame does not touch the config's lines too.
+        self._max_inbound = self.config.max_inbound_message
+        self._playout_lead = self.config.playout_lead
         self.recorder_factory = recorder_factory
         self.hangup_hook = hangup
         self.dialect: Dialect | None = dialect
@@ -225,7 +229,7 @@ class CallConnection:
         session, dialect, wire = self.session, self.dialect, self.wire
         send_now, encode = self._send_now, self._encode_media_bytes
         assert session is not None and dialect is not None and send_now is not None and encode is not None
-        lead = self.config.playout_lead
+        lead = self._playout_lead
         try:
             while wire.writable:  # type: ignore[attr-defined]
                 now = time.monotonic()
@@ -269,7 +273,7 @@ class CallConnection:
             return False  # the pump mixes the bed in: it sends
         now = time.monotonic()
         playhead = self._playhead
-        if playhead - now > self.config.playout_lead:
+        if playhead - now > self._playout_lead:
             return False
         try:
             send_now(self._encode_media_bytes(audio))  # type: ignore[misc]
@@ -524,7 +528,7 @@ class CallConnection:
             verdict = budget.before_parse(len(message))
             if verdict is not _ACCEPT:
                 return self._over_budget(verdict, budget)
-        if len(message) > self.config.max_inbound_message:
+        if len(message) > self._max_inbound:
             return self._misbehaved("oversized_message")
         if isinstance(message, bytes):
             return self._misbehaved("binary_frame")
