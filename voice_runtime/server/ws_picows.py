@@ -64,6 +64,13 @@ class PicowsWire(WSListener):  # type: ignore[misc]
     ``receive``; after ``push_to`` every message goes straight to the consumer on picows' callback.
     """
 
+    # Slots (and no __dict__): the frame callback reads ``_deliver`` for every message, and ``writable`` and
+    # ``send_bytes_nowait`` are read for every inline send; on a busy server the listener is cold by then.
+    __slots__ = (
+        "_deliver", "writable", "send_bytes_nowait", "_server", "_admitted", "_transport", "_pending", "_max_pending",
+        "_waiter", "_ended", "_closed", "_fragments", "_fragment_type", "_writable", "_task",
+    )
+
     def __init__(self, server: VoiceServer, admitted: Admitted, max_pending: int = 64) -> None:
         super().__init__()
         self._server = server
