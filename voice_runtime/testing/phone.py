@@ -234,6 +234,7 @@ class SimulatedPhone:
         self._chunk = 0
         self._t0 = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
+        self._winding_down = False  # set on the loop thread once _main has returned (see _start_shutdown)
         self._closed = threading.Event()
         self._connected = threading.Event()
         self._connect_error: BaseException | None = None
@@ -315,7 +316,7 @@ class SimulatedPhone:
             # Schedule a plain callback, not a coroutine: if the loop stops before running it, nothing is left
             # un-awaited. The phone's thread ends once _main's tasks are cancelled, so joining it is the wait.
             try:
-                loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._shutdown()))
+                loop.call_soon_threadsafe(self._start_shutdown)
             except RuntimeError:  # the loop closed between the check and the call
                 pass
         if self._thread is not None:
@@ -415,12 +416,23 @@ class SimulatedPhone:
             except Exception:
                 log.exception("phone event listener failed")
 
+    def _start_shutdown(self) -> None:
+        """Loop side: begin the shutdown, unless the loop is already winding down.
+
+        Once ``_run_loop`` is past ``_main`` it cancels and awaits what is left and closes the loop; a shutdown
+        task created then could be dropped by ``loop.close()`` before its first step, leaving its coroutine
+        never awaited (a RuntimeWarning at exit). Both run on the loop thread, so the flag is race-free.
+        """
+        if not self._winding_down:
+            asyncio.ensure_future(self._shutdown())
+
     def _run_loop(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
         finally:
+            self._winding_down = True  # from here on close() has nothing to start: this block cleans up
             leftovers = asyncio.all_tasks(loop)  # e.g. a shutdown scheduled as the call ended by itself
             for task in leftovers:
                 task.cancel()
