@@ -7,8 +7,8 @@ was never awaited" in whichever later test the garbage collector ran in.
 
 The window is a few microseconds wide, so the test holds it open: it replaces the phone loop's
 ``shutdown_asyncgens`` (the last thing the loop runs before ``close()``) with one that holds the loop until
-``close()`` has queued its callback, so the loop runs that callback in its very last pass. That is an injected scheduling point, not a fake:
-the sockets, the server and the phone are real.
+``close()`` has queued its callback, so the loop runs that callback in its very last pass. That is an injected
+scheduling point, not a fake: the sockets, the server and the phone are real.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ def test_close_while_the_phone_winds_down_leaves_no_unawaited_coroutine(harness:
     loop = phone._loop
     assert loop is not None
     winding, handed_over = threading.Event(), threading.Event()
-    closer_thread: list[threading.Thread | None] = [None]  # the thread that will call close()
+    closer = threading.Thread(target=phone.close, name="closer")
     real_call_soon_threadsafe, real_shutdown_asyncgens = loop.call_soon_threadsafe, loop.shutdown_asyncgens
 
     def call_soon_threadsafe(callback: Any, *args: Any, **kwargs: Any) -> Any:
         handle = real_call_soon_threadsafe(callback, *args, **kwargs)
-        if threading.current_thread() is closer_thread[0]:
+        if threading.current_thread() is closer:
             handed_over.set()  # close()'s callback is in the loop's queue
         return handle
 
@@ -54,11 +54,9 @@ def test_close_while_the_phone_winds_down_leaves_no_unawaited_coroutine(harness:
         warnings.simplefilter("always")
         hang_up.set()
         assert winding.wait(5), "the phone's loop did not wind down after the server ended the call"
-        thread = threading.Thread(target=phone.close, name="closer")
-        closer_thread[0] = thread
-        thread.start()
-        thread.join(10)
-        assert not thread.is_alive(), "close() did not return"
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive(), "close() did not return"
         assert handed_over.is_set(), "close() did not schedule its callback while the loop was winding down"
         assert phone._thread is not None and not phone._thread.is_alive()
         assert phone.closed
