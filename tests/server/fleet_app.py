@@ -7,6 +7,8 @@ Test-only routes let the test ask a worker to dial, and read back what each work
   for its stream, says one word and hangs up. Answers ``{"call_sids": [...]}`` once every REST dial returned.
 * ``GET /_test/report``: ``{"worker_id", "pid", "dialled": {sid: outcome}, "answered": {sid: outcome},
   "misdirected": n}``.
+* ``GET /_test/outcome?sid=...&outcome=spoke&timeout=10``: waits (on a condition, not by polling) until a call
+  of this worker reaches that outcome; answers ``{"outcome": <the call's outcome then>}`` either way.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ def build_server(address: WorkerAddress) -> VoiceServer:
     )
     twilio = TwilioCallControl(server, credentials=credentials, http_client=FakeTwilioHttpClient(env["FAKE_TWILIO_URL"]))
     lock = threading.Lock()
+    changed = threading.Condition(lock)  # notified on every outcome, for /_test/outcome
     dialled: dict[str, str] = {}
     answered: dict[str, str] = {}
 
     def record(book: dict[str, str], sid: str, outcome: str) -> None:
-        with lock:
+        with changed:
             book[sid] = outcome
+            changed.notify_all()
 
     @twilio.on_inbound_call
     def inbound(session: Any) -> None:
@@ -87,7 +91,21 @@ def build_server(address: WorkerAddress) -> VoiceServer:
                 "misdirected": server.registry.misdirected,
             }
 
+    def wait_outcome(sid: str, outcome: str, timeout: float) -> str | None:
+        def current() -> str | None:
+            return dialled.get(sid, answered.get(sid))
+
+        with changed:
+            changed.wait_for(lambda: current() == outcome, timeout=min(timeout, 30.0))
+            return current()
+
+    async def outcome_route(sid: str, outcome: str, timeout: float = 10.0) -> Any:
+        import asyncio
+
+        return {"outcome": await asyncio.to_thread(wait_outcome, sid, outcome, timeout)}
+
     server.app.add_api_route("/_test/dial", dial, methods=["POST"])
+    server.app.add_api_route("/_test/outcome", outcome_route, methods=["GET"])
     server.app.add_api_route("/_test/report", report, methods=["GET"])
     return server
 
