@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             expected = sum(mix_expected_dials(i, args.max_attempts) for i in range(args.calls))
             campaign.add([CallJob(mix_number(i), "greet", {"word": "hi"}, job_id=f"job{i}") for i in range(args.calls)])
             if args.kill:
-                while len(fleet.dial_times()) < int(expected * args.kill_at):
-                    time.sleep(0.1)  # watching another process's progress
+                fleet.wait_for_dials(int(expected * args.kill_at), timeout=args.timeout)
                 killed = "w1"
                 cpu_at_kill = fleet.cpu_seconds(killed)
                 fleet.kill(killed)

@@ -226,6 +226,17 @@ class CampaignFleet:
         request log)."""
         return sorted(r.at for r in self.fake.requests_for("POST", "/Call/" if self.carrier == "plivo" else "/Calls.json"))
 
+    def wait_for_dials(self, count: int, timeout: float) -> None:
+        """Block until ``count`` dials reached the fake carrier (to act mid-campaign, e.g. kill a worker).
+
+        The workers are other processes, but the fake carrier lives here and notifies its condition on every
+        request it records, so this waits on that instead of polling. Raises ``TimeoutError`` past ``timeout``.
+        """
+        cond = self.fake._cond  # FakeTwilio and FakePlivo: a Condition over an RLock, held by requests_for too
+        with cond:
+            if not cond.wait_for(lambda: len(self.dial_times()) >= count, timeout):
+                raise TimeoutError(f"only {len(self.dial_times())} of {count} dials reached the fake carrier in {timeout} s")
+
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:
     """The most events in any half-open window ``[t, t + window)`` (sliding over every event)."""
