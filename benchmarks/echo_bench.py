@@ -36,6 +36,11 @@ server role, its ``voice_runtime`` first on the path). Each base row runs right 
 order of the two alternating per round, and the summary gives ``x base`` (row median / base median).
 ``--also-tree LABEL=PATH`` (repeatable) adds more checkouts the same way, e.g. an intermediate commit, so that
 each change of a series gets its before/after in the same run.
+
+``--pin``: the server on the last CPU, the generator on the first (``sched_setaffinity`` before each process
+starts, so every thread inherits it). Unpinned on loopback, the scheduler tends to wake the generator on the
+server's CPU (the server's send is what wakes it), where it preempts the server several hundred times a second
+and takes its caches; pinned rows are steadier. Off by default, so that rows stay comparable with earlier runs.
 """
 
 from __future__ import annotations
@@ -362,13 +367,27 @@ async def generator(port: int, calls: int, ramp: float, warmup: float) -> None:
 BASE_PREFIX = "base:"
 
 
-def _spawn(args: list[str], tree: str | None = None) -> subprocess.Popen[str]:
-    """This script in another role; with ``tree``, that checkout's copy of it and its ``voice_runtime``."""
+def _spawn(args: list[str], tree: str | None = None, cpu: int | None = None) -> subprocess.Popen[str]:
+    """This script in another role; with ``tree``, that checkout's copy of it and its ``voice_runtime``; with
+    ``cpu``, pinned to that CPU from before it starts (``--pin``: any tree's code, every thread)."""
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     if tree is None:
-        return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                preexec_fn=pin)
     env = {**os.environ, "PYTHONPATH": tree}
     script = str(Path(tree) / "benchmarks" / "echo_bench.py")
-    return subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
+    return subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree,
+                            preexec_fn=pin)
+
+
+def _pin_cpus(pin: bool) -> tuple[int | None, int | None]:
+    """(server CPU, generator CPU) for ``--pin``: the last and the first the process may use; (None, None) off."""
+    if not pin:
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs (one for the server, one for the generator)")
+    return cpus[-1], cpus[0]
 
 
 def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
@@ -389,7 +408,9 @@ def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
     return result["line"]
 
 
-def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[str, str] | None = None) -> dict[str, Any]:
+def run_once(
+    kind: str, calls: int, duration: float, warmup: float, trees: dict[str, str] | None = None, pin: bool = False
+) -> dict[str, Any]:
     port = free_port()
     tree = None
     served = kind
@@ -398,12 +419,14 @@ def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[
         if not trees or label not in trees:
             raise SystemExit(f"{kind}: no tree labelled {label!r} (--base-tree / --also-tree)")
         tree, served = trees[label], rest
-    server = _spawn(["--role", "server", "--kind", served, "--port", str(port)], tree)
+    server_cpu, gen_cpu = _pin_cpus(pin)
+    server = _spawn(["--role", "server", "--kind", served, "--port", str(port)], tree, server_cpu)
     gen = None
     try:
         _expect(server, "READY", 30)
-        gen = _spawn(["--role", "gen", "--port", str(port), "--calls", str(calls), "--warmup", str(warmup)])
+        gen = _spawn(["--role", "gen", "--port", str(port), "--calls", str(calls), "--warmup", str(warmup)], cpu=gen_cpu)
         _expect(gen, "WINDOW", 120)
+        cpus = {"server_cpus": sorted(os.sched_getaffinity(server.pid)), "generator_cpus": sorted(os.sched_getaffinity(gen.pid))}
         (u0, k0), g0, t0 = cpu_split(server.pid), cpu_seconds(gen.pid), time.monotonic()
         time.sleep(duration)  # the measurement window itself
         (u1, k1), g1, t1 = cpu_split(server.pid), cpu_seconds(gen.pid), time.monotonic()
@@ -419,6 +442,8 @@ def run_once(kind: str, calls: int, duration: float, warmup: float, trees: dict[
             "server_user_ms_per_call_s": round((u1 - u0) * 1000 / (calls * window), 3),
             "server_sys_ms_per_call_s": round((k1 - k0) * 1000 / (calls * window), 3),
             "generator_cpu_pct": round((g1 - g0) * 100 / window, 1),
+            "pinned": pin,
+            **cpus,
             **result,
         }
     finally:
@@ -443,6 +468,7 @@ def main() -> None:
     p.add_argument("--base-tree", default="", help="another checkout: adds a base:<kind> row per vr-* server (before/after)")
     p.add_argument("--also-tree", action="append", default=[], metavar="LABEL=PATH",
                    help="more checkouts (e.g. an intermediate commit): a LABEL:<kind> row per vr-* server")
+    p.add_argument("--pin", action="store_true", help="server on the last CPU, generator on the first (see the docstring)")
     args = p.parse_args()
     if args.role == "server":
         server_main(args.kind, args.port)
@@ -467,7 +493,7 @@ def main() -> None:
             # Rotate each branch/other-trees group per round, so that no tree always runs first or last.
             order = [k for g in groups for k in (g[run % len(g):] + g[: run % len(g)])]
             for kind in order:
-                row = run_once(kind, calls, args.duration, args.warmup, trees)
+                row = run_once(kind, calls, args.duration, args.warmup, trees, args.pin)
                 rows.setdefault((kind, calls), []).append(row)
                 print(json.dumps({"run": run + 1, **row}), flush=True)
                 if args.out:

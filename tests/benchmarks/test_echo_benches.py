@@ -1,12 +1,14 @@
-"""``benchmarks/echo_bench.py``'s decoding floor server and ``echo_inproc.py``'s STT styles, end to end.
+"""``benchmarks/echo_bench.py``'s decoding floor server and ``--pin``, and ``echo_inproc.py``'s STT styles, end to end.
 
-The floor row is only meaningful if it really echoes every byte (the generator matches each frame); the STT
-styles are only a before/after if every frame reaches the STT in both, one inline and one by its queue.
+The floor row is only meaningful if it really echoes every byte (the generator matches each frame); a pinned row
+only if the two processes really ran on a CPU each; the STT styles are only a before/after if every frame
+reaches the STT in both, one inline and one by its queue.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -33,6 +35,25 @@ def test_the_decoding_floor_echo_returns_every_frame_intact() -> None:
     split = first["server_user_ms_per_call_s"] + first["server_sys_ms_per_call_s"]
     assert abs(split - first["server_ms_per_call_s"]) <= 0.002
     assert row["user_ms"] == first["server_user_ms_per_call_s"] and row["sys_ms"] == first["server_sys_ms_per_call_s"]
+    # Unpinned by default: both processes may run on every CPU this one may.
+    assert first["pinned"] is False
+    assert first["server_cpus"] == first["generator_cpus"] == sorted(os.sched_getaffinity(0))
+
+
+def test_pin_gives_the_server_and_the_generator_a_cpu_each() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("--pin needs 2 CPUs; run this on a machine with at least two")
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "echo_bench.py"), "--servers", "bare-picows", "--calls", "3", "--runs", "1",
+         "--duration", "1", "--warmup", "0.5", "--pin"],
+        check=True, capture_output=True, text=True, timeout=120, cwd=BENCHMARKS.parent,
+    ).stdout
+    first = json.loads(out.strip().splitlines()[0])
+    # Read back from the live processes (sched_getaffinity of their pids), not from the flag.
+    assert first["pinned"] is True
+    assert first["server_cpus"] == [cpus[-1]] and first["generator_cpus"] == [cpus[0]]
+    assert (first["frames_lost"], first["corrupt_calls"]) == (0, 0) and first["frames_sent"] >= 3 * 25
 
 
 @pytest.mark.parametrize("style", ["stt", "stt-queue"])
