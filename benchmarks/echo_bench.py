@@ -369,15 +369,22 @@ BASE_PREFIX = "base:"
 
 def _spawn(args: list[str], tree: str | None = None, cpu: int | None = None) -> subprocess.Popen[str]:
     """This script in another role; with ``tree``, that checkout's copy of it and its ``voice_runtime``; with
-    ``cpu``, pinned to that CPU from before it starts (``--pin``: any tree's code, every thread)."""
-    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
-    if tree is None:
-        return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                preexec_fn=pin)
-    env = {**os.environ, "PYTHONPATH": tree}
-    script = str(Path(tree) / "benchmarks" / "echo_bench.py")
-    return subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree,
-                            preexec_fn=pin)
+    ``cpu``, pinned to that CPU from before it starts (``--pin``: any tree's code, every thread).
+
+    The pin is this thread's own affinity while it forks, which the child inherits (no ``preexec_fn``, which is
+    unsafe with the reader threads this orchestrator runs)."""
+    env, cwd, script = None, None, __file__
+    if tree is not None:
+        env, cwd, script = {**os.environ, "PYTHONPATH": tree}, tree, str(Path(tree) / "benchmarks" / "echo_bench.py")
+    previous = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        return subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=env, cwd=cwd)
+    finally:
+        if cpu is not None:
+            os.sched_setaffinity(0, previous)
 
 
 def _pin_cpus(pin: bool) -> tuple[int | None, int | None]:
