@@ -13,6 +13,7 @@ Test-only routes let the test ask a worker to dial, and read back what each work
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -100,8 +101,6 @@ def build_server(address: WorkerAddress) -> VoiceServer:
             return current()
 
     async def outcome_route(sid: str, outcome: str, timeout: float = 10.0) -> Any:
-        import asyncio
-
         return {"outcome": await asyncio.to_thread(wait_outcome, sid, outcome, timeout)}
 
     server.app.add_api_route("/_test/dial", dial, methods=["POST"])
