@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-speechsdk = pytest.importorskip("azure.cognitiveservices.speech")
+speechsdk = pytest.importorskip("azure.cognitiveservices.speech", reason='the Azure providers need the [azure] extra: pip install "voice-runtime[azure]"')
 
 from voice_runtime.errors import ConfigError  # noqa: E402
 from voice_runtime.providers.azure_sdk import (  # noqa: E402

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("azure.cognitiveservices.speech")
+pytest.importorskip("azure.cognitiveservices.speech", reason='the Azure providers need the [azure] extra: pip install "voice-runtime[azure]"')
 
 from voice_runtime.testing.fake_azure_speech import (  # noqa: E402
     CancellationErrorCode,

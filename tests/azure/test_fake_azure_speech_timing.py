@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("azure.cognitiveservices.speech")
+pytest.importorskip("azure.cognitiveservices.speech", reason='the Azure providers need the [azure] extra: pip install "voice-runtime[azure]"')
 
 from voice_runtime.providers.azure_sdk import SynthesizerOptions  # noqa: E402
 from voice_runtime.providers.azure_tts import AzureTts  # noqa: E402

@@ -15,7 +15,7 @@ first_token_bench = load_benchmark("first_token_bench")
 
 
 def test_azure_path_runs_end_to_end() -> None:
-    pytest.importorskip("azure.cognitiveservices.speech")
+    pytest.importorskip("azure.cognitiveservices.speech", reason='the Azure providers need the [azure] extra: pip install "voice-runtime[azure]"')
     lines: list[str] = []
     results = first_token_bench.run_paths(
         ("azure_per_sentence",),

