@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from voice_runtime.testing.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
@@ -23,12 +24,6 @@ def cli_command() -> list[str]:
     """The installed console script next to this interpreter, else ``python -m voice_runtime``."""
     script = Path(sys.executable).with_name("voice-runtime")
     return [str(script)] if script.exists() else [sys.executable, "-m", "voice_runtime"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class CliProcess:

@@ -10,9 +10,10 @@ import pytest
 
 from voice_runtime.testing.fake_plivo import FakePlivo
 from voice_runtime.testing.fake_twilio import FakeTwilio
+from voice_runtime.testing.ports import free_port
 
 from .carriers import PLIVO_NUMBER, carrier_env
-from .conftest import free_port, run_cli
+from .conftest import run_cli
 
 NUMBER = "+15550102222"
 

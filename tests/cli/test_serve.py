@@ -14,10 +14,11 @@ import pytest
 
 from voice_runtime.testing.fake_plivo import FakePlivo
 from voice_runtime.testing.fake_twilio import FakeTwilio
+from voice_runtime.testing.ports import free_port
 
 from .carriers import carrier_env
 from .conftest import EXAMPLES as REPO_EXAMPLES
-from .conftest import free_port, run_cli
+from .conftest import run_cli
 
 ADMIN_TOKEN = "admin-token-for-tests-0123"
 

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CallHarness, FlowResult
-from tests.server.test_native_workers import _free_port, _wait_listening
+from tests.server.test_native_workers import _wait_listening
+from voice_runtime.testing.ports import free_port
 from voice_runtime import VoiceServer, create_stt, create_tts
 from voice_runtime.audio.g711 import pcm16_to_ulaw
 from voice_runtime.server.ws_native import start_native
@@ -169,7 +170,7 @@ serve_native(server, host="127.0.0.1", port=int(sys.argv[1]), workers=2)
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT") or not hasattr(os, "fork"), reason="POSIX only")
 def test_workers_report_every_call_in_multiprocess_mode(tmp_path: Path) -> None:
     """Whichever worker answers /metrics reports the calls of both (PROMETHEUS_MULTIPROC_DIR)."""
-    port = _free_port()
+    port = free_port()
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", WORKERS, str(port)], cwd=root, env=env, stderr=subprocess.PIPE, text=True)

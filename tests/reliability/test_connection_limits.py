@@ -29,6 +29,7 @@ from voice_runtime.server.limits import RateLimitedLog, quiet_accept_errors
 from voice_runtime.server.ws_native import start_native
 from voice_runtime.session import VoiceSession
 from voice_runtime.testing import PhoneRejected, SimulatedPhone
+from voice_runtime.testing.ports import free_port
 
 def _start_picows(server: VoiceServer) -> RunningServer:
     pytest.importorskip("picows", reason="the picows mode needs the [fast] extra: pip install 'voice-runtime[fast]'")
@@ -218,9 +219,7 @@ def test_fd_exhaustion_storm_does_not_flood_the_log(cap: str, tmp_path: Path) ->
     clean 503 + Retry-After instead of an accept storm."""
     script = tmp_path / "emfile_server.py"
     script.write_text(EMFILE_SERVER)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, str(script), cap, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=os.getcwd(), env=dict(os.environ, PYTHONPATH=os.getcwd()))
     socks: list[socket.socket] = []

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from voice_runtime.testing import PhoneRejected, SimulatedPhone
+from voice_runtime.testing.ports import free_port
 
 HERE = Path(__file__).parent
 DEADLINE = 4.0
@@ -64,9 +65,7 @@ class ServerProcess:
     """``drain_server.py`` in a subprocess; stderr lines are collected so the test can wait on log lines."""
 
     def __init__(self, rest_url: str, recordings: Path, mode: str = "fastapi") -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "drain_server.py"), "--port", str(self.port), "--deadline", str(DEADLINE),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from voice_runtime.testing import SimulatedPhone
+from voice_runtime.testing.ports import free_port
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT") or not hasattr(os, "fork"), reason="POSIX only")
 
@@ -35,12 +36,6 @@ serve_native(server, host="127.0.0.1", port=int(sys.argv[1]), workers=2)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_listening(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,7 +48,7 @@ def _wait_listening(port: int, timeout: float) -> None:
 
 
 def test_two_workers_share_the_port_and_serve_calls(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(tmp_path)], cwd=root, stderr=subprocess.PIPE, text=True)
     phones: list[SimulatedPhone] = []

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from voice_runtime.testing.ports import free_port_run, free_ports
 from voice_runtime.server.workers import WorkerAddress, WorkerRegistry, install_worker, owner_of
 from voice_runtime.testing.fake_twilio import FakeTwilio
 from voice_runtime.testing.phone import PhoneRejected
@@ -28,16 +29,6 @@ from voice_runtime.testing.phone import PhoneRejected
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 4
 CALLS_EACH = 50  # per worker and direction: 4 x 50 = 200 dialled + 200 webhook-answered
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _wait_listening(port: int, deadline: float, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -67,19 +58,9 @@ class Fleet:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     with FakeTwilio() as fake:
-        *ports, webhook_port = _free_ports(WORKERS + 1)
-        # worker ports must be consecutive for the plan: find a free run
-        base = ports[0]
-        for _ in range(50):
-            try:
-                probes = [socket.create_server(("127.0.0.1", base + i)) for i in range(WORKERS)]
-            except OSError:
-                base = _free_ports(1)[0]
-                continue
-            for p in probes:
-                p.close()
-            break
-        ports = [base + i for i in range(WORKERS)]
+        # worker ports must be consecutive for the plan (worker i listens on base + i)
+        ports = free_port_run(WORKERS)
+        base, (webhook_port,) = ports[0], free_ports(1)
         env = dict(
             os.environ,
             FAKE_TWILIO_URL=fake.base_url,

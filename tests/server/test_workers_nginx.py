@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.test_workers import ROOT, _free_ports, _wait_listening
+from voice_runtime.testing.ports import free_port_run, free_ports
+from tests.server.test_workers import ROOT, _wait_listening
 from voice_runtime.testing import SimulatedPhone
 from voice_runtime.testing.fake_twilio import FakeTwilio
 from voice_runtime.testing.phone import PhoneRejected
@@ -73,8 +74,9 @@ def proxied_fleet(tmp_path: Path) -> Iterator[tuple[FakeTwilio, int, list[int], 
     if nginx is None:
         pytest.skip("nginx not installed: apt-get install nginx-light (scripts/test.sh does it as root)")
     with FakeTwilio() as fake:
-        listen, webhook_port, base = _free_ports(3)
-        ports = [base + i for i in range(WORKERS)]
+        listen, webhook_port = free_ports(2)
+        ports = free_port_run(WORKERS)  # worker i listens on base + i
+        base = ports[0]
         conf = tmp_path / "nginx.conf"
         conf.write_text(nginx_conf(listen, ports, tmp_path))
         os.chmod(tmp_path, 0o777)  # nginx workers run as nobody when started by root

@@ -13,13 +13,9 @@ import tempfile
 import time
 from typing import Any
 
+from voice_runtime.testing.ports import free_port
+
 __all__ = ["RedisServer", "free_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
