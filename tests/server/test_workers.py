@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from voice_runtime.testing.ports import free_port_run, free_ports
-from voice_runtime.server.workers import WorkerAddress, WorkerRegistry, install_worker, owner_of
+from voice_runtime.server.workers import WorkerAddress, WorkerPlan, WorkerRegistry, install_worker, owner_of, serve_workers
 from voice_runtime.testing.fake_twilio import FakeTwilio
 from voice_runtime.testing.phone import PhoneRejected
 
@@ -183,6 +183,26 @@ def test_stream_at_the_wrong_worker_is_refused_naming_the_owner(fleet: Fleet) ->
     assert waited.json()["outcome"] == "spoke"
     log_text = fleet.log.read_text()
     assert f"token owned by worker w0 (http://127.0.0.1:{fleet.ports[0]}) arrived at worker w1" in log_text
+
+
+def test_a_taken_port_fails_the_whole_fleet_before_any_worker_starts() -> None:
+    """Worker 1's port taken: ``serve_workers`` raises naming it, forks nothing, and leaves no port bound.
+
+    Before, worker 1 died alone in its child while 0, 2 and 3 served, a fleet with a hole the plan still sent
+    calls to (CI saw exactly that when a parallel test's connection held the port).
+    """
+    ports = free_port_run(WORKERS)
+    (webhook_port,) = free_ports(1)
+    def build(address: WorkerAddress) -> object:
+        # Only a forked child calls this; it would die, and serve_workers would return 1 instead of raising.
+        raise AssertionError(f"{address.worker_id} was forked although a port was taken")
+
+    plan = WorkerPlan(WORKERS, ports[0], "http://127.0.0.1:{port}", webhook_port=webhook_port, host="127.0.0.1")
+    with socket.create_server(("127.0.0.1", ports[1])):
+        with pytest.raises(OSError, match=rf"worker w1: cannot listen on 127\.0\.0\.1 port {ports[1]}: Address already in use"):
+            serve_workers(build, plan)
+    for port in [ports[0], ports[2], ports[3], webhook_port]:  # everything bound before the failure was closed
+        socket.create_server(("127.0.0.1", port)).close()
 
 
 def test_worker_registry_tokens_and_addresses() -> None:

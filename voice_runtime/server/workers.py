@@ -178,12 +178,47 @@ class WorkerPlan:
         return {a.worker_id: a.public_url for a in map(self.address, range(self.workers))}
 
 
+def _bind_worker(host: str, port: int, webhook_port: int | None) -> list[socket.socket]:
+    """The worker's own listening socket, plus its ``SO_REUSEPORT`` share of the webhook port."""
+    sockets = [_listen(host, port, reuse_port=False)]
+    if webhook_port is not None:
+        try:
+            sockets.append(_listen(host, webhook_port, reuse_port=True))
+        except OSError:
+            sockets[0].close()
+            raise
+    return sockets
+
+
+def _bind_fleet(plan: WorkerPlan) -> list[list[socket.socket]]:
+    """Every worker's sockets, bound in the supervisor before any fork.
+
+    Why here and not in each child: a taken port then fails the whole start at once, with the port named,
+    instead of leaving a fleet with a hole in it (the other workers serving, the plan still sending worker i's
+    calls to a port nobody owns). gunicorn's arbiter binds before forking for the same reason.
+    """
+    bound: list[list[socket.socket]] = []
+    for index in range(plan.workers):
+        try:
+            bound.append(_bind_worker(plan.host, plan.base_port + index, plan.webhook_port))
+        except OSError as exc:
+            for sockets in bound:
+                for sock in sockets:
+                    sock.close()
+            raise OSError(exc.errno, f"worker {plan.address(index).worker_id}: {exc.strerror}") from exc
+    return bound
+
+
 def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host} port {port}: {exc.strerror}") from exc
     sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
@@ -198,13 +233,15 @@ def run_worker(
     webhook_port: int | None = None,
     peers: Mapping[str, str] | None = None,
     drain_deadline: float = 30.0,
+    sockets: list[socket.socket] | None = None,
     **uvicorn_kwargs: Any,
 ) -> None:
     """Serve one addressable worker in the foreground (its own ``port``, plus the shared ``webhook_port``).
 
     Everything the FastAPI mode serves (streams, webhooks, callbacks) is on both sockets; SIGTERM drains as
     ``VoiceServer.serve`` does. One call per process per host is the multi-host building block: run it once
-    per process on every host, each with its own address.
+    per process on every host, each with its own address. ``sockets``: listening sockets bound already
+    (:func:`serve_workers` binds before it forks); ``port`` and ``webhook_port`` then only label the log line.
     """
     import uvicorn
 
@@ -214,9 +251,8 @@ def run_worker(
     server.check_config_at_start()
     warn_if_unsigned(server)
     install_worker(server, address, peers=peers)
-    sockets = [_listen(host, port, reuse_port=False)]
-    if webhook_port is not None:
-        sockets.append(_listen(host, webhook_port, reuse_port=True))
+    if sockets is None:
+        sockets = _bind_worker(host, port, webhook_port)
     uvicorn_kwargs.setdefault("ws_max_size", server.connection_config.hard_max_inbound_message)
     uvicorn_kwargs.setdefault("log_level", "warning")
     uvicorn_kwargs.setdefault("ws_ping_interval", None)
@@ -233,10 +269,12 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
     """Fork ``plan.workers`` addressable workers; block until all exit. Returns the number that failed.
 
     ``build_server(address)`` runs *in each child*, after the fork, so every worker builds its own server,
-    call controls and provider clients (nothing with threads or sockets crosses the fork). SIGTERM/SIGINT
-    are forwarded to every child, which drains. POSIX only.
+    call controls and provider clients (nothing with threads crosses the fork; the only sockets that do are
+    the listening ones). Every port is bound first, in this process: a taken port raises :class:`OSError`
+    naming it before any worker starts. SIGTERM/SIGINT are forwarded to every child, which drains. POSIX only.
     """
     peers = plan.peers()
+    bound = _bind_fleet(plan)
     children: dict[int, str] = {}
     for index in range(plan.workers):
         address = plan.address(index)
@@ -244,6 +282,10 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
         if pid == 0:
             code = 0
             try:
+                for other, sockets in enumerate(bound):
+                    if other != index:  # a dead worker's queue must not live on in its siblings
+                        for sock in sockets:
+                            sock.close()
                 run_worker(
                     build_server(address),
                     address,
@@ -251,6 +293,7 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
                     port=plan.base_port + index,
                     webhook_port=plan.webhook_port,
                     peers=peers,
+                    sockets=bound[index],
                     **run_kwargs,
                 )
             except SystemExit as exit_:  # an unclean drain (exit_if_unclean): its status, logged by the drain
@@ -261,6 +304,9 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
             finally:
                 os._exit(code)
         children[pid] = address.worker_id
+    for sockets in bound:  # the children hold them now
+        for sock in sockets:
+            sock.close()
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
