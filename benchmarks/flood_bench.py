@@ -34,7 +34,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -153,9 +152,9 @@ def one(budget: str, kind: str, marks: int, reconnect: bool = False, profile: Pa
         tree: Path = ROOT, mode: str = "fastapi", label: str = "") -> dict[str, Any]:
     from voice_runtime.testing import SimulatedPhone
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from voice_runtime.testing.ports import free_port
+
+    port = free_port()
     script = ROOT / "benchmarks" / f".flood_server_{os.getpid()}.py"
     script.write_text(SERVER)
     command = [sys.executable, str(script), budget, str(port), str(marks), mode]

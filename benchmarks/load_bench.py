@@ -859,9 +859,10 @@ class Child:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a server process to bind later: from below the ephemeral range (``voice_runtime.testing.ports``)."""
+    from voice_runtime.testing.ports import free_port as below_ephemeral
+
+    return below_ephemeral()
 
 
 def run_once(args: argparse.Namespace, calls: int) -> dict[str, Any]:
