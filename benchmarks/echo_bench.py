@@ -17,7 +17,11 @@ its CPU is reported too (it shares the 2 cores).
 Servers:
 
 * ``bare-websockets``: ``websockets`` + uvloop + orjson, a 25-line echo with no runtime at all;
-* ``bare-picows``: ``picows`` + uvloop + orjson, the same echo;
+* ``bare-picows``: ``picows`` + uvloop + orjson, the same echo (on ``aiofastnet``'s sockets where it is installed,
+  as ``ws_create_server`` does by default: reads are ``recv`` calls from picows' side);
+* ``bare-picows-uvloop``: the same echo on uvloop's own ``create_server`` (``use_aiofastnet=False``), the network
+  layer our picows mode listens with (``server/picows_guard.py``): reads are libuv's ``read`` calls. Not one of
+  the issue's rows; it tells the network layer's share of a difference from the code's;
 * ``bare-picows-decoded``: the bare picows echo plus the least a runtime must do before a flow sees audio:
   check the message is this stream's inbound media, decode the base64 to bytes (strict) and encode the reply's
   base64 again (a floor for ours, which also budgets, paces, and runs the session; not one of the issue's rows);
@@ -66,6 +70,7 @@ from load_bench import cpu_seconds, cpu_split, free_port, ws_frame  # noqa: E402
 SERVERS = (
     "bare-picows",
     "bare-picows-decoded",
+    "bare-picows-uvloop",
     "bare-websockets",
     "vr-picows-listener",
     "vr-picows-loop",
@@ -109,7 +114,7 @@ async def _bare_websockets(port: int) -> None:
         await asyncio.Event().wait()
 
 
-async def _bare_picows(port: int) -> None:
+async def _bare_picows(port: int, *, use_aiofastnet: bool | None = None) -> None:
     import orjson
     from picows import WSListener, WSMsgType, ws_create_server
 
@@ -126,7 +131,7 @@ async def _bare_picows(port: int) -> None:
             elif event == "start":
                 self.sid = msg["start"]["streamSid"]
 
-    await ws_create_server(lambda _request: Echo(), "127.0.0.1", port, enable_auto_ping=False)
+    await ws_create_server(lambda _request: Echo(), "127.0.0.1", port, enable_auto_ping=False, use_aiofastnet=use_aiofastnet)
     print("READY", flush=True)
     await asyncio.Event().wait()
 
@@ -211,9 +216,12 @@ def server_main(kind: str, port: int) -> None:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             runner.run(_bare_websockets(port))
         return
-    if kind in ("bare-picows", "bare-picows-decoded"):
+    if kind in ("bare-picows", "bare-picows-uvloop", "bare-picows-decoded"):
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(_bare_picows(port) if kind == "bare-picows" else _bare_picows_decoded(port))
+            if kind == "bare-picows-decoded":
+                runner.run(_bare_picows_decoded(port))
+            else:
+                runner.run(_bare_picows(port, use_aiofastnet=False if kind == "bare-picows-uvloop" else None))
         return
     noguard = kind.endswith("-noguard")
     server, mode = _voice_server(kind.removesuffix("-noguard"))

@@ -1,6 +1,7 @@
-"""``benchmarks/echo_bench.py``'s decoding floor server and ``--pin``, and ``echo_inproc.py``'s STT styles, end to end.
+"""``benchmarks/echo_bench.py``'s decoding floor and uvloop-listening servers and ``--pin``, and ``echo_inproc.py``'s
+STT styles, end to end.
 
-The floor row is only meaningful if it really echoes every byte (the generator matches each frame); a pinned row
+The floor and uvloop rows are only meaningful if they really echo every byte (the generator matches each frame); a pinned row
 only if the two processes really ran on a CPU each; the STT styles are only a before/after if every frame
 reaches the STT in both, one inline and one by its queue.
 """
@@ -19,15 +20,16 @@ from ._load import BENCHMARKS
 pytest.importorskip("picows", reason="needs the [fast] extra: pip install -e '.[fast]'")
 
 
-def test_the_decoding_floor_echo_returns_every_frame_intact() -> None:
+@pytest.mark.parametrize("server", ["bare-picows-decoded", "bare-picows-uvloop"])
+def test_the_reference_echoes_return_every_frame_intact(server: str) -> None:
     root = BENCHMARKS.parent
     out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "echo_bench.py"), "--servers", "bare-picows-decoded", "--calls", "5",
+        [sys.executable, str(BENCHMARKS / "echo_bench.py"), "--servers", server, "--calls", "5",
          "--runs", "1", "--duration", "1", "--warmup", "0.5"],
         check=True, capture_output=True, text=True, timeout=120, cwd=root,
     ).stdout
     (row,) = json.loads(out.strip().splitlines()[-1])["echo_bench"]
-    assert row["server"] == "bare-picows-decoded"
+    assert row["server"] == server
     assert (row["frames_lost"], row["corrupt_calls"]) == (0, 0)
     first = json.loads(out.strip().splitlines()[0])
     assert first["frames_sent"] >= 5 * 25  # five calls for a second: about 50 frames each, all matched
