@@ -7,14 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from voice_runtime.testing.ports import free_port
+from tests.output_lines import OutputLines
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -45,62 +43,31 @@ class CliProcess:
             bufsize=1,
             start_new_session=True,  # its own process group: kill() also reaches worker processes it forked
         )
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._cond = threading.Condition()
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream, sink: list[str]) -> None:  # type: ignore[no-untyped-def]
-        for line in stream:
-            with self._cond:
-                sink.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.output = OutputLines(self.proc, stdout=self.proc.stdout, stderr=self.proc.stderr)
+        self.stdout, self.stderr = self.output.lines["stdout"], self.output.lines["stderr"]
 
     @property
     def out(self) -> str:
-        with self._cond:
-            return "\n".join(self.stdout)
+        return self.output.text("stdout")
 
     @property
     def err(self) -> str:
-        with self._cond:
-            return "\n".join(self.stderr)
+        return self.output.text("stderr")
 
     def wait_for_line(self, pattern: str, timeout: float = 30.0, *, stream: str = "stdout", count: int = 1) -> re.Match[str]:
         """Block until ``count`` lines of ``stream`` match ``pattern`` (returns the last); fails with the output."""
-        regex = re.compile(pattern)
-        sink = self.stdout if stream == "stdout" else self.stderr
-        deadline = time.monotonic() + timeout
-        found = 0
-        with self._cond:
-            seen = 0
-            while True:
-                for line in sink[seen:]:
-                    match = regex.search(line)
-                    if match:
-                        found += 1
-                        if found >= count:
-                            return match
-                seen = len(sink)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not any(r.is_alive() for r in self._readers)):
-                    raise AssertionError(f"no line matching {pattern!r} from {self.args}\n--- stdout\n{self.out}\n--- stderr\n{self.err}")
-                self._cond.wait(min(remaining, 0.5))
+        try:
+            return self.output.wait_for(pattern, timeout, stream=stream, count=count)
+        except AssertionError as exc:
+            raise AssertionError(f"{self.args}: {exc}") from None
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.args} still running after {timeout}s\n--- stdout\n{self.out}\n--- stderr\n{self.err}") from None
-        for reader in self._readers:
-            reader.join(5)
+        self.output.join(5)
         return code
 
     def signal(self, signum: int = signal.SIGTERM) -> None:

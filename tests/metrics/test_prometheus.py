@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CallHarness, FlowResult
-from tests.server.test_native_workers import _wait_listening
+from tests.output_lines import OutputLines
+from tests.server.test_native_workers import wait_serving
 from voice_runtime.testing.ports import free_port
 from voice_runtime import VoiceServer, create_stt, create_tts
 from voice_runtime.audio.g711 import pcm16_to_ulaw
@@ -158,7 +159,8 @@ def test_fast_modes_serve_the_probes_over_plain_http(start: Any) -> None:
 
 
 WORKERS = """
-import sys
+import logging, sys
+logging.basicConfig(level=logging.INFO)  # the "serving media streams" line the test waits for
 from voice_runtime import VoiceServer, create_stt, create_tts
 from voice_runtime.server.ws_native import serve_native
 server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"),
@@ -174,21 +176,21 @@ def test_workers_report_every_call_in_multiprocess_mode(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", WORKERS, str(port)], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    output = OutputLines(proc, stderr=proc.stderr)
     phones: list[SimulatedPhone] = []
     try:
-        _wait_listening(port, 20)
+        wait_serving(output, port, workers=2)
         phones = [SimulatedPhone(f"ws://127.0.0.1:{port}/stream").connect() for _ in range(8)]
         for phone in phones:
             assert phone.wait_closed(15)
         pids = {p.name.rsplit("_", 1)[-1] for p in tmp_path.glob("*.db")}
-        ended: list[float] = []
+        # Each worker counts a call's end just before it logs "call ... ended" (metrics/observer.py), a little
+        # after the phone's socket closed: wait for all 8 lines, then ask /metrics (any worker may answer).
+        output.wait_for(r"voice_runtime\.calls:call \S+ ended: reason=hangup", 15, count=8)
         with httpx.Client(timeout=5) as http:
-            for _ in range(100):  # each worker builds its report just after its sockets close
-                ended = [value(samples(http.get(f"http://127.0.0.1:{port}/metrics").text),
-                               "voice_runtime_calls_ended_total", carrier="twilio", reason="hangup") or 0 for _ in range(4)]
-                if all(v == 8 for v in ended):
-                    break
-                threading.Event().wait(0.05)
+            ended = [value(samples(http.get(f"http://127.0.0.1:{port}/metrics").text),
+                           "voice_runtime_calls_ended_total", carrier="twilio", reason="hangup") or 0 for _ in range(4)]
         assert ended == [8, 8, 8, 8]
         assert len(pids) >= 2  # more than one process wrote samples
     finally:

@@ -8,8 +8,8 @@ the deadline, flushes every recording, and exits 0.
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.output_lines import OutputLines
 from voice_runtime.testing import PhoneRejected, SimulatedPhone
 from voice_runtime.testing.ports import free_port
 
@@ -72,43 +73,16 @@ class ServerProcess:
              "--rest-url", rest_url, "--recordings", str(recordings), "--mode", mode],
             stderr=subprocess.PIPE, text=True, env=env,
         )
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self.cond:
-                self.lines.append(line.rstrip())
-                self.cond.notify_all()
+        self.output = OutputLines(self.proc, stderr=self.proc.stderr)
+        self.lines = self.output.lines["stderr"]
 
     def wait_for_line(self, needle: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for line in self.lines:
-                    if needle in line:
-                        return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"server never logged {needle!r}; stderr:\n" + "\n".join(self.lines))
-                self.cond.wait(remaining)
+        return self.output.wait_for(re.escape(needle), timeout).string
 
     def wait_listening(self, timeout: float = 15.0) -> None:
-        """Poll-connect until the port accepts (uvicorn offers no readiness signal across processes)."""
-        deadline = time.monotonic() + timeout
-        gate = threading.Event()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("server exited early:\n" + "\n".join(self.lines))
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                gate.wait(0.05)
-        raise AssertionError("server did not start listening")
+        """Every mode logs this line once its socket listens (before it, a connect could only be refused)."""
+        self.output.wait_for(rf"serving media streams on ws://127\.0\.0\.1:{self.port}/stream", timeout)
 
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/stream"

@@ -112,6 +112,7 @@ def build_server(address: WorkerAddress) -> VoiceServer:
 def main() -> None:
     env = os.environ
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s [{os.getpid()}] %(name)s: %(message)s")
+    logging.getLogger("voice_runtime.server.runners").setLevel(logging.INFO)  # "serving media streams on ...": ready
     plan = WorkerPlan(
         workers=int(env["FLEET_WORKERS"]),
         base_port=int(env["FLEET_BASE_PORT"]),

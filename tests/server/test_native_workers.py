@@ -11,19 +11,19 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.output_lines import OutputLines
 from voice_runtime.testing import SimulatedPhone
 from voice_runtime.testing.ports import free_port
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT") or not hasattr(os, "fork"), reason="POSIX only")
 
 SERVER = """
-import os, sys
+import logging, os, sys
+logging.basicConfig(level=logging.INFO)  # the "serving media streams" line the test waits for
 from voice_runtime import VoiceServer, create_stt, create_tts
 from voice_runtime.server.ws_native import serve_native
 
@@ -36,24 +36,20 @@ serve_native(server, host="127.0.0.1", port=int(sys.argv[1]), workers=2)
 """
 
 
-def _wait_listening(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            threading.Event().wait(0.05)  # the workers are still importing; bounded by the deadline
-    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+def wait_serving(output: OutputLines, port: int, workers: int, timeout: float = 30.0) -> None:
+    """Until each of ``workers`` processes logged that it listens on ``port`` (its loop runner's INFO line)."""
+    output.wait_for(rf"serving media streams on ws://127\.0\.0\.1:{port}/stream", timeout, count=workers)
 
 
 def test_two_workers_share_the_port_and_serve_calls(tmp_path: Path) -> None:
     port = free_port()
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(tmp_path)], cwd=root, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    output = OutputLines(proc, stderr=proc.stderr)
     phones: list[SimulatedPhone] = []
     try:
-        _wait_listening(port, 20)
+        wait_serving(output, port, workers=2)
         for _ in range(16):  # the kernel hashes connections over workers: all 16 on one has p = 2**-15
             phone = SimulatedPhone(f"ws://127.0.0.1:{port}/stream", send_silence=True).connect()
             phones.append(phone)

@@ -8,6 +8,7 @@ this process: real REST from the workers, real signed webhooks, real media WebSo
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,37 +17,62 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from voice_runtime.testing.ports import free_port_run, free_ports
+from tests.output_lines import OutputLines
 from voice_runtime.server.workers import WorkerAddress, WorkerPlan, WorkerRegistry, install_worker, owner_of, serve_workers
 from voice_runtime.testing.fake_twilio import FakeTwilio
 from voice_runtime.testing.phone import PhoneRejected
+from voice_runtime.testing.ports import free_port_run, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 4
 CALLS_EACH = 50  # per worker and direction: 4 x 50 = 200 dialled + 200 webhook-answered
 
 
-def _wait_listening(port: int, deadline: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if proc.poll() is not None:  # the fleet died (a port taken meanwhile, an import error): say why now
-                raise RuntimeError(f"fleet exited {proc.returncode} before port {port} listened:\n{log.read_text()[-3000:]}") from None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker on port {port} did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.05)  # polling a port that has no readiness signal to wait on
+def start_fleet(fake: FakeTwilio, ports: list[int], webhook_port: int, **extra_env: str) -> tuple[subprocess.Popen[str], OutputLines]:
+    """``tests/server/fleet_app.py`` with one worker per port in ``ports`` (consecutive), talking to ``fake``."""
+    env = dict(
+        os.environ,
+        FAKE_TWILIO_URL=fake.base_url,
+        FAKE_TWILIO_ACCOUNT_SID=fake.account_sid,
+        FAKE_TWILIO_AUTH_TOKEN=fake.auth_token,
+        FLEET_WORKERS=str(len(ports)),
+        FLEET_BASE_PORT=str(ports[0]),
+        FLEET_WEBHOOK_PORT=str(webhook_port),
+        PYTHONUNBUFFERED="1",
+        **extra_env,
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "tests.server.fleet_app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    return proc, OutputLines(proc, stdout=proc.stdout)
+
+
+def wait_fleet_serving(output: OutputLines, ports: list[int], timeout: float = 90.0) -> None:
+    """Until every worker logged that it serves its own port (a loaded CI machine starts the fleet slowly)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        output.wait_for(rf"serving media streams on ws://127\.0\.0\.1:{port}/stream", max(0.0, deadline - time.monotonic()))
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM (the fleet drains), then a kill if it takes too long."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 class Fleet:
-    def __init__(self, fake: FakeTwilio, proc: subprocess.Popen[bytes], ports: list[int], webhook_port: int, log: Path) -> None:
-        self.fake, self.proc, self.ports, self.webhook_port, self.log = fake, proc, ports, webhook_port, log
+    def __init__(self, fake: FakeTwilio, proc: subprocess.Popen[str], ports: list[int], webhook_port: int, output: OutputLines) -> None:
+        self.fake, self.proc, self.ports, self.webhook_port, self.output = fake, proc, ports, webhook_port, output
 
     def url(self, index: int, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[index]}{path}"
@@ -56,35 +82,17 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def fleet() -> Iterator[Fleet]:
     with FakeTwilio() as fake:
-        # worker ports must be consecutive for the plan (worker i listens on base + i)
-        ports = free_port_run(WORKERS)
-        base, (webhook_port,) = ports[0], free_ports(1)
-        env = dict(
-            os.environ,
-            FAKE_TWILIO_URL=fake.base_url,
-            FAKE_TWILIO_ACCOUNT_SID=fake.account_sid,
-            FAKE_TWILIO_AUTH_TOKEN=fake.auth_token,
-            FLEET_WORKERS=str(WORKERS),
-            FLEET_BASE_PORT=str(base),
-            FLEET_WEBHOOK_PORT=str(webhook_port),
-        )
-        log = tmp_path / "fleet.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "tests.server.fleet_app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        ports = free_port_run(WORKERS)  # consecutive, as the plan wants: worker i listens on base + i
+        (webhook_port,) = free_ports(1)
+        proc, output = start_fleet(fake, ports, webhook_port)
         try:
-            deadline = time.monotonic() + 90  # a loaded CI machine starts the fleet slowly
-            for port in ports + [webhook_port]:
-                _wait_listening(port, deadline, proc, log)
-            yield Fleet(fake, proc, ports, webhook_port, log)
+            wait_fleet_serving(output, ports)
+            yield Fleet(fake, proc, ports, webhook_port, output)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc)
+            output.join()
 
 
 def _port_of(url: str) -> int:
@@ -181,8 +189,7 @@ def test_stream_at_the_wrong_worker_is_refused_naming_the_owner(fleet: Fleet) ->
     # The flow's last step is recorded just after the phone closes: the worker answers once it is.
     waited = httpx.get(fleet.url(0, "/_test/outcome"), params={"sid": sid, "outcome": "spoke", "timeout": 10}, timeout=20)
     assert waited.json()["outcome"] == "spoke"
-    log_text = fleet.log.read_text()
-    assert f"token owned by worker w0 (http://127.0.0.1:{fleet.ports[0]}) arrived at worker w1" in log_text
+    fleet.output.wait_for(re.escape(f"token owned by worker w0 (http://127.0.0.1:{fleet.ports[0]}) arrived at worker w1"), 10)
 
 
 def test_a_taken_port_fails_the_whole_fleet_before_any_worker_starts() -> None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from voice_runtime.testing.ports import free_port_run, free_ports
-from tests.server.test_workers import ROOT, _wait_listening
+from tests.output_lines import OutputLines
+from tests.server.test_workers import start_fleet, stop, wait_fleet_serving
 from voice_runtime.testing import SimulatedPhone
 from voice_runtime.testing.fake_twilio import FakeTwilio
 from voice_runtime.testing.phone import PhoneRejected
+from voice_runtime.testing.ports import free_port_run, free_ports
 
 WORKERS = 2
 
@@ -51,7 +49,7 @@ def nginx_conf(listen: int, ports: list[int], prefix: Path) -> str:
 worker_processes 1;
 daemon off;
 pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
+error_log stderr notice;  # the test waits for "start worker processes"
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
@@ -69,49 +67,34 @@ http {{
 
 
 @pytest.fixture
-def proxied_fleet(tmp_path: Path) -> Iterator[tuple[FakeTwilio, int, list[int], Path]]:
+def proxied_fleet(tmp_path: Path) -> Iterator[tuple[FakeTwilio, int, list[int]]]:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if nginx is None:
         pytest.skip("nginx not installed: apt-get install nginx-light (scripts/test.sh does it as root)")
     with FakeTwilio() as fake:
         listen, webhook_port = free_ports(2)
         ports = free_port_run(WORKERS)  # worker i listens on base + i
-        base = ports[0]
         conf = tmp_path / "nginx.conf"
         conf.write_text(nginx_conf(listen, ports, tmp_path))
         os.chmod(tmp_path, 0o777)  # nginx workers run as nobody when started by root
-        env = dict(
-            os.environ,
-            FAKE_TWILIO_URL=fake.base_url,
-            FAKE_TWILIO_ACCOUNT_SID=fake.account_sid,
-            FAKE_TWILIO_AUTH_TOKEN=fake.auth_token,
-            FLEET_WORKERS=str(WORKERS),
-            FLEET_BASE_PORT=str(base),
-            FLEET_WEBHOOK_PORT=str(webhook_port),
-            FLEET_PUBLIC_URL=f"http://127.0.0.1:{listen}/w/{{index}}",
-        )
-        log = tmp_path / "fleet.log"
-        with log.open("wb") as out:
-            fleet = subprocess.Popen([sys.executable, "-m", "tests.server.fleet_app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        fleet, output = start_fleet(fake, ports, webhook_port, FLEET_PUBLIC_URL=f"http://127.0.0.1:{listen}/w/{{index}}")
+        proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proxy.stderr is not None
+        proxy_output = OutputLines(proxy, stderr=proxy.stderr)
         try:
-            deadline = time.monotonic() + 90  # a loaded CI machine starts the fleet slowly
-            for port in [*ports, listen]:
-                _wait_listening(port, deadline, fleet, log)
-            yield fake, listen, ports, log
+            wait_fleet_serving(output, ports)
+            # nginx opens its listening sockets before it starts its workers, and says so at notice level.
+            proxy_output.wait_for(r"\[notice\].*: start worker processes", 30)
+            yield fake, listen, ports
         finally:
             for proc in (proxy, fleet):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (proxy, fleet):
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+                stop(proc)
+            output.join()
+            proxy_output.join()
 
 
-def test_calls_through_nginx_reach_their_owners(proxied_fleet: tuple[FakeTwilio, int, list[int], Path]) -> None:
-    fake, listen, ports, log = proxied_fleet
+def test_calls_through_nginx_reach_their_owners(proxied_fleet: tuple[FakeTwilio, int, list[int]]) -> None:
+    fake, listen, ports = proxied_fleet
     public = f"http://127.0.0.1:{listen}"
     owner: dict[str, int] = {}
     for index, port in enumerate(ports):

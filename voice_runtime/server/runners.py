@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -180,6 +181,14 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # listening: one line per socket, as the native and picows modes log theirs
+            for listener in self.servers:
+                for sock in listener.sockets:
+                    host, port = sock.getsockname()[:2]
+                    log.info("serving media streams on ws://%s:%s%s/stream (pid %s)", host, port, self.voice_server.path_prefix, os.getpid())
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_requested or self._loop is None:
