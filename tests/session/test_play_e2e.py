@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import wave
 from pathlib import Path
 
@@ -26,7 +25,8 @@ def test_play_wav_is_heard_exactly_and_recorded(harness: CallHarness, flow_resul
         again = session.play(prompt_wav, wait=True)  # the second play comes from the cache
         flow_result.values["again"] = again.heard
 
-    _, running = harness.serve(flow_result.run(body), recordings_dir=str(tmp_path / "rec"))
+    ended = threading.Event()
+    _, running = harness.serve(flow_result.run(body), recordings_dir=str(tmp_path / "rec"), on_call_ended=lambda s, st: ended.set())
     phone = harness.phone(running)
     values = flow_result.wait()
     assert values["heard"] and values["outcome"] is MarkOutcome.PLAYED and values["again"]
@@ -35,23 +35,14 @@ def test_play_wav_is_heard_exactly_and_recorded(harness: CallHarness, flow_resul
     assert phone.heard_audio() == expected + expected  # byte for byte, nothing lost or added
     assert phone.violations == []
     phone.hangup()
-    recording = _wait_for_file(tmp_path / "rec")
+    assert ended.wait(10), "the call never ended"  # on_call_ended runs after the recording is closed
+    (recording,) = (tmp_path / "rec").glob("*.wav")
     with wave.open(str(recording)) as wav:
         frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
     agent = frames[:, 1].astype(np.float64)
     reference = np.abs(ulaw_to_pcm16(expected + expected).astype(np.float64)) > 500
     loud = np.abs(agent) > 500
     assert abs(int(loud.sum()) - int(reference.sum())) < 0.03 * reference.sum()  # both plays are in the recording
-
-
-def _wait_for_file(folder: Path, timeout: float = 5.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [p for p in folder.glob("*.wav") if p.stat().st_size > 44] if folder.exists() else []
-        if found:
-            return found[0]
-        threading.Event().wait(0.05)
-    raise AssertionError("no recording written")
 
 
 def test_barge_in_cuts_an_interruptible_prompt(harness: CallHarness, flow_result: FlowResult) -> None:
