@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from voice_runtime import ConfigError, VoiceServer, create_stt, create_tts
@@ -65,4 +66,11 @@ def test_providers_own_check_config_is_called_and_lazy_setups_can_opt_out(monkey
 def test_a_good_configuration_starts() -> None:
     server = VoiceServer(stt_factory=lambda: create_stt("mock"), tts_factory=lambda: create_tts("mock"),
                          public_url="https://voice.example.com")
-    server.start().stop()
+    from voice_runtime.server.config_check import find_problems
+
+    assert find_problems(server) == []
+    running = server.start()
+    try:  # started, and really serving
+        assert httpx.get(f"{running.http_url}/healthz", timeout=10).status_code == 200
+    finally:
+        running.stop()
