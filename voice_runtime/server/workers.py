@@ -202,11 +202,15 @@ def _bind_fleet(plan: WorkerPlan) -> list[list[socket.socket]]:
         try:
             bound.append(_bind_worker(plan.host, plan.base_port + index, plan.webhook_port))
         except OSError as exc:
-            for sockets in bound:
-                for sock in sockets:
-                    sock.close()
+            _close_all(bound)
             raise OSError(exc.errno, f"worker {plan.address(index).worker_id}: {exc.strerror}") from exc
     return bound
+
+
+def _close_all(groups: list[list[socket.socket]]) -> None:
+    for sockets in groups:
+        for sock in sockets:
+            sock.close()
 
 
 def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -282,10 +286,7 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
         if pid == 0:
             code = 0
             try:
-                for other, sockets in enumerate(bound):
-                    if other != index:  # a dead worker's queue must not live on in its siblings
-                        for sock in sockets:
-                            sock.close()
+                _close_all(bound[:index] + bound[index + 1 :])  # a dead worker's queue must not live on in its siblings
                 run_worker(
                     build_server(address),
                     address,
@@ -304,9 +305,7 @@ def serve_workers(build_server: Callable[[WorkerAddress], Any], plan: WorkerPlan
             finally:
                 os._exit(code)
         children[pid] = address.worker_id
-    for sockets in bound:  # the children hold them now
-        for sock in sockets:
-            sock.close()
+    _close_all(bound)  # the children hold them now
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
