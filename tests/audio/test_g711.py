@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     except ImportError:  # pragma: no cover - depends on the interpreter
         audioop = None
 
-needs_audioop = pytest.mark.skipif(audioop is None, reason="no audioop reference available")
+needs_audioop = pytest.mark.skipif(audioop is None, reason="no audioop reference: on Python 3.13+ pip install audioop-lts")
 
 ALL_CODES = bytes(range(256))
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16)
